@@ -1,0 +1,284 @@
+"""The afd ops as torch.ops.afd.*: schemas, fake kernels, autograd and backend choice.
+
+Schemas and the C++/CUDA kernels live in the compiled extension (csrc/, kernels/*.cu).
+This module adds what belongs in Python, as pytorch/extension-cpp does:
+``register_fake`` (so torch.compile / torch.export trace the ops) and
+``register_autograd`` (backward composed from the reference). When the
+extension is not built, the schemas are defined here and served by the
+reference (CPU) and Triton (CUDA) kernels.
+
+Backend choice per device: CPU -> ``cpp``, else ``reference``; CUDA -> ``cuda``,
+else ``triton``, else ``reference``. ``use_backend(name)`` (a context manager)
+or the environment variable ``AFD_BACKEND`` force one: the forced backend's
+kernel is registered over the default one for the ops' CPU and CUDA dispatch
+keys and the previous kernel comes back when the context exits. The choice is
+process-wide (not thread-local).
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+from typing import Callable, Dict, Optional
+
+import torch
+
+from . import reference
+
+OP_NAMES = ("block_dct", "block_dct_fdm", "repconv_dedrift")
+BACKENDS = ("reference", "cpp", "cuda", "triton")
+_SCHEMAS = {
+    "block_dct": "block_dct(Tensor img) -> Tensor",
+    "block_dct_fdm": "block_dct_fdm(Tensor img, Tensor w1, Tensor b1, Tensor w2, Tensor b2, Tensor w3, Tensor b3) -> Tensor",
+    "repconv_dedrift": "repconv_dedrift(Tensor x, Tensor weight, Tensor? bias, Tensor fdm, Tensor feat, str act) -> Tensor",
+}
+
+try:  # the compiled extension: schemas + C++ (and CUDA) kernels
+    from . import _C  # noqa: F401
+    _EXTENSION_ERROR: Optional[str] = None
+except ImportError as exc:  # pragma: no cover - exercised only without a build
+    _C = None
+    _EXTENSION_ERROR = str(exc)
+
+_lib_def = None
+if _C is None:
+    _lib_def = torch.library.Library("afd", "DEF")
+    for _schema in _SCHEMAS.values():
+        _lib_def.define(_schema)
+
+
+def _has_kernel(op: str, key: str) -> bool:
+    return torch._C._dispatch_has_kernel_for_dispatch_key(f"afd::{op}", key)
+
+
+_COMPILED = {
+    "cpp": _C is not None and all(_has_kernel(op, "CPU") for op in OP_NAMES),
+    "cuda": _C is not None and all(_has_kernel(op, "CUDA") for op in OP_NAMES),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Python kernels (reference and Triton), one function per op and backend.
+
+def _output_like(t: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Give ``out`` the memory format every backend returns: the suggested format of ``t``."""
+    return out.contiguous(memory_format=reference.checks.output_memory_format(t))
+
+
+def _reference_kernels() -> Dict[str, Callable]:
+    return {
+        "block_dct": lambda img: _output_like(img, reference.block_dct(img)),
+        "block_dct_fdm": lambda img, *w: _output_like(img, reference.block_dct_fdm(img, *w)),
+        "repconv_dedrift": lambda x, weight, bias, fdm, feat, act: _output_like(
+            feat, reference.repconv_dedrift(x, weight, bias, fdm, feat, act)),
+    }
+
+
+def _triton_available() -> bool:
+    try:
+        importlib.import_module("triton")
+    except ImportError:
+        return False
+    return True
+
+
+def _triton_kernels() -> Dict[str, Callable]:
+    mods = {op: importlib.import_module(f"afd_ext.kernels.triton_{op}") for op in OP_NAMES}
+    return {op: getattr(mods[op], op) for op in OP_NAMES}
+
+
+_PY_KERNELS: Dict[str, Callable[[], Dict[str, Callable]]] = {
+    "reference": _reference_kernels,
+    "triton": _triton_kernels,
+}
+
+
+def available_backends() -> list[str]:
+    """Backends built in this install (whether a device to run them is present or not)."""
+    out = ["reference"]
+    out += [b for b in ("cpp", "cuda") if _COMPILED[b]]
+    if _triton_available():
+        out.append("triton")
+    return out
+
+
+def extension_error() -> Optional[str]:
+    """Why the compiled extension could not be imported, or None when it was."""
+    return _EXTENSION_ERROR
+
+
+def _default_backend(device_type: str) -> str:
+    if device_type == "cuda":
+        if _COMPILED["cuda"]:
+            return "cuda"
+        return "triton" if _triton_available() else "reference"
+    return "cpp" if _COMPILED["cpp"] else "reference"
+
+
+_forced: list[str] = []  # stack of forced backends (process-wide)
+
+
+def current_backend(device: str | torch.device = "cpu") -> str:
+    """The backend that torch.ops.afd.* run for tensors on ``device`` right now."""
+    device_type = torch.device(device).type
+    if _forced:
+        return _forced[-1]
+    return _default_backend(device_type)
+
+
+def _unsupported(backend: str, device_key: str) -> Callable:
+    def kernel(*args, **kwargs):
+        raise RuntimeError(f"afd backend '{backend}' cannot run on {device_key} tensors "
+                           f"(available: {available_backends()})")
+    return kernel
+
+
+def _registration_for(backend: str) -> torch.library.Library:
+    """A Library that registers ``backend``'s kernels over the defaults on CPU and CUDA."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown afd backend {backend!r}; choose one of {BACKENDS}")
+    if backend not in available_backends():
+        raise RuntimeError(f"afd backend {backend!r} is not built in this install "
+                           f"(available: {available_backends()})"
+                           + (f"; extension import failed: {_EXTENSION_ERROR}" if _EXTENSION_ERROR else ""))
+    lib = torch.library.Library("afd", "IMPL")
+    kernels = _PY_KERNELS[backend]() if backend in _PY_KERNELS else None
+    for key, native in (("CPU", "cpp"), ("CUDA", "cuda")):
+        if backend == native:
+            if _COMPILED[native]:
+                continue  # the compiled kernel is already the one registered
+        for op in OP_NAMES:
+            fn = kernels[op] if kernels is not None else _unsupported(backend, key)
+            lib.impl(op, fn, key, allow_override=True)
+    return lib
+
+
+_forced_libs: list[torch.library.Library] = []
+
+
+@contextlib.contextmanager
+def use_backend(name: str):
+    """Force one backend for torch.ops.afd.* (and everything built on them) inside the block.
+
+    >>> with afd_ext.use_backend("reference"):
+    ...     y = torch.ops.afd.block_dct(img)
+    """
+    lib = _registration_for(name)
+    _forced.append(name)
+    _forced_libs.append(lib)
+    try:
+        yield name
+    finally:
+        _forced.pop()
+        _forced_libs.pop()._destroy()
+
+
+# ---------------------------------------------------------------------------------------------
+# Default kernels where nothing compiled serves a device key.
+
+_lib_impl = torch.library.Library("afd", "IMPL")
+if not _COMPILED["cpp"]:
+    for _op, _fn in _reference_kernels().items():
+        _lib_impl.impl(_op, _fn, "CPU")
+if not _COMPILED["cuda"]:
+    def _lazy_cuda(op):
+        def kernel(*args):
+            backend = "triton" if _triton_available() else "reference"
+            return _PY_KERNELS[backend]()[op](*args)
+        return kernel
+    for _op in OP_NAMES:
+        _lib_impl.impl(_op, _lazy_cuda(_op), "CUDA")
+
+
+# ---------------------------------------------------------------------------------------------
+# Fake kernels: shapes, dtypes, memory format; the same argument checks as the kernels.
+
+@torch.library.register_fake("afd::block_dct")
+def _block_dct_fake(img):
+    reference.checks.check_image(img)
+    b, _, h, w = img.shape
+    out = img.new_empty((b, reference.N_DCT_CHANNELS, h // 8, w // 8))
+    return out.contiguous(memory_format=reference.checks.output_memory_format(img))
+
+
+@torch.library.register_fake("afd::block_dct_fdm")
+def _block_dct_fdm_fake(img, w1, b1, w2, b2, w3, b3):
+    reference.checks.check_image(img)
+    reference.checks.check_fde_weights(img, w1, b1, w2, b2, w3, b3)
+    b, _, h, w = img.shape
+    out = img.new_empty((b, w3.shape[0], h // 8, w // 8))
+    return out.contiguous(memory_format=reference.checks.output_memory_format(img))
+
+
+@torch.library.register_fake("afd::repconv_dedrift")
+def _repconv_dedrift_fake(x, weight, bias, fdm, feat, act):
+    reference.checks.check_repconv_dedrift(x, weight, bias, fdm, feat, act)
+    return torch.empty_like(feat, memory_format=reference.checks.output_memory_format(feat))
+
+
+# ---------------------------------------------------------------------------------------------
+# Autograd: backward recomputes the reference under autograd (exact, and needs no extra kernels).
+
+def _reference_vjp(fn, inputs, grad_out):
+    with torch.enable_grad():
+        leaves = [t.detach().requires_grad_(True) if isinstance(t, torch.Tensor) and needs else None
+                  for t, needs in inputs]
+        args = [leaf if leaf is not None else t for leaf, (t, _) in zip(leaves, inputs)]
+        out = fn(*args)
+        wanted = [leaf for leaf in leaves if leaf is not None]
+        grads = torch.autograd.grad(out, wanted, grad_out, allow_unused=True) if wanted else []
+    it = iter(grads)
+    return tuple(next(it) if leaf is not None else None for leaf in leaves)
+
+
+def _setup_saving_all(ctx, inputs, output):
+    ctx.saved_inputs = inputs
+    ctx.needs = ctx.needs_input_grad
+
+
+def _block_dct_backward(ctx, grad):
+    (img,) = ctx.saved_inputs
+    return _reference_vjp(reference.block_dct, [(img, ctx.needs[0])], grad)
+
+
+def _block_dct_fdm_backward(ctx, grad):
+    pairs = list(zip(ctx.saved_inputs, ctx.needs))
+    return _reference_vjp(reference.block_dct_fdm, pairs, grad)
+
+
+def _repconv_dedrift_backward(ctx, grad):
+    x, weight, bias, fdm, feat, act = ctx.saved_inputs
+    tensors = [(x, ctx.needs[0]), (weight, ctx.needs[1]), (bias, bias is not None and ctx.needs[2]),
+               (fdm, ctx.needs[3]), (feat, ctx.needs[4])]
+    grads = _reference_vjp(lambda *a: reference.repconv_dedrift(*a, act), tensors, grad)
+    return (*grads, None)
+
+
+torch.library.register_autograd("afd::block_dct", _block_dct_backward, setup_context=_setup_saving_all)
+torch.library.register_autograd("afd::block_dct_fdm", _block_dct_fdm_backward, setup_context=_setup_saving_all)
+torch.library.register_autograd("afd::repconv_dedrift", _repconv_dedrift_backward,
+                                setup_context=_setup_saving_all)
+
+
+# ---------------------------------------------------------------------------------------------
+# Thin Python wrappers (documented entry points).
+
+def block_dct(img: torch.Tensor) -> torch.Tensor:
+    """(B,3,H,W) RGB 0..255 -> (B,192,H/8,W/8) JPEG block-DCT coefficients (see DESIGN.md §2)."""
+    return torch.ops.afd.block_dct(img)
+
+
+def block_dct_fdm(img, w1, b1, w2, b2, w3, b3) -> torch.Tensor:
+    """(B,3,H,W) RGB 0..255 -> (B,C,H/8,W/8) FDM: block DCT + FDE-Net MLP + sigmoid, fused."""
+    return torch.ops.afd.block_dct_fdm(img, w1, b1, w2, b2, w3, b3)
+
+
+def repconv_dedrift(x, weight, bias, fdm, feat, act: str = "relu") -> torch.Tensor:
+    """act(feat + (conv3x3(x, weight) + bias) * nearest_up(fdm)), fused."""
+    return torch.ops.afd.repconv_dedrift(x, weight, bias, fdm, feat, act)
+
+
+_env_backend = os.environ.get("AFD_BACKEND")
+if _env_backend:
+    _forced.append(_env_backend)
+    _forced_libs.append(_registration_for(_env_backend))

@@ -1,0 +1,96 @@
+// Argument checks shared by the C++ and CUDA launchers. Same exception types and
+// wording as python/checks.py: ValueError for shapes and devices, TypeError for dtypes.
+#pragma once
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+#include <c10/util/Optional.h>
+#include <string>
+
+#include "afd_constants.h"
+
+namespace afd {
+
+inline bool is_supported_float(at::ScalarType t) {
+  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
+}
+
+inline void check_float(const char* name, const at::Tensor& t) {
+  TORCH_CHECK_TYPE(is_supported_float(t.scalar_type()), name,
+                   " must be a floating tensor (float32, float64, float16 or bfloat16), got ", t.scalar_type());
+}
+
+inline void check_image(const at::Tensor& img) {
+  check_float("img", img);
+  TORCH_CHECK_VALUE(img.dim() == 4 && img.size(1) == 3,
+                    "img must have shape (B, 3, H, W) (RGB, 0..255), got ", img.sizes());
+  TORCH_CHECK_VALUE(img.size(2) % kBlock == 0 && img.size(3) % kBlock == 0,
+                    "img height and width must be multiples of 8, got ", img.size(2), "x", img.size(3));
+}
+
+inline void check_same(const char* name, const at::Tensor& t, const char* ref_name, const at::Tensor& ref) {
+  check_float(name, t);
+  TORCH_CHECK_TYPE(t.scalar_type() == ref.scalar_type(), name, " has dtype ", t.scalar_type(), " but ", ref_name,
+                   " has dtype ", ref.scalar_type(), "; they must match");
+  TORCH_CHECK_VALUE(t.device() == ref.device(), name, " is on ", t.device(), " but ", ref_name, " is on ",
+                    ref.device(), "; they must be on one device");
+}
+
+inline void check_fde_weights(const at::Tensor& img, const at::Tensor& w1, const at::Tensor& b1,
+                              const at::Tensor& w2, const at::Tensor& b2, const at::Tensor& w3,
+                              const at::Tensor& b3) {
+  check_same("w1", w1, "img", img);
+  check_same("b1", b1, "img", img);
+  check_same("w2", w2, "img", img);
+  check_same("b2", b2, "img", img);
+  check_same("w3", w3, "img", img);
+  check_same("b3", b3, "img", img);
+  TORCH_CHECK_VALUE(w1.dim() == 2 && w1.size(1) == kDctChannels, "w1 must have shape (h1, 192), got ", w1.sizes());
+  const int64_t h1 = w1.size(0);
+  TORCH_CHECK_VALUE(b1.dim() == 1 && b1.size(0) == h1, "b1 must have shape (", h1, "), got ", b1.sizes());
+  TORCH_CHECK_VALUE(w2.dim() == 2 && w2.size(1) == h1, "w2 must have shape (h2, ", h1, "), got ", w2.sizes());
+  const int64_t h2 = w2.size(0);
+  TORCH_CHECK_VALUE(b2.dim() == 1 && b2.size(0) == h2, "b2 must have shape (", h2, "), got ", b2.sizes());
+  TORCH_CHECK_VALUE(w3.dim() == 2 && w3.size(1) == h2, "w3 must have shape (C, ", h2, "), got ", w3.sizes());
+  TORCH_CHECK_VALUE(b3.dim() == 1 && b3.size(0) == w3.size(0), "b3 must have shape (", w3.size(0), "), got ",
+                    b3.sizes());
+}
+
+// act codes used by every kernel
+enum class Act : int { kRelu = 0, kRelu6 = 1, kIdentity = 2 };
+
+inline Act parse_act(c10::string_view act) {
+  if (act == "relu") return Act::kRelu;
+  if (act == "relu6") return Act::kRelu6;
+  TORCH_CHECK_VALUE(act == "identity", "act must be one of ('relu', 'relu6', 'identity'), got '", std::string(act),
+                    "'");
+  return Act::kIdentity;
+}
+
+inline void check_repconv_dedrift(const at::Tensor& x, const at::Tensor& weight,
+                                  const c10::optional<at::Tensor>& bias, const at::Tensor& fdm,
+                                  const at::Tensor& feat) {
+  check_float("x", x);
+  TORCH_CHECK_VALUE(x.dim() == 4, "x must have shape (B, Cin, Hf, Wf), got ", x.sizes());
+  const int64_t B = x.size(0), Cin = x.size(1), Hf = x.size(2), Wf = x.size(3);
+  check_same("weight", weight, "x", x);
+  TORCH_CHECK_VALUE(weight.dim() == 4 && weight.size(1) == Cin && weight.size(2) == 3 && weight.size(3) == 3,
+                    "weight must have shape (C, ", Cin, ", 3, 3), got ", weight.sizes());
+  const int64_t C = weight.size(0);
+  if (bias.has_value()) {
+    check_same("bias", *bias, "x", x);
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == C, "bias must have shape (", C, "), got ",
+                      bias->sizes());
+  }
+  check_same("feat", feat, "x", x);
+  TORCH_CHECK_VALUE(feat.dim() == 4 && feat.size(0) == B && feat.size(1) == C && feat.size(2) == Hf &&
+                        feat.size(3) == Wf,
+                    "feat must have shape (", B, ", ", C, ", ", Hf, ", ", Wf, "), got ", feat.sizes());
+  check_same("fdm", fdm, "x", x);
+  TORCH_CHECK_VALUE(fdm.dim() == 4 && fdm.size(0) == B && fdm.size(1) == C, "fdm must have shape (", B, ", ", C,
+                    ", Hb, Wb), got ", fdm.sizes());
+  const int64_t Hb = fdm.size(2), Wb = fdm.size(3);
+  TORCH_CHECK_VALUE(Hb > 0 && Wb > 0 && Hf % Hb == 0 && Wf % Wb == 0, "fdm grid ", Hb, "x", Wb,
+                    " must divide the feature grid ", Hf, "x", Wf, " (Hf % Hb == Wf % Wb == 0)");
+}
+
+}  // namespace afd

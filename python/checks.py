@@ -1,0 +1,91 @@
+"""Argument checks shared by the Python backends (reference, Triton).
+
+The C++/CUDA kernels raise the same exception types with the same wording
+(``csrc/afd_checks.h``): ValueError for shapes and devices, TypeError for dtypes.
+"""
+from __future__ import annotations
+
+import torch
+
+from .constants import ACTIVATIONS, BLOCK, N_DCT_CHANNELS
+
+FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def check_float(name: str, t: torch.Tensor) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be a floating tensor (float32, float64, float16 or bfloat16), got {t.dtype}")
+
+
+def check_image(img: torch.Tensor) -> None:
+    check_float("img", img)
+    if img.dim() != 4 or img.shape[1] != 3:
+        raise ValueError(f"img must have shape (B, 3, H, W) (RGB, 0..255), got {tuple(img.shape)}")
+    h, w = img.shape[-2:]
+    if h % BLOCK or w % BLOCK:
+        raise ValueError(f"img height and width must be multiples of {BLOCK}, got {h}x{w}")
+
+
+def check_same(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
+    check_float(name, t)
+    if t.dtype != ref.dtype:
+        raise TypeError(f"{name} has dtype {t.dtype} but {ref_name} has dtype {ref.dtype}; they must match")
+    if t.device != ref.device:
+        raise ValueError(f"{name} is on {t.device} but {ref_name} is on {ref.device}; they must be on one device")
+
+
+def check_shape(name: str, t: torch.Tensor, expected: tuple) -> None:
+    if tuple(t.shape) != tuple(expected):
+        raise ValueError(f"{name} must have shape {tuple(expected)}, got {tuple(t.shape)}")
+
+
+def check_fde_weights(img, w1, b1, w2, b2, w3, b3) -> None:
+    for name, t in (("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2), ("w3", w3), ("b3", b3)):
+        check_same(name, t, "img", img)
+    if w1.dim() != 2 or w1.shape[1] != N_DCT_CHANNELS:
+        raise ValueError(f"w1 must have shape (h1, {N_DCT_CHANNELS}), got {tuple(w1.shape)}")
+    h1 = w1.shape[0]
+    check_shape("b1", b1, (h1,))
+    if w2.dim() != 2 or w2.shape[1] != h1:
+        raise ValueError(f"w2 must have shape (h2, {h1}), got {tuple(w2.shape)}")
+    h2 = w2.shape[0]
+    check_shape("b2", b2, (h2,))
+    if w3.dim() != 2 or w3.shape[1] != h2:
+        raise ValueError(f"w3 must have shape (C, {h2}), got {tuple(w3.shape)}")
+    check_shape("b3", b3, (w3.shape[0],))
+
+
+def check_repconv_dedrift(x, weight, bias, fdm, feat, act) -> None:
+    check_float("x", x)
+    if x.dim() != 4:
+        raise ValueError(f"x must have shape (B, Cin, Hf, Wf), got {tuple(x.shape)}")
+    b, cin, hf, wf = x.shape
+    check_same("weight", weight, "x", x)
+    if weight.dim() != 4 or weight.shape[1] != cin or tuple(weight.shape[2:]) != (3, 3):
+        raise ValueError(f"weight must have shape (C, {cin}, 3, 3), got {tuple(weight.shape)}")
+    c = weight.shape[0]
+    if bias is not None:
+        check_same("bias", bias, "x", x)
+        check_shape("bias", bias, (c,))
+    check_same("feat", feat, "x", x)
+    check_shape("feat", feat, (b, c, hf, wf))
+    check_same("fdm", fdm, "x", x)
+    if fdm.dim() != 4 or fdm.shape[0] != b or fdm.shape[1] != c:
+        raise ValueError(f"fdm must have shape ({b}, {c}, Hb, Wb), got {tuple(fdm.shape)}")
+    hb, wb = fdm.shape[2:]
+    if hb == 0 or wb == 0 or hf % hb or wf % wb:
+        raise ValueError(
+            f"fdm grid {hb}x{wb} must divide the feature grid {hf}x{wf} (Hf % Hb == Wf % Wb == 0)")
+    if act not in ACTIVATIONS:
+        raise ValueError(f"act must be one of {ACTIVATIONS}, got {act!r}")
+
+
+def output_memory_format(t: torch.Tensor) -> torch.memory_format:
+    """The memory format every backend gives its output: channels_last when ``t`` is
+    channels_last (and not also plainly contiguous), else contiguous. Mirrors ATen's
+    ``suggest_memory_format`` for 4-D tensors."""
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format

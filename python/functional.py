@@ -1,0 +1,108 @@
+"""Pure-PyTorch reference of every afd op: the definition the kernels are tested against.
+
+Readable rather than fast; works in any floating dtype (half types are
+computed in float32 and cast back, like the kernels that accumulate in float32).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from . import checks
+from .constants import BLOCK, N_COEFF, dct_basis_zigzag, ycbcr_matrix
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def rgb_to_ycbcr(img: torch.Tensor) -> torch.Tensor:
+    """RGB (B,3,H,W) in 0..255 -> level-shifted YCbCr (JPEG's transform, minus 128)."""
+    mat, off = ycbcr_matrix(img.dtype, img.device)
+    return torch.einsum("ck,bkhw->bchw", mat, img) + off.view(1, 3, 1, 1)
+
+
+def ycbcr_to_rgb(ycc: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`rgb_to_ycbcr`."""
+    mat, off = ycbcr_matrix(ycc.dtype, ycc.device)
+    return torch.einsum("kc,bchw->bkhw", torch.linalg.inv(mat), ycc - off.view(1, 3, 1, 1))
+
+
+def block_dct(img: torch.Tensor) -> torch.Tensor:
+    """(B,3,H,W) RGB 0..255 -> (B,192,H/8,W/8) JPEG block-DCT coefficients.
+
+    Channel c*64 + k holds zig-zag coefficient k of colour plane c (Y, Cb, Cr).
+    """
+    checks.check_image(img)
+    out_dtype = img.dtype
+    x = rgb_to_ycbcr(img.to(_compute_dtype(img.dtype)))
+    b, _, h, w = x.shape
+    hb, wb = h // BLOCK, w // BLOCK
+    # (B,3,Hb,8,Wb,8) -> (B,3,Hb,Wb,64): each block flattened row-major.
+    blocks = x.reshape(b, 3, hb, BLOCK, wb, BLOCK).permute(0, 1, 2, 4, 3, 5).reshape(b, 3, hb, wb, N_COEFF)
+    basis = dct_basis_zigzag(x.dtype, x.device)
+    coeffs = torch.einsum("kp,bcijp->bckij", basis, blocks)
+    return coeffs.reshape(b, 3 * N_COEFF, hb, wb).to(out_dtype)
+
+
+def block_idct(coeffs: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`block_dct`: (B,192,Hb,Wb) -> (B,3,8Hb,8Wb) RGB."""
+    if coeffs.dim() != 4 or coeffs.shape[1] != 3 * N_COEFF:
+        raise ValueError(f"coeffs must have shape (B, {3 * N_COEFF}, Hb, Wb), got {tuple(coeffs.shape)}")
+    b, _, hb, wb = coeffs.shape
+    basis = dct_basis_zigzag(coeffs.dtype, coeffs.device)
+    blocks = torch.einsum("kp,bckij->bcijp", basis, coeffs.reshape(b, 3, N_COEFF, hb, wb))
+    x = blocks.reshape(b, 3, hb, wb, BLOCK, BLOCK).permute(0, 1, 2, 4, 3, 5).reshape(b, 3, hb * BLOCK, wb * BLOCK)
+    return ycbcr_to_rgb(x)
+
+
+def fde_net(coeffs: torch.Tensor, w1, b1, w2, b2, w3, b3) -> torch.Tensor:
+    """Per-block MLP: sigmoid(w3 relu(w2 relu(w1 D + b1) + b2) + b3) on each block's 192 coefficients."""
+    out_dtype = coeffs.dtype
+    cd = _compute_dtype(coeffs.dtype)
+    d = coeffs.to(cd).permute(0, 2, 3, 1)  # (B,Hb,Wb,192)
+    h = F.relu(F.linear(d, w1.to(cd), b1.to(cd)))
+    h = F.relu(F.linear(h, w2.to(cd), b2.to(cd)))
+    out = torch.sigmoid(F.linear(h, w3.to(cd), b3.to(cd)))
+    return out.permute(0, 3, 1, 2).to(out_dtype)
+
+
+def block_dct_fdm(img: torch.Tensor, w1, b1, w2, b2, w3, b3) -> torch.Tensor:
+    """(B,3,H,W) RGB -> (B,C,H/8,W/8) feature-drift map in (0,1): FDE-Net on the block DCT."""
+    checks.check_image(img)
+    checks.check_fde_weights(img, w1, b1, w2, b2, w3, b3)
+    return fde_net(block_dct(img), w1, b1, w2, b2, w3, b3)
+
+
+def apply_act(x: torch.Tensor, act: str) -> torch.Tensor:
+    if act == "relu":
+        return F.relu(x)
+    if act == "relu6":
+        return F.relu6(x)
+    if act == "identity":
+        return x
+    raise ValueError(f"act must be one of ('relu', 'relu6', 'identity'), got {act!r}")
+
+
+def upsample_fdm(fdm: torch.Tensor, size) -> torch.Tensor:
+    """Nearest upsampling by an integer factor: each FDM cell covers a (Hf/Hb)x(Wf/Wb) patch."""
+    hb, wb = fdm.shape[-2:]
+    hf, wf = size
+    return fdm.repeat_interleave(hf // hb, dim=-2).repeat_interleave(wf // wb, dim=-1)
+
+
+def dedrift(feat: torch.Tensor, d: torch.Tensor, fdm: torch.Tensor, act: str) -> torch.Tensor:
+    """act(feat + d * nearest_up(fdm))."""
+    return apply_act(feat + d * upsample_fdm(fdm, feat.shape[-2:]), act)
+
+
+def repconv_dedrift(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                    fdm: torch.Tensor, feat: torch.Tensor, act: str) -> torch.Tensor:
+    """act(feat + (conv3x3(x, weight, pad 1) + bias) * nearest_up(fdm))."""
+    checks.check_repconv_dedrift(x, weight, bias, fdm, feat, act)
+    out_dtype = x.dtype
+    cd = _compute_dtype(x.dtype)
+    d = F.conv2d(x.to(cd), weight.to(cd), None if bias is None else bias.to(cd), padding=1)
+    return dedrift(feat.to(cd), d, fdm.to(cd), act).to(out_dtype)

@@ -1,0 +1,66 @@
+"""Builds afd_ext._C: op schemas and C++ CPU kernels always, CUDA kernels when nvcc is found.
+
+Environment:
+  AFD_BUILD_CUDA=0|1   force the CUDA part off / on (default: on when nvcc is found
+                       in CUDA_HOME or /usr/local/cuda)
+  TORCH_CUDA_ARCH_LIST  GPU architectures (default "9.0" when no GPU is visible)
+  MAX_JOBS              parallel compile jobs (ninja)
+"""
+import glob
+import os
+import shutil
+
+from setuptools import setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _find_cuda_home():
+    for cand in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+        if cand and os.path.exists(os.path.join(cand, "bin", "nvcc")):
+            return cand
+    nvcc = shutil.which("nvcc")
+    return os.path.dirname(os.path.dirname(os.path.realpath(nvcc))) if nvcc else None
+
+
+def _want_cuda():
+    flag = os.environ.get("AFD_BUILD_CUDA", "auto").lower()
+    home = _find_cuda_home()
+    if flag in ("0", "false", "no", "off"):
+        return None
+    if flag in ("1", "true", "yes", "on") and home is None:
+        raise RuntimeError("AFD_BUILD_CUDA=1 but nvcc was not found (set CUDA_HOME)")
+    return home
+
+
+CUDA_HOME = _want_cuda()
+if CUDA_HOME:
+    # torch.utils.cpp_extension reads CUDA_HOME when imported.
+    os.environ["CUDA_HOME"] = CUDA_HOME
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0")
+
+from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
+
+
+def _rel(paths):
+    return sorted(os.path.relpath(p, ROOT) for p in paths)
+
+
+def extensions():
+    cxx = ["-O3", "-std=c++20", "-fopenmp", "-DAFD_PYTHON_MODULE"]
+    sources = _rel(glob.glob(os.path.join(ROOT, "csrc", "*.cpp")))
+    kw = dict(include_dirs=[os.path.join(ROOT, "csrc"), os.path.join(ROOT, "kernels")],
+              extra_link_args=["-fopenmp"])
+    if CUDA_HOME:
+        sources += _rel(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cpp")))
+        sources += _rel(glob.glob(os.path.join(ROOT, "kernels", "*.cu")))
+        nvcc = ["-O3", "-std=c++20", "--use_fast_math", "-lineinfo"]
+        return [CUDAExtension("afd_ext._C", sources, extra_compile_args={"cxx": cxx + ["-DAFD_WITH_CUDA"],
+                                                                         "nvcc": nvcc + ["-DAFD_WITH_CUDA"]}, **kw)]
+    return [CppExtension("afd_ext._C", sources, extra_compile_args={"cxx": cxx}, **kw)]
+
+
+setup(
+    ext_modules=extensions(),
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+)
