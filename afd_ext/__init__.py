@@ -4,3 +4,5 @@ __version__ = "0.1.0"
 from . import reference  # noqa: F401  (pure-PyTorch definition of every op)
 from .ops import available_backends, current_backend, use_backend  # noqa: F401
 from . import ops  # noqa: F401
+from .modules import AFDModule, FDENet, FENet, RepConv, WIDTH_PRESETS  # noqa: F401,E402
+from .classifier import AFDClassifier, attach, find_adapter, load_classifier  # noqa: F401,E402

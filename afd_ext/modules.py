@@ -1,0 +1,252 @@
+"""nn modules of the AFD method: RepConv, FDENet, FENet and AFDModule (DESIGN.md §1)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import reference
+from .reference.constants import N_COEFF, N_DCT_CHANNELS
+
+FDM_MODES = ("spatial", "global", "none")
+# Width presets: FE-Net width w (the U-Net runs at w, 2w, 4w channels).
+WIDTH_PRESETS = {"tiny": 4, "small": 8, "base": 16}
+
+
+def act_name(module: Optional[nn.Module]) -> str:
+    """Name of a stem activation the de-drift op can apply itself, else 'identity'."""
+    if isinstance(module, nn.ReLU6) or (isinstance(module, nn.Hardtanh) and module.min_val == 0
+                                        and module.max_val == 6):
+        return "relu6"
+    if isinstance(module, nn.ReLU):
+        return "relu"
+    return "identity"
+
+
+class RepConv(nn.Module):
+    """Re-parameterizable 3x3 conv (training form: three branches summed).
+
+    (a) 1x1 (no bias) -> 3x3; (b) 3x3 -> 1x1; (c) 1x1. ``bn=True`` adds a
+    BatchNorm at the end of each branch. ``reparameterize()`` switches the module
+    in place to one ``nn.Conv2d`` 3x3 (``self.conv``) that computes the same function.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, mid_ch: Optional[int] = None, bn: bool = False):
+        super().__init__()
+        mid = mid_ch or out_ch
+        self.in_ch, self.out_ch = in_ch, out_ch
+        self.a_1x1 = nn.Conv2d(in_ch, mid, 1, bias=False)
+        self.a_3x3 = nn.Conv2d(mid, out_ch, 3, padding=1)
+        self.b_3x3 = nn.Conv2d(in_ch, mid, 3, padding=1)
+        self.b_1x1 = nn.Conv2d(mid, out_ch, 1)
+        self.c_1x1 = nn.Conv2d(in_ch, out_ch, 1)
+        self.bn = nn.ModuleList([nn.BatchNorm2d(out_ch) for _ in range(3)]) if bn else None
+        self.conv: Optional[nn.Conv2d] = None
+
+    @property
+    def deployed(self) -> bool:
+        return self.conv is not None
+
+    def forward(self, x):
+        if self.conv is not None:
+            return self.conv(x)
+        a = self.a_3x3(self.a_1x1(x))
+        b = self.b_1x1(self.b_3x3(x))
+        c = self.c_1x1(x)
+        if self.bn is not None:
+            a, b, c = self.bn[0](a), self.bn[1](b), self.bn[2](c)
+        return a + b + c
+
+    def zero_init(self) -> None:
+        """Make the block output exactly zero (every branch's last layer zeroed)."""
+        for conv in (self.a_3x3, self.b_1x1, self.c_1x1):
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)
+        if self.bn is not None:
+            for bn in self.bn:
+                nn.init.zeros_(bn.weight)
+                nn.init.zeros_(bn.bias)
+
+    def _branch_last(self, conv: nn.Conv2d, idx: int):
+        if self.bn is None:
+            return conv.weight, conv.bias
+        bn = self.bn[idx]
+        return reference.fold_bn(conv.weight, conv.bias, bn.running_mean, bn.running_var, bn.weight, bn.bias,
+                                 bn.eps)
+
+    def get_equivalent_kernel_bias(self):
+        """(weight (out,in,3,3), bias (out,)) of the single 3x3 conv equal to the three branches."""
+        if self.conv is not None:
+            return self.conv.weight, self.conv.bias
+        a3_w, a3_b = self._branch_last(self.a_3x3, 0)
+        b1_w, b1_b = self._branch_last(self.b_1x1, 1)
+        c1_w, c1_b = self._branch_last(self.c_1x1, 2)
+        return reference.repconv_reparam(self.a_1x1.weight, a3_w, a3_b, self.b_3x3.weight, self.b_3x3.bias,
+                                         b1_w, b1_b, c1_w, c1_b)
+
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        if self.conv is not None:
+            return
+        weight, bias = self.get_equivalent_kernel_bias()
+        conv = nn.Conv2d(self.in_ch, self.out_ch, 3, padding=1).to(device=weight.device, dtype=weight.dtype)
+        conv.weight.copy_(weight)
+        conv.bias.copy_(bias)
+        for name in ("a_1x1", "a_3x3", "b_3x3", "b_1x1", "c_1x1", "bn"):
+            delattr(self, name)
+        self.bn = None
+        self.conv = conv
+
+
+class FDENet(nn.Module):
+    """Feature Drifting Estimation: per-8x8-block MLP on the 192 JPEG DCT coefficients -> (0,1)^C.
+
+    The coefficients are scaled by a fixed per-coefficient factor (DC ~ +-1024,
+    AC much smaller) folded into ``fc1`` when the op is called, so the op
+    contract (raw coefficients in, nn.Linear layouts) stays as DESIGN.md fixes it.
+    """
+
+    def __init__(self, channels: int, h1: int = 128, h2: int = 64):
+        super().__init__()
+        self.fc1 = nn.Linear(N_DCT_CHANNELS, h1)
+        self.fc2 = nn.Linear(h1, h2)
+        self.fc3 = nn.Linear(h2, channels)
+        scale = torch.full((3, N_COEFF), 1.0 / 16)
+        scale[:, 0] = 1.0 / 256
+        self.register_buffer("input_scale", scale.reshape(-1), persistent=False)
+
+    def op_weights(self):
+        """(w1, b1, w2, b2, w3, b3) in the layout of afd::block_dct_fdm, input scale folded into w1."""
+        return (self.fc1.weight * self.input_scale, self.fc1.bias, self.fc2.weight, self.fc2.bias,
+                self.fc3.weight, self.fc3.bias)
+
+    def forward(self, img: torch.Tensor, fused: bool = False) -> torch.Tensor:
+        """img (B,3,H,W) RGB 0..255, H and W multiples of 8 -> FDM (B,C,H/8,W/8)."""
+        weights = [w.to(img.dtype) for w in self.op_weights()]
+        if fused:
+            return torch.ops.afd.block_dct_fdm(img, *weights)
+        return reference.block_dct_fdm(img, *weights)
+
+
+class FENet(nn.Module):
+    """Feature Enhancement: a small U-Net of RepConv blocks with PReLU.
+
+    e1 = RC(C->w); e2 = RC(w->2w), maxpool; e3 = RC(2w->4w), maxpool;
+    u3 = RC(4w->2w), up x2; u2 = RC(cat(u3, e2): 4w->w), up x2;
+    ``last`` = RC(cat(u2, e1): 2w->C), no activation: fused with the de-drift.
+    Max-pooling rounds up and upsampling targets the skip's size, so any feature size works.
+    """
+
+    def __init__(self, channels: int, width: int = 8, bn: bool = False):
+        super().__init__()
+        w = width
+        self.enc1 = RepConv(channels, w, bn=bn)
+        self.enc2 = RepConv(w, 2 * w, bn=bn)
+        self.enc3 = RepConv(2 * w, 4 * w, bn=bn)
+        self.dec3 = RepConv(4 * w, 2 * w, bn=bn)
+        self.dec2 = RepConv(4 * w, w, bn=bn)
+        self.last = RepConv(2 * w, channels, bn=bn)
+        self.acts = nn.ModuleList([nn.PReLU(c) for c in (w, 2 * w, 4 * w, 2 * w, w)])
+
+    def features(self, f: torch.Tensor) -> torch.Tensor:
+        """Everything up to the input of the last RepConv."""
+        e1 = self.acts[0](self.enc1(f))
+        e2 = F.max_pool2d(self.acts[1](self.enc2(e1)), 2, ceil_mode=True)
+        e3 = F.max_pool2d(self.acts[2](self.enc3(e2)), 2, ceil_mode=True)
+        u3 = F.interpolate(self.acts[3](self.dec3(e3)), size=e2.shape[-2:], mode="nearest")
+        u2 = F.interpolate(self.acts[4](self.dec2(torch.cat([u3, e2], 1))), size=e1.shape[-2:], mode="nearest")
+        return torch.cat([u2, e1], 1)
+
+    def forward(self, f):
+        return self.last(self.features(f))
+
+    def repconvs(self):
+        return [m for m in self.modules() if isinstance(m, RepConv)]
+
+
+class AFDModule(nn.Module):
+    """Adaptive Feature De-drifting: ``out = act(feat + FENet(feat) * up(FDENet(img)))``.
+
+    Args:
+        channels: stem width C.
+        width: FE-Net width w, or a preset name (``tiny``=4, ``small``=8, ``base``=16).
+        act: the stem's own output activation ('relu', 'relu6' or 'identity').
+        fdm: 'spatial' (one C-vector per 8x8 block, the default), 'global' (pooled per
+            image, as the authors' release) or 'none' (FE-Net only, ablation).
+        h1, h2: FDE-Net hidden sizes.
+
+    ``forward(feat, img)``: feat (B,C,Hf,Wf) is the stem output *before* its activation;
+    img (B,3,H,W) the RGB image in 0..255 the stem saw. Sizes that are not multiples of 8
+    are padded (edge replicate) at the bottom/right for the DCT; when the FDM grid does
+    not divide the feature grid, the FDM is resampled (nearest) to the feature grid.
+    A new module has a zero last RepConv, so it returns exactly ``act(feat)``.
+    """
+
+    def __init__(self, channels: int, width: int | str = "small", act: str = "relu", fdm: str = "spatial",
+                 h1: int = 128, h2: int = 64, bn: bool = False):
+        super().__init__()
+        if isinstance(width, str):
+            if width not in WIDTH_PRESETS:
+                raise ValueError(f"unknown width preset {width!r}; choose one of {sorted(WIDTH_PRESETS)} or an int")
+            width = WIDTH_PRESETS[width]
+        if act not in reference.ACTIVATIONS:
+            raise ValueError(f"act must be one of {reference.ACTIVATIONS}, got {act!r}")
+        if fdm not in FDM_MODES:
+            raise ValueError(f"fdm must be one of {FDM_MODES}, got {fdm!r}")
+        self.channels, self.width, self.act, self.fdm_mode = channels, int(width), act, fdm
+        self.config = dict(channels=channels, width=int(width), act=act, fdm=fdm, h1=h1, h2=h2, bn=bn)
+        self.fde = FDENet(channels, h1, h2) if fdm != "none" else None
+        self.fe = FENet(channels, int(width), bn=bn)
+        self.fe.last.zero_init()
+        self.fused = False
+
+    # -- deployment ---------------------------------------------------------------------------
+    def reparameterize(self) -> "AFDModule":
+        """Fold every RepConv into one 3x3 conv (exact); the module keeps using the reference path."""
+        for rc in self.fe.repconvs():
+            rc.reparameterize()
+        return self
+
+    def deploy(self) -> "AFDModule":
+        """Re-parameterize and switch to the fused ops torch.ops.afd.block_dct_fdm / repconv_dedrift."""
+        self.reparameterize()
+        self.fused = True
+        return self.eval()
+
+    # -- forward ------------------------------------------------------------------------------
+    def compute_fdm(self, img: torch.Tensor, feat_size) -> torch.Tensor:
+        b = img.shape[0]
+        if self.fde is None:
+            return img.new_ones((b, self.channels, 1, 1))
+        h, w = img.shape[-2:]
+        pad_h, pad_w = (-h) % 8, (-w) % 8
+        if pad_h or pad_w:
+            img = F.pad(img, (0, pad_w, 0, pad_h), mode="replicate")
+        fdm = self.fde(img, fused=self.fused)
+        if self.fdm_mode == "global":
+            return fdm.mean(dim=(2, 3), keepdim=True)
+        hf, wf = feat_size
+        if hf % fdm.shape[-2] or wf % fdm.shape[-1]:
+            fdm = F.interpolate(fdm, size=(hf, wf), mode="nearest")
+        return fdm
+
+    def forward(self, feat: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
+        if feat.dim() != 4 or feat.shape[1] != self.channels:
+            raise ValueError(f"feat must have shape (B, {self.channels}, Hf, Wf), got {tuple(feat.shape)}")
+        if img.dim() != 4 or img.shape[1] != 3 or img.shape[0] != feat.shape[0]:
+            raise ValueError(f"img must have shape ({feat.shape[0]}, 3, H, W), got {tuple(img.shape)}")
+        if img.dtype == torch.uint8:
+            img = img.to(feat.dtype)
+        elif not img.is_floating_point():
+            raise TypeError(f"img must be uint8 or floating (RGB 0..255), got {img.dtype}")
+        img = img.to(feat.dtype)
+        fdm = self.compute_fdm(img, feat.shape[-2:])
+        x = self.fe.features(feat)
+        if self.fused and self.fe.last.deployed:
+            conv = self.fe.last.conv
+            return torch.ops.afd.repconv_dedrift(x, conv.weight.to(x.dtype), conv.bias.to(x.dtype), fdm, feat,
+                                                 self.act)
+        d = self.fe.last(x)
+        return reference.dedrift(feat, d, fdm, self.act)

@@ -1,0 +1,83 @@
+"""Host-side helpers shared by the Triton kernels (kernels/triton_*.py).
+
+Device checks, the interpreter switch (``TRITON_INTERPRET=1``), tile choice and the
+cached constant tensors (YCbCr transform, zig-zag DCT basis) taken from
+``afd_ext.reference.constants`` -- the math is defined there, not here.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Dict, Tuple
+
+import torch
+import triton
+
+from afd_ext.reference.constants import dct_basis_zigzag, ycbcr_matrix
+
+#: dtypes the Triton kernels accept. float64 runs with float64 accumulation.
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+#: Set AFD_TRITON_AUTOTUNE=1 to autotune the tile sizes on the GPU (first call per key
+#: benchmarks a few configs); otherwise the fixed per-op defaults are used.
+AUTOTUNE = os.environ.get("AFD_TRITON_AUTOTUNE", "0") not in ("", "0", "false", "False")
+
+
+def interpreting(kernel) -> bool:
+    """True when ``kernel`` (a @triton.jit function) runs under the Triton interpreter."""
+    try:
+        from triton.runtime.interpreter import InterpretedFunction
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(kernel, InterpretedFunction)
+
+
+def check_runnable(kernel, op: str, *tensors: torch.Tensor) -> None:
+    """Dtype and device checks beyond afd_ext.reference.checks (which run first)."""
+    for t in tensors:
+        if t is not None and t.dtype not in SUPPORTED_DTYPES:
+            raise TypeError(f"afd triton {op}: unsupported dtype {t.dtype} "
+                            f"(supported: float32, float16, bfloat16, float64)")
+    t = tensors[0]
+    if t.device.type != "cuda" and not interpreting(kernel):
+        raise RuntimeError(
+            f"afd triton {op}: Triton needs a CUDA tensor (got a {t.device.type} tensor); to run the "
+            f"Triton kernels on the CPU, set TRITON_INTERPRET=1 before triton is imported")
+
+
+def device_guard(t: torch.Tensor):
+    """Launch on ``t``'s GPU (Triton launches on the current device)."""
+    if t.device.type == "cuda":
+        return torch.cuda.device(t.device)
+    return contextlib.nullcontext()
+
+
+def next_pow2(n: int, lo: int = 16, hi: int | None = None) -> int:
+    """Smallest power of two >= n, clamped to [lo, hi] (tl.dot needs every dim >= 16)."""
+    p = max(lo, triton.next_power_of_2(max(int(n), 1)))
+    return min(p, hi) if hi is not None else p
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Accumulation / compute dtype, as in the reference: float64 stays, the rest float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+_CONSTS: Dict[Tuple[str, torch.dtype], Tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def dct_constants(dtype: torch.dtype, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(basis_t, ycc) in ``dtype`` on ``device``, cached.
+
+    basis_t: (64, 64) contiguous, basis_t[p, k] = dct_basis_zigzag()[k, p] (pixel p = 8*y + x
+    of a row-major block, coefficient k in zig-zag order), so coeffs = pixels @ basis_t.
+    ycc: (12,) = the 3x3 RGB->YCbCr matrix row-major, then the 3 offsets after the level shift.
+    """
+    key = (str(device), dtype)
+    hit = _CONSTS.get(key)
+    if hit is None:
+        basis_t = dct_basis_zigzag(dtype, device).t().contiguous()
+        mat, off = ycbcr_matrix(dtype, device)
+        ycc = torch.cat([mat.reshape(-1), off]).contiguous()
+        hit = _CONSTS[key] = (basis_t, ycc)
+    return hit
