@@ -185,8 +185,10 @@ class AFDModule(nn.Module):
     """
 
     def __init__(self, channels: int, width: int | str = "small", act: str = "relu", fdm: str = "spatial",
-                 h1: int = 128, h2: int = 64, bn: bool = False):
+                 h1: int = 128, h2: int = 64, bn: bool = False, block: str = "repconv"):
         super().__init__()
+        if block not in ("repconv", "conv"):
+            raise ValueError(f"block must be 'repconv' or 'conv', got {block!r}")
         if isinstance(width, str):
             if width not in WIDTH_PRESETS:
                 raise ValueError(f"unknown width preset {width!r}; choose one of {sorted(WIDTH_PRESETS)} or an int")
@@ -196,11 +198,13 @@ class AFDModule(nn.Module):
         if fdm not in FDM_MODES:
             raise ValueError(f"fdm must be one of {FDM_MODES}, got {fdm!r}")
         self.channels, self.width, self.act, self.fdm_mode = channels, int(width), act, fdm
-        self.config = dict(channels=channels, width=int(width), act=act, fdm=fdm, h1=h1, h2=h2, bn=bn)
+        self.config = dict(channels=channels, width=int(width), act=act, fdm=fdm, h1=h1, h2=h2, bn=bn, block=block)
         self.fde = FDENet(channels, h1, h2) if fdm != "none" else None
         self.fe = FENet(channels, int(width), bn=bn)
         self.fe.last.zero_init()
         self.fused = False
+        if block == "conv":
+            use_plain_convs(self)
 
     # -- deployment ---------------------------------------------------------------------------
     def reparameterize(self) -> "AFDModule":
@@ -250,3 +254,13 @@ class AFDModule(nn.Module):
                                                  self.act)
         d = self.fe.last(x)
         return reference.dedrift(feat, d, fdm, self.act)
+
+
+def use_plain_convs(afd: AFDModule) -> AFDModule:
+    """Ablation: train plain 3x3 convs instead of RepConv blocks (same deploy cost).
+    Each RepConv becomes its deploy form with a fresh default init (the last stays zero)."""
+    for rc in afd.fe.repconvs():
+        rc.reparameterize()
+        if rc is not afd.fe.last:
+            rc.conv.reset_parameters()
+    return afd

@@ -1,0 +1,365 @@
+"""End-to-end throughput: the classifier alone vs. with the AFD in each of its forms.
+
+``run_e2e(device)`` times, per backbone and batch size, on uint8 (B,3,224,224) crops
+(normalization included, channels_last):
+
+    classifier            the classifier alone (``use_afd=False``)
+    afd_train             AFD in training form (three-branch RepConvs), eager
+    afd_deploy_reference  re-parameterized AFD (``afd.reparameterize()``), reference ops
+    afd_deploy_fused      ``deploy()``: re-parameterized + fused torch.ops.afd kernels
+    afd_compile           ``torch.compile`` of the deployed model (skipped on CPU unless
+                          ``compile=True``: compiling there takes minutes; the row says so)
+    decode_included       JPEG bytes -> ``Pipeline.predict_bytes`` (decode, resize, crop,
+                          deployed model, softmax/top-5)
+
+On GPU each runs in float32 and under bfloat16 autocast. Latency is per batch
+(``time.perf_counter``, ``torch.cuda.synchronize`` on GPU, warm-up excluded): the median and
+95th percentile of repeated runs; images/s = batch / median. EfficientNet-Lite0 has its real
+ImageNet weights; ResNet-50 (torchvision) random ones (AFD with 64 channels, act relu). The
+AFD weights are random (timing does not depend on them).
+
+Also reported: parameters and FLOPs of the AFD (training form and deployed) for each width
+preset against the classifier's, at 224x224, counted with
+``torch.utils.flop_counter.FlopCounterMode`` (2 x multiply-accumulates of conv / matmul /
+linear ops; elementwise ops are not counted; the deployed form is counted on the reference
+path, which computes the same convolutions and linear layers as the fused kernels).
+"""
+from __future__ import annotations
+
+import copy
+import datetime
+import io
+import json
+import os
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+
+CONFIGS = ("classifier", "afd_train", "afd_deploy_reference", "afd_deploy_fused", "afd_compile", "decode_included")
+BACKBONES = {"efficientnet_lite0": (32, "relu6"), "resnet50": (64, "relu")}
+
+
+def build_model(backbone: str, width="small", seed: int = 0):
+    """AFDClassifier (training form, eval mode, CPU) with a random non-trivial AFD."""
+    from .classifier import attach, load_classifier
+    from .modules import AFDModule
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; bench knows {sorted(BACKBONES)}")
+    if backbone == "resnet50":
+        import torchvision
+        classifier = torchvision.models.resnet50(weights=None)
+    else:
+        classifier = load_classifier(backbone)
+    channels, act = BACKBONES[backbone]
+    g = torch.Generator().manual_seed(seed)
+    afd = AFDModule(channels, width=width, act=act)
+    with torch.no_grad():  # a trained module has a non-zero last RepConv
+        for p in afd.fe.last.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+    return attach(classifier, afd=afd).eval()
+
+
+def _variant(model, config: str):
+    m = copy.deepcopy(model)
+    if config == "classifier":
+        m.use_afd = False
+    elif config == "afd_deploy_reference":
+        m.afd.reparameterize()
+        m.afd.fused = False
+    elif config in ("afd_deploy_fused", "afd_compile", "decode_included"):
+        m.deploy()
+    return m.eval()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_fn(fn: Callable[[], object], device: torch.device, warmup: int, iters: Optional[int],
+            budget_s: float) -> tuple[list[float], float]:
+    """(per-call seconds of the timed runs, seconds of the first warm-up call).
+    ``iters=None``: at least 3 runs, then more until ``budget_s`` is spent (at most 100)."""
+    first = None
+    for i in range(max(1, warmup)):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        if first is None:
+            first = time.perf_counter() - t0
+    times: list[float] = []
+    n_min = iters if iters is not None else 3
+    n_max = iters if iters is not None else 100
+    start = time.perf_counter()
+    while len(times) < n_max and (len(times) < n_min or time.perf_counter() - start < budget_s):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return times, first
+
+
+def _percentile(xs: Sequence[float], q: float) -> float:
+    s = sorted(xs)
+    if len(s) == 1:
+        return s[0]
+    k = (len(s) - 1) * q
+    lo = int(k)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def _jpeg_batch(n: int, seed: int = 0, size=(375, 500), quality: int = 75) -> list[bytes]:
+    """n distinct photo-like JPEGs (smooth colour fields plus noise), ImageNet-typical size."""
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    out = []
+    for _ in range(n):
+        f = rng.uniform(0.005, 0.05, size=(3, 2))
+        ph = rng.uniform(0, 6.3, size=3)
+        img = np.stack([127 + 100 * np.sin(f[c, 0] * yy + f[c, 1] * xx + ph[c]) for c in range(3)], -1)
+        img = np.clip(img + rng.normal(0, 12, img.shape), 0, 255).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, "JPEG", quality=quality)
+        out.append(buf.getvalue())
+    return out
+
+
+def _git_commit() -> Optional[str]:
+    try:
+        here = Path(__file__).resolve().parent
+        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        return r.stdout.strip() or None if r.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+
+
+# -- FLOPs and parameters -------------------------------------------------------------------------
+
+def _flops(fn: Callable[[], object]) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        fn()
+    return int(counter.get_total_flops())
+
+
+def _n_params(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def count_flops(backbones: Sequence[str] = tuple(BACKBONES), widths: Sequence[str] = ("tiny", "small", "base"),
+                size: int = 224) -> list[dict]:
+    """Per backbone and width preset: AFD parameters and FLOPs (training form, deployed) vs the
+    classifier's, one image at size x size."""
+    from .modules import AFDModule
+    rows = []
+    x = torch.randint(0, 256, (1, 3, size, size), dtype=torch.uint8)
+    for backbone in backbones:
+        base = build_model(backbone)
+        cls_flops = _flops(lambda: base(x, use_afd=False))
+        cls_params = _n_params(base.classifier)
+        with torch.no_grad():
+            feat, pixels = base.stem_features(x)
+        channels, act = BACKBONES[backbone]
+        for width in widths:
+            afd = AFDModule(channels, width=width, act=act).eval()
+            train_flops = _flops(lambda: afd(feat, pixels))
+            train_params = _n_params(afd)
+            afd.reparameterize()
+            afd.fused = False
+            dep_flops = _flops(lambda: afd(feat, pixels))
+            dep_params = _n_params(afd)
+            rows.append({
+                "backbone": backbone, "width": width, "width_channels": afd.width, "size": size,
+                "classifier_params": cls_params, "classifier_gflops": cls_flops / 1e9,
+                "afd_params_train": train_params, "afd_params_deploy": dep_params,
+                "afd_gflops_train": train_flops / 1e9, "afd_gflops_deploy": dep_flops / 1e9,
+                "afd_params_pct": 100.0 * dep_params / cls_params,
+                "afd_flops_pct_train": 100.0 * train_flops / cls_flops,
+                "afd_flops_pct_deploy": 100.0 * dep_flops / cls_flops,
+            })
+    return rows
+
+
+# -- the benchmark ------------------------------------------------------------------------------
+
+def run_e2e(device: str = "cpu", json_path: Optional[str] = None, batches: Optional[Sequence[int]] = None,
+            backbones: Sequence[str] = ("efficientnet_lite0", "resnet50"), warmup: Optional[int] = None,
+            iters: Optional[int] = None, compile: Optional[bool] = None, dtypes: Optional[Sequence[str]] = None,
+            configs: Sequence[str] = CONFIGS, width="small", flops: bool = True, budget_s: Optional[float] = None,
+            channels_last: bool = True, verbose: bool = True) -> dict:
+    """Run the end-to-end benchmark; returns the result dict and, with ``json_path``, writes it
+    as JSON plus a Markdown table beside it (same stem, ``.md``).
+
+    batches: default CPU [1, 32], GPU [1, 32, 256]. warmup: untimed calls (CPU 1, GPU 5).
+    iters: timed calls per row (default: >= 3, more while the row's budget lasts: CPU 2 s,
+    GPU 1 s). compile: run the ``afd_compile`` rows (default: on GPU only; skipped rows say
+    why). dtypes: default CPU ['float32'], GPU ['float32', 'bfloat16'] (autocast).
+    """
+    from .ops import current_backend
+    from .pipeline import Pipeline
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("run_e2e(device='cuda'): no CUDA device is available")
+    gpu = dev.type == "cuda"
+    batches = list(batches) if batches else ([1, 32, 256] if gpu else [1, 32])
+    warmup = warmup if warmup is not None else (5 if gpu else 1)
+    budget_s = budget_s if budget_s is not None else (1.0 if gpu else 2.0)
+    compile = gpu if compile is None else compile
+    dtypes = list(dtypes) if dtypes else (["float32", "bfloat16"] if gpu else ["float32"])
+    unknown = set(configs) - set(CONFIGS)
+    if unknown:
+        raise ValueError(f"unknown configs {sorted(unknown)}; choose from {CONFIGS}")
+
+    def log(msg):
+        if verbose:
+            print(msg, flush=True)
+
+    rows: list[dict] = []
+    for backbone in backbones:
+        base = build_model(backbone, width=width)
+        for config in configs:
+            model = None
+            compile_s = None
+            try:
+                if config == "afd_compile" and not compile:
+                    raise _Skip("torch.compile not run on CPU by default (compiling takes minutes there); "
+                                "pass compile=True")
+                model = _variant(base, config).to(dev)
+                if channels_last:
+                    model = model.to(memory_format=torch.channels_last)
+            except _Skip as s:
+                for dtype in dtypes:
+                    for b in batches:
+                        rows.append(_row(config, backbone, b, dtype, dev, skipped=str(s)))
+                        log(f"{backbone:18s} {config:22s} b={b:<4d} {dtype:9s} skipped: {s}")
+                continue
+            fn_model = torch.compile(model) if config == "afd_compile" else model
+            pipe = None
+            if config == "decode_included":
+                pipe = Pipeline(model, device=dev, dtype="float32", channels_last=channels_last, deploy=False)
+            for dtype in dtypes:
+                torch_dtype = getattr(torch, dtype)
+                if pipe is not None:
+                    pipe.dtype = torch_dtype
+                for b in batches:
+                    try:
+                        if pipe is not None:
+                            datas = _jpeg_batch(b)
+                            fn = (lambda d=datas, n=b: pipe.predict_bytes(d, batch_size=n, topk=5))
+                        else:
+                            x = torch.randint(0, 256, (b, 3, 224, 224), dtype=torch.uint8, device=dev)
+                            x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+                            def fn(x=x, m=fn_model, dt=torch_dtype):
+                                with torch.inference_mode(), (torch.autocast(dev.type, dtype=dt)
+                                                              if dt != torch.float32 else _nullctx()):
+                                    return m(x)
+                        times, first = time_fn(fn, dev, warmup, iters, budget_s)
+                        med = statistics.median(times)
+                        row = _row(config, backbone, b, dtype, dev, images_per_s=b / med,
+                                   latency_ms_median=1e3 * med, latency_ms_p95=1e3 * _percentile(times, 0.95),
+                                   runs=len(times), first_call_s=first)
+                        if config == "afd_compile":
+                            row["note"] = "first_call_s includes compilation"
+                        if config == "decode_included":
+                            row["note"] = f"{pipe.decoder} decode of {b} JPEGs 500x375 q75 + resize/crop + model"
+                    except torch.cuda.OutOfMemoryError:
+                        torch.cuda.empty_cache()
+                        row = _row(config, backbone, b, dtype, dev, skipped="out of GPU memory")
+                    except Exception as exc:  # a failing config is recorded, not fatal
+                        row = _row(config, backbone, b, dtype, dev, error=f"{type(exc).__name__}: {exc}"[:300])
+                    rows.append(row)
+                    if row.get("images_per_s"):
+                        log(f"{backbone:18s} {config:22s} b={b:<4d} {dtype:9s} {row['images_per_s']:9.1f} img/s  "
+                            f"median {row['latency_ms_median']:9.2f} ms  p95 {row['latency_ms_p95']:9.2f} ms  "
+                            f"({row['runs']} runs)")
+                    else:
+                        log(f"{backbone:18s} {config:22s} b={b:<4d} {dtype:9s} "
+                            f"{row.get('skipped') or row.get('error')}")
+            del model, fn_model, pipe
+            if gpu:
+                torch.cuda.empty_cache()
+
+    result = {
+        "device": _device_name(dev), "device_type": dev.type, "torch": torch.__version__,
+        "cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "commit": _git_commit(), "afd_backend": current_backend(dev), "threads": torch.get_num_threads(),
+        "afd_width": width, "channels_last": channels_last, "warmup": warmup, "iters": iters,
+        "rows": rows, "flops": count_flops(backbones) if flops else [],
+    }
+    if json_path:
+        write_result(result, json_path)
+        log(f"wrote {json_path} and {Path(json_path).with_suffix('.md')}")
+    return result
+
+
+class _Skip(Exception):
+    pass
+
+
+class _nullctx:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *a):
+        return False
+
+
+def _row(config, backbone, batch, dtype, dev, **kw) -> dict:
+    row = {"config": config, "backbone": backbone, "batch": batch, "dtype": dtype, "device": dev.type,
+           "images_per_s": None, "latency_ms_median": None, "latency_ms_p95": None}
+    row.update(kw)
+    return row
+
+
+def format_markdown(result: dict) -> str:
+    lines = [f"# End-to-end benchmark: {result['device']}", "",
+             f"torch {result['torch']}, CUDA {result['cuda']}, afd backend `{result['afd_backend']}`, "
+             f"{result['date']}, commit {result['commit'] or 'n/a'}; AFD width `{result['afd_width']}`, "
+             f"uint8 224x224 inputs, channels_last={result['channels_last']}.", "",
+             "| backbone | config | batch | dtype | images/s | median ms | p95 ms | runs | note |",
+             "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | --- |"]
+    for r in result["rows"]:
+        if r.get("images_per_s"):
+            lines.append(f"| {r['backbone']} | {r['config']} | {r['batch']} | {r['dtype']} | "
+                         f"{r['images_per_s']:.1f} | {r['latency_ms_median']:.2f} | {r['latency_ms_p95']:.2f} | "
+                         f"{r['runs']} | {r.get('note', '')} |")
+        else:
+            why = r.get("skipped") and f"skipped: {r['skipped']}" or f"error: {r.get('error')}"
+            lines.append(f"| {r['backbone']} | {r['config']} | {r['batch']} | {r['dtype']} | - | - | - | - | {why} |")
+    if result.get("flops"):
+        lines += ["", "## AFD cost at 224x224 (one image)", "",
+                  "| backbone | width | AFD params (train / deploy) | AFD GFLOPs (train / deploy) | "
+                  "classifier params | classifier GFLOPs | AFD / classifier FLOPs (deploy) |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+        for f in result["flops"]:
+            lines.append(f"| {f['backbone']} | {f['width']} ({f['width_channels']}) | "
+                         f"{f['afd_params_train']:,} / {f['afd_params_deploy']:,} | "
+                         f"{f['afd_gflops_train']:.3f} / {f['afd_gflops_deploy']:.3f} | "
+                         f"{f['classifier_params']:,} | {f['classifier_gflops']:.3f} | "
+                         f"{f['afd_flops_pct_deploy']:.1f}% |")
+        lines += ["", "FLOPs: torch.utils.flop_counter.FlopCounterMode (2 x MACs of conv/matmul/linear; "
+                      "elementwise ops not counted)."]
+    return "\n".join(lines) + "\n"
+
+
+def write_result(result: dict, json_path) -> None:
+    from .checkpoint import atomic_write_bytes
+    p = Path(json_path)
+    atomic_write_bytes(p, (json.dumps(result, indent=2) + "\n").encode())
+    atomic_write_bytes(p.with_suffix(".md"), format_markdown(result).encode())

@@ -1,0 +1,293 @@
+"""The ``afd`` command: train, eval, demo, predict, export, bench.
+
+Usage errors (unknown flags, bad values) exit with status 2 and a usage line;
+problems with files or checkpoints print one ``afd: error: ...`` line and exit 1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Optional, Sequence
+
+
+# -- argument types: a bad value is a usage error (exit 2) --------------------------------------
+
+def _int_in(lo: Optional[int], hi: Optional[int], what: str):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be an integer, got {text!r}") from None
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
+            raise argparse.ArgumentTypeError(f"{what} must be in {rng}, got {v}")
+        return v
+    parse.__name__ = what
+    return parse
+
+
+quality_type = _int_in(1, 100, "JPEG quality")
+positive_int = _int_in(1, None, "value")
+nonneg_int = _int_in(0, None, "value")
+
+
+def _float_in(lo: float, hi: float, what: str):
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a number, got {text!r}") from None
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"{what} must be in [{lo}, {hi}], got {v}")
+        return v
+    return parse
+
+
+def _nonneg_float(text: str) -> float:
+    return _float_in(0.0, float("inf"), "value")(text)
+
+
+def _add_model_args(p, checkpoint_default_help="the checkpoint shipped for the backbone"):
+    p.add_argument("--backbone", default="efficientnet_lite0",
+                   choices=["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+    p.add_argument("--checkpoint", default=None, help=f"AFD checkpoint (.safetensors); default: {checkpoint_default_help}")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="afd", description="Adaptive Feature De-drifting for JPEG-robust "
+                                                             "classification")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train an AFD module for a frozen classifier on folders of photos")
+    t.add_argument("--data", nargs="+", required=True, help="image folders (recursive; no labels needed)")
+    t.add_argument("--out", default="runs/afd", help="output folder (afd.safetensors, last.safetensors, logs)")
+    t.add_argument("--backbone", default="efficientnet_lite0",
+                   choices=["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+    t.add_argument("--width", default="small", help="FE-Net width: tiny, small, base or an integer")
+    t.add_argument("--fdm", default="spatial", choices=["spatial", "global", "none"])
+    t.add_argument("--block", default="repconv", choices=["repconv", "conv"])
+    t.add_argument("--steps", type=positive_int, default=2400)
+    t.add_argument("--batch-size", type=positive_int, default=12)
+    t.add_argument("--crop", type=positive_int, default=160)
+    t.add_argument("--qualities", type=quality_type, nargs="+", default=[25, 18, 15, 10, 7])
+    t.add_argument("--quality-range", type=quality_type, nargs=2, metavar=("LO", "HI"), default=None,
+                   help="draw the quality uniformly from LO..HI instead of from --qualities")
+    t.add_argument("--max-compressions", type=positive_int, default=1)
+    t.add_argument("--clean-fraction", type=_float_in(0.0, 0.99, "clean fraction"), default=0.15)
+    t.add_argument("--lr", type=_nonneg_float, default=2e-3)
+    t.add_argument("--weight-decay", type=_nonneg_float, default=1e-4)
+    t.add_argument("--warmup", type=nonneg_int, default=100)
+    t.add_argument("--clip", type=_nonneg_float, default=1.0)
+    t.add_argument("--l1", type=_nonneg_float, default=1.0, help="weight of the feature L1 loss")
+    t.add_argument("--kl", type=_nonneg_float, default=1.0, help="weight of the logit KL loss")
+    t.add_argument("--ce", type=_nonneg_float, default=0.0, help="weight of cross-entropy on labelled images")
+    t.add_argument("--kl-temperature", type=_float_in(0.01, 100.0, "temperature"), default=1.0)
+    t.add_argument("--holdout", type=_float_in(0.0, 0.99, "holdout"), default=0.2,
+                   help="fraction of labelled images held out for validation (stable split by file name)")
+    t.add_argument("--val-every", type=positive_int, default=400)
+    t.add_argument("--val-images", type=positive_int, default=100)
+    t.add_argument("--ckpt-every", type=positive_int, default=400)
+    t.add_argument("--workers", type=nonneg_int, default=1)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=nonneg_int, default=0)
+    t.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors")
+    t.add_argument("--device", default=None)
+    t.add_argument("--no-progress", action="store_true")
+
+    e = sub.add_parser("eval", help="the evaluation protocol: top-1/top-5 per JPEG quality, direct vs AFD")
+    e.add_argument("paths", nargs="+", help="labelled images: files or folders (synset in file/folder name)")
+    _add_model_args(e)
+    e.add_argument("--quality", type=quality_type, nargs="+", default=[25, 18, 15, 10, 7])
+    e.add_argument("--multi-compress", action="store_true", help="add the 1..5 successive compressions protocol")
+    e.add_argument("--json", default=None, help="write the result as JSON")
+    e.add_argument("--plot", default=None, help="write a PNG: top-1 against quality")
+    e.add_argument("--batch-size", type=positive_int, default=50)
+    e.add_argument("--limit", type=positive_int, default=None, help="first N labelled images only")
+    e.add_argument("--holdout-only", action="store_true",
+                   help="only the images the checkpoint's training run held out")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--strict", action="store_true", help="fail on the first unreadable file")
+    e.add_argument("--no-progress", action="store_true")
+
+    d = sub.add_parser("demo", help="classify sample photos clean / JPEG / JPEG+AFD (no data needed)")
+    _add_model_args(d)
+    d.add_argument("--data", default=None, help="a folder of your own photos instead of the built-in ones")
+    d.add_argument("--quality", type=quality_type, nargs="+", default=[25, 15, 10, 7])
+    d.add_argument("--out", default="afd_demo.png", help="PNG figure")
+    d.add_argument("--json", default=None)
+    d.add_argument("--strict", action="store_true")
+    d.add_argument("--limit", type=positive_int, default=None)
+
+    pr = sub.add_parser("predict", help="top-k classes for image files (with the deployed AFD)")
+    pr.add_argument("paths", nargs="+")
+    _add_model_args(pr)
+    pr.add_argument("--topk", type=_int_in(1, 1000, "topk"), default=5)
+    pr.add_argument("--batch-size", type=positive_int, default=32)
+    pr.add_argument("--json", nargs="?", const="-", default=None, help="JSON to a file (or stdout with no value)")
+    pr.add_argument("--no-afd", action="store_true", help="the classifier alone")
+    pr.add_argument("--strict", action="store_true")
+
+    x = sub.add_parser("export", help="write the deployed classifier + AFD")
+    _add_model_args(x)
+    x.add_argument("--format", choices=["torchscript", "export", "onnx"], default="export")
+    x.add_argument("out")
+
+    b = sub.add_parser("bench", help="benchmarks")
+    b.add_argument("--e2e", action="store_true", help="end-to-end images/s (classifier vs + AFD)")
+    b.add_argument("--device", default="cpu")
+    b.add_argument("--json", default=None)
+    b.add_argument("--batch", type=positive_int, nargs="+", default=None)
+    return parser
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+def _device(name: Optional[str]):
+    import torch
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda: no CUDA device is available")
+    return dev
+
+
+def load_model(backbone: str, checkpoint: Optional[str], device=None, afd: bool = True):
+    """(AFDClassifier with the checkpoint's AFD, checkpoint path or None)."""
+    from .checkpoint import load_checkpoint
+    from .classifier import attach, load_classifier
+    from .weights import shipped_checkpoint
+    classifier = load_classifier(backbone)
+    module, path = None, None
+    if afd:
+        path = str(checkpoint or shipped_checkpoint(backbone))
+        module, _ = load_checkpoint(path, backbone=backbone, channels=classifier._conv_stem.out_channels)
+    model = attach(classifier, afd=module)
+    if device is not None:
+        model = model.to(device)
+    return model.eval(), path
+
+
+def cmd_train(a) -> int:
+    from .train import TrainConfig, train
+    width = int(a.width) if str(a.width).isdigit() else a.width
+    cfg = TrainConfig(data=a.data, out=a.out, backbone=a.backbone, width=width, fdm=a.fdm, block=a.block,
+                      steps=a.steps, batch_size=a.batch_size, crop=a.crop, qualities=tuple(a.qualities),
+                      quality_range=tuple(a.quality_range) if a.quality_range else None,
+                      max_compressions=a.max_compressions, clean_fraction=a.clean_fraction, lr=a.lr,
+                      weight_decay=a.weight_decay, warmup=a.warmup, clip=a.clip, l1_weight=a.l1, kl_weight=a.kl,
+                      ce_weight=a.ce, kl_temperature=a.kl_temperature, holdout=a.holdout, val_every=a.val_every,
+                      val_images=a.val_images, ckpt_every=a.ckpt_every, workers=a.workers, seed=a.seed,
+                      threads=a.threads, resume=a.resume, progress=not a.no_progress)
+    summary = train(cfg, device=a.device)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_eval(a) -> int:
+    from . import evaluate as ev
+    model, ckpt = load_model(a.backbone, a.checkpoint, _device(a.device))
+    paths = a.paths
+    if a.holdout_only:
+        from pathlib import Path
+
+        from .checkpoint import read_checkpoint
+        from .data import list_images
+        _, config = read_checkpoint(ckpt)
+        names = set(config.get("data", {}).get("holdout_files", []))
+        if not names:
+            raise ValueError(f"{ckpt}: the checkpoint records no held-out files")
+        paths = [str(f) for f in list_images(paths) if Path(f).name in names]
+    result = ev.evaluate(model, paths, a.quality, batch_size=a.batch_size, multi_compress=a.multi_compress,
+                         seed=a.seed, strict=a.strict, progress=not a.no_progress, limit=a.limit,
+                         checkpoint=ckpt, backbone=a.backbone)
+    print(ev.format_table(result))
+    _report_skipped(result["skipped"])
+    if a.json:
+        ev.write_json(result, a.json)
+    if a.plot:
+        ev.plot(result, a.plot)
+    return 0
+
+
+def _report_skipped(skipped) -> None:
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable file(s):", file=sys.stderr)
+        for s in skipped:
+            print(f"  {s['path']}: {s['error']}", file=sys.stderr)
+
+
+def cmd_demo(a) -> int:
+    from .demo import run_demo
+    model, ckpt = load_model(a.backbone, a.checkpoint, _device(a.device))
+    result = run_demo(model, data_dir=a.data, qualities=a.quality, out_png=a.out, strict=a.strict, limit=a.limit)
+    result["checkpoint"] = ckpt
+    _report_skipped(result["skipped"])
+    if a.json:
+        from .checkpoint import atomic_write_bytes
+        atomic_write_bytes(a.json, (json.dumps(result, indent=2) + "\n").encode())
+    return 0
+
+
+def cmd_predict(a) -> int:
+    from .pipeline import Pipeline
+    pipe = Pipeline.from_checkpoint(a.backbone, a.checkpoint, device=a.device, use_afd=not a.no_afd)
+    results = pipe.predict_files(a.paths, topk=a.topk, batch_size=a.batch_size, strict=a.strict)
+    ok = [r for r in results if "error" not in r]
+    bad = [r for r in results if "error" in r]
+    if a.json:
+        text = json.dumps({"predictions": results, "n_ok": len(ok), "n_failed": len(bad)}, indent=2)
+        if a.json == "-":
+            print(text)
+        else:
+            from .checkpoint import atomic_write_bytes
+            atomic_write_bytes(a.json, (text + "\n").encode())
+    else:
+        for r in ok:
+            top = ", ".join(f"{c['name']} ({c['prob']:.2f})" for c in r["topk"])
+            print(f"{r['path']}: {top}")
+    _report_skipped([{"path": r["path"], "error": r["error"]} for r in bad])
+    return 0
+
+
+def cmd_export(a) -> int:
+    from .export import export
+    path = export(a.backbone, a.checkpoint, a.format, a.out, device=a.device)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_bench(a) -> int:
+    if not a.e2e:
+        print("afd bench: only --e2e is implemented here; kernel microbenchmarks: "
+              "python -m pytest bench/ (see README)", file=sys.stderr)
+        return 2
+    from .bench import run_e2e
+    run_e2e(device=a.device, json_path=a.json, batches=a.batch)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "demo": cmd_demo, "predict": cmd_predict,
+            "export": cmd_export, "bench": cmd_bench}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .checkpoint import CheckpointError
+    from .data import ImageError
+    try:
+        return COMMANDS[args.command](args)
+    except (FileNotFoundError, NotADirectoryError, CheckpointError, ImageError, ValueError, TypeError,
+            RuntimeError) as exc:
+        print(f"afd {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("afd: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""Images in and out: robust loading, the evaluation transform, JPEG compression, labels.
+
+Every loader turns a file into an RGB PIL image or raises :class:`ImageError`
+(a ValueError) naming the file and the problem, so a caller can report it and
+go on with the other files.
+"""
+from __future__ import annotations
+
+import functools
+import io
+import os
+import random
+import re
+import warnings
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile, ImageOps
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+DEFAULT_QUALITIES = (25, 18, 15, 10, 7)  # ImageNet-C JPEG severities 1..5
+RESIZE, CROP = 256, 224
+_SYNSET = re.compile(r"^(n\d{8})")
+
+
+class ImageError(ValueError):
+    """A file that cannot be used as an image."""
+
+    def __init__(self, path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+# -- files -------------------------------------------------------------------------------------
+
+def list_images(paths: str | os.PathLike | Sequence, recursive: bool = True) -> list[Path]:
+    """Image files under the given files/folders (sorted, recursive). Missing paths raise
+    FileNotFoundError; no image at all raises ValueError. Broken symlinks and files with an
+    image extension are listed (loading reports them), so nothing is skipped silently."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            it = p.rglob("*") if recursive else p.iterdir()
+            out += sorted(f for f in it if f.suffix.lower() in IMAGE_EXTENSIONS and (f.is_file() or f.is_symlink()))
+        elif p.is_file() or p.is_symlink():
+            if not p.exists():
+                out.append(p)  # a broken symlink named explicitly: reported when loaded
+            else:
+                out.append(p)
+        else:
+            raise FileNotFoundError(f"no such file or folder: {p}")
+    if not out:
+        raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {', '.join(map(str, paths))}")
+    return out
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img)
+    return img.convert("RGB")
+
+
+def decode_image(data: bytes, name: str = "<bytes>") -> Image.Image:
+    """Bytes of an image file -> RGB PIL image, EXIF orientation applied."""
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            img.load()
+    except Image.DecompressionBombError as exc:
+        raise ImageError(name, f"too large for Pillow's safety limit (Image.MAX_IMAGE_PIXELS): {exc}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        reason = str(exc) or type(exc).__name__
+        if "truncated" in reason:
+            reason = f"truncated or corrupt image file ({reason})"
+        elif "cannot identify" in reason:
+            reason = "not an image file Pillow can read"
+        raise ImageError(name, reason) from None
+    if img.width < 1 or img.height < 1:
+        raise ImageError(name, f"empty image ({img.width}x{img.height})")
+    img = ImageOps.exif_transpose(img)
+    return _to_rgb(img)
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Image file -> RGB PIL image (EXIF orientation applied; CMYK, grey, 16-bit, palette and
+    alpha images converted). Raises ImageError naming the file on any problem."""
+    p = Path(path)
+    if p.is_symlink() and not p.exists():
+        raise ImageError(p, "broken symbolic link")
+    if p.is_dir():
+        raise ImageError(p, "is a directory, not an image file")
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise ImageError(p, "no such file") from None
+    except OSError as exc:
+        raise ImageError(p, f"cannot read: {exc.strerror or exc}") from None
+    if not data:
+        raise ImageError(p, "empty file")
+    return decode_image(data, str(p))
+
+
+# -- transforms --------------------------------------------------------------------------------
+
+def resize_center_crop(img: Image.Image, resize: int = RESIZE, crop: int = CROP) -> Image.Image:
+    """The evaluation transform: short side to ``resize`` (bilinear), centre crop ``crop`` x ``crop``."""
+    w, h = img.size
+    scale = resize / min(w, h)
+    nw, nh = max(crop, round(w * scale)), max(crop, round(h * scale))
+    img = img.resize((nw, nh), Image.BILINEAR)
+    left, top = (nw - crop) // 2, (nh - crop) // 2
+    return img.crop((left, top, left + crop, top + crop))
+
+
+def jpeg_compress(img: Image.Image, quality: int) -> Image.Image:
+    """Pillow JPEG round trip at ``quality`` (1..100; Pillow's default 4:2:0 subsampling)."""
+    if not 1 <= int(quality) <= 100:
+        raise ValueError(f"JPEG quality must be an integer in 1..100, got {quality}")
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=int(quality))
+    buf.seek(0)
+    out = Image.open(buf)
+    out.load()
+    return out.convert("RGB")
+
+
+def multi_compress(img: Image.Image, qualities: Sequence[int], times: int, rng: random.Random) -> Image.Image:
+    """``times`` successive JPEG compressions, each at a quality drawn from ``qualities``."""
+    for _ in range(times):
+        img = jpeg_compress(img, rng.choice(list(qualities)))
+    return img
+
+
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> uint8 tensor (3,H,W)."""
+    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+
+
+# -- labels ------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=1)
+def imagenet_classes() -> tuple[tuple[str, str], ...]:
+    """((synset, name), ...) in ImageNet-1k class order (sorted synsets)."""
+    path = Path(__file__).with_name("imagenet_classes.tsv")
+    rows = [line.split("\t") for line in path.read_text().splitlines()[1:] if line.strip()]
+    return tuple((r[1], r[2]) for r in rows)
+
+
+@functools.lru_cache(maxsize=1)
+def _synset_index() -> dict[str, int]:
+    return {s: i for i, (s, _) in enumerate(imagenet_classes())}
+
+
+def class_name(index: int) -> str:
+    return imagenet_classes()[index][1]
+
+
+def label_from_path(path: str | os.PathLike, root: Optional[str | os.PathLike] = None) -> Optional[int]:
+    """ImageNet class index from a leading WordNet synset in the file name
+    (``n01530575_brambling.JPEG``) or from the parent folder's name (a synset or a class
+    index, as in an ImageFolder). None when neither says."""
+    p = Path(path)
+    m = _SYNSET.match(p.name)
+    if m and m.group(1) in _synset_index():
+        return _synset_index()[m.group(1)]
+    parent = p.parent
+    if root is not None and parent.resolve() == Path(root).resolve():
+        return None
+    m = _SYNSET.match(parent.name)
+    if m and m.group(1) in _synset_index():
+        return _synset_index()[m.group(1)]
+    if parent.name.isdigit() and 0 <= int(parent.name) < len(imagenet_classes()):
+        return int(parent.name)
+    return None
+
+
+def parse_qualities(values: Iterable) -> list[int]:
+    out = []
+    for v in values:
+        q = int(v)
+        if not 1 <= q <= 100:
+            raise ValueError(f"JPEG quality must be in 1..100, got {v}")
+        out.append(q)
+    return out

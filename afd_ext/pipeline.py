@@ -1,0 +1,429 @@
+"""High-throughput inference: image files or bytes -> top-k classes with the deployed AFD.
+
+``Pipeline`` runs the evaluation transform of DESIGN.md (short side to 256,
+bilinear with antialiasing, centre crop 224) *on the model's device* and feeds
+uint8 crops to a deployed :class:`~afd_ext.classifier.AFDClassifier`
+(re-parameterized AFD, fused ``torch.ops.afd`` kernels, channels_last, autocast
+on GPU, optionally ``torch.compile``)::
+
+    pipe = Pipeline.from_checkpoint("efficientnet_lite0", "afd.safetensors")
+    for r in pipe.predict_files(["a.jpg", "photos/"]):
+        print(r["path"], r.get("topk") or r["error"])
+
+Decoding
+    * CPU (``decoder='pillow'``, the default there): :func:`afd_ext.data.decode_image` in a
+      thread pool (Pillow releases the GIL while decoding); EXIF orientation applied, grey,
+      CMYK, palette and alpha images converted to RGB (alpha over white).
+    * CUDA (``decoder='torchvision'``, the default there): the JPEGs of a batch are decoded
+      together with ``torchvision.io.decode_jpeg(list, device='cuda')`` (nvjpeg). nvjpeg
+      ignores EXIF orientation, is lenient with truncated files and does not handle every
+      colour space, so a file goes to Pillow instead when it is not a JPEG, carries an EXIF
+      orientation other than 1, is not RGB/grey (CMYK...), lacks the end-of-image marker
+      (truncated), or when nvjpeg fails on it (the batch is retried file by file first).
+      Results therefore agree with the CPU path up to the decoders' rounding (nvjpeg's IDCT
+      and chroma upsampling differ from libjpeg-turbo's by a few grey levels).
+
+Robustness
+    A file that cannot be read or decoded gives ``{"path": ..., "error": ...}`` in its place
+    and never stops the others; ``strict=True`` raises the first such
+    :class:`~afd_ext.data.ImageError` (in input order) instead. Folders are expanded in
+    place (recursively, sorted, as :func:`afd_ext.data.list_images`) unless
+    ``expand_dirs=False``.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+
+from .data import CROP, IMAGE_EXTENSIONS, RESIZE, ImageError, class_name, decode_image, to_tensor
+
+_JPEG_SOI = b"\xff\xd8\xff"
+_JPEG_EOI = b"\xff\xd9"
+_EXIF_ORIENTATION = 0x0112
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+          "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "half": torch.float16}
+
+
+def _resolve_device(device) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r}: no CUDA device is available")
+    return dev
+
+
+def _resolve_dtype(dtype, device: torch.device) -> torch.dtype:
+    if dtype is None:
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        dtype = DTYPES[dtype]
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
+    if device.type == "cpu" and dtype == torch.float16:
+        raise ValueError("float16 autocast is for CUDA; on CPU use float32 or bfloat16")
+    return dtype
+
+
+# -- reading and decoding ------------------------------------------------------------------------
+
+def read_bytes(path: Union[str, os.PathLike]) -> bytes:
+    """The bytes of an image file, or ImageError with the same reasons as ``data.load_image``."""
+    p = Path(path)
+    if p.is_symlink() and not p.exists():
+        raise ImageError(p, "broken symbolic link")
+    if p.is_dir():
+        raise ImageError(p, "is a directory, not an image file")
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise ImageError(p, "no such file") from None
+    except OSError as exc:
+        raise ImageError(p, f"cannot read: {exc.strerror or exc}") from None
+    if not data:
+        raise ImageError(p, "empty file")
+    return data
+
+
+def is_jpeg(data: bytes) -> bool:
+    return data[:3] == _JPEG_SOI
+
+
+def nvjpeg_candidate(data: bytes) -> bool:
+    """Whether a GPU JPEG decoder gives the same image as Pillow's ``decode_image``: a
+    complete baseline/progressive RGB or grey JPEG without an EXIF rotation. Reads the
+    headers only (no pixel decoding)."""
+    if not is_jpeg(data) or not data.rstrip(b"\x00\r\n\t ").endswith(_JPEG_EOI):
+        return False
+    from PIL import Image
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as im:
+                if im.format != "JPEG" or im.mode not in ("RGB", "L"):
+                    return False
+                if Image.MAX_IMAGE_PIXELS and im.width * im.height > Image.MAX_IMAGE_PIXELS:
+                    return False  # Pillow's size limit applies to every path
+                return im.getexif().get(_EXIF_ORIENTATION, 1) in (0, 1)
+    except Exception:  # anything odd: let Pillow decode it and report
+        return False
+
+
+def _pillow_tensor(data: bytes, name: str) -> torch.Tensor:
+    return to_tensor(decode_image(data, name))
+
+
+def _nvjpeg_decode(datas: list[bytes], device: torch.device) -> list[Optional[torch.Tensor]]:
+    """Decode JPEG bytes on ``device`` with torchvision (batched). None for the files it
+    could not decode (the caller falls back to Pillow for those)."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+    if not datas:
+        return []
+    tensors = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
+    kwargs = dict(mode=ImageReadMode.RGB, device=device)
+    if device.type == "cpu":
+        kwargs["apply_exif_orientation"] = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torchvision.io decoding -> torchcodec
+        try:
+            out = decode_jpeg(tensors, **kwargs)
+            return [t if t.dim() == 3 and t.shape[0] == 3 else None for t in out]
+        except Exception:  # one bad file fails the batch: retry file by file
+            res: list[Optional[torch.Tensor]] = []
+            for t in tensors:
+                try:
+                    img = decode_jpeg([t], **kwargs)[0]
+                    res.append(img if img.dim() == 3 and img.shape[0] == 3 else None)
+                except Exception:
+                    res.append(None)
+            return res
+
+
+# -- the evaluation transform on tensors ---------------------------------------------------------
+
+def resize_center_crop_tensor(img: torch.Tensor, resize: int = RESIZE, crop: int = CROP) -> torch.Tensor:
+    """uint8 (3,H,W) or (N,3,H,W) of one size -> uint8 (N,3,crop,crop): short side to ``resize``
+    (bilinear, antialias), centre crop; the same geometry as ``data.resize_center_crop``
+    (Pillow), pixel values within one grey level of it."""
+    x = img if img.dim() == 4 else img.unsqueeze(0)
+    h, w = x.shape[-2:]
+    scale = resize / min(w, h)
+    nw, nh = max(crop, round(w * scale)), max(crop, round(h * scale))
+    y = x.float()
+    if (nh, nw) != (h, w):
+        y = F.interpolate(y, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+    top, left = (nh - crop) // 2, (nw - crop) // 2
+    y = y[..., top:top + crop, left:left + crop]
+    return y.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def preprocess_batch(images: Sequence[torch.Tensor], resize: int = RESIZE, crop: int = CROP) -> torch.Tensor:
+    """Decoded uint8 (3,H,W) images (any sizes, one device) -> uint8 (N,3,crop,crop).
+    Images of the same size are resized together."""
+    if not images:
+        raise ValueError("no images")
+    groups: dict[tuple, list[int]] = {}
+    for i, t in enumerate(images):
+        groups.setdefault(tuple(t.shape), []).append(i)
+    out = torch.empty((len(images), 3, crop, crop), dtype=torch.uint8, device=images[0].device)
+    for idx in groups.values():
+        batch = torch.stack([images[i] for i in idx]) if len(idx) > 1 else images[idx[0]].unsqueeze(0)
+        res = resize_center_crop_tensor(batch, resize, crop)
+        if len(idx) == len(images):
+            return res
+        out[torch.tensor(idx, device=out.device)] = res
+    return out
+
+
+# -- the pipeline --------------------------------------------------------------------------------
+
+@dataclass
+class _Item:
+    name: str
+    path: Optional[Path] = None
+    data: Optional[bytes] = None
+    error: Optional[ImageError] = None
+
+
+class Pipeline:
+    """Batched, device-side inference around an :class:`AFDClassifier`.
+
+    Args:
+        model: an AFDClassifier; it is deployed (``model.deploy()``: re-parameterized AFD,
+            fused ops) unless ``deploy=False``, and moved to ``device``.
+        device: 'cpu', 'cuda', ... (default: CUDA when available).
+        use_afd: False runs the classifier alone.
+        dtype: autocast dtype; default float16 on CUDA, float32 (no autocast) on CPU.
+            'bfloat16' works on both.
+        compile: wrap the model in ``torch.compile`` (first batches are slow).
+        channels_last: run the model in channels_last memory format.
+        decoder: 'auto' (torchvision/nvjpeg on CUDA, Pillow on CPU), 'pillow' or 'torchvision'.
+        workers: threads that read and Pillow-decode files (default min(4, CPUs)).
+    """
+
+    def __init__(self, model, device=None, use_afd: bool = True, dtype=None, compile: bool = False,
+                 channels_last: bool = True, decoder: str = "auto", workers: Optional[int] = None,
+                 deploy: bool = True, resize: int = RESIZE, crop: int = CROP):
+        self.device = _resolve_device(device)
+        self.dtype = _resolve_dtype(dtype, self.device)
+        if decoder not in ("auto", "pillow", "torchvision"):
+            raise ValueError(f"decoder must be 'auto', 'pillow' or 'torchvision', got {decoder!r}")
+        self.decoder = ("torchvision" if self.device.type == "cuda" else "pillow") if decoder == "auto" else decoder
+        self.workers = max(1, workers if workers is not None else min(4, os.cpu_count() or 1))
+        self.use_afd = bool(use_afd) and getattr(model, "afd", None) is not None
+        self.channels_last = channels_last
+        self.resize, self.crop = resize, crop
+        if deploy:
+            model.deploy()
+        model = model.eval().to(self.device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        model.use_afd = self.use_afd
+        self.model = model
+        self.compiled = bool(compile)
+        self._forward = torch.compile(model) if compile else model
+
+    @classmethod
+    def from_checkpoint(cls, backbone: str = "efficientnet_lite0", checkpoint=None, device=None,
+                        use_afd: bool = True, dtype=None, compile: bool = False, channels_last: bool = True,
+                        **kwargs) -> "Pipeline":
+        """The pipeline for a backbone ``afd_ext.load_classifier`` knows and an AFD checkpoint
+        (default: the one shipped for the backbone; not needed with ``use_afd=False``)."""
+        from .cli import load_model
+        model, ckpt = load_model(backbone, checkpoint, device=None, afd=use_afd)
+        pipe = cls(model, device=device, use_afd=use_afd, dtype=dtype, compile=compile,
+                   channels_last=channels_last, **kwargs)
+        pipe.backbone, pipe.checkpoint = backbone, ckpt
+        return pipe
+
+    # -- model ------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    @torch.inference_mode()
+    def logits(self, crops: torch.Tensor) -> torch.Tensor:
+        """Preprocessed crops (N,3,crop,crop), uint8 0..255 (or float 0..1) -> float32 logits."""
+        x = crops.to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self._autocast():
+            out = self._forward(x)
+        return out.float()
+
+    def _topk(self, logits: torch.Tensor, topk: int) -> list[list[dict]]:
+        n_classes = logits.shape[-1]
+        k = min(topk, n_classes)
+        probs, idx = logits.softmax(-1).topk(k, dim=-1)
+        probs, idx = probs.cpu().tolist(), idx.cpu().tolist()
+        named = n_classes == 1000
+        return [[{"index": int(i), "name": class_name(i) if named else str(i), "prob": float(p)}
+                 for i, p in zip(ri, rp)] for ri, rp in zip(idx, probs)]
+
+    @staticmethod
+    def _check_args(topk: int, batch_size: int) -> None:
+        if not isinstance(topk, int) or topk < 1:
+            raise ValueError(f"topk must be a positive integer, got {topk!r}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+    # -- public entry points ----------------------------------------------------------------
+    def predict_tensor(self, images: torch.Tensor, topk: int = 5, preprocess: Optional[bool] = None) -> list[dict]:
+        """uint8 (B,3,H,W) images (or float in [0,1]) -> ``[{"topk": [...]}]`` per image.
+        ``preprocess``: apply resize 256 + centre crop 224 first; default: only when the
+        images are not already crop x crop."""
+        self._check_args(topk, 1)
+        if images.dim() == 3:
+            images = images.unsqueeze(0)
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must have shape (B, 3, H, W), got {tuple(images.shape)}")
+        if images.shape[0] == 0:
+            return []
+        if preprocess is None:
+            preprocess = tuple(images.shape[-2:]) != (self.crop, self.crop)
+        if preprocess:
+            if images.is_floating_point():
+                images = (images * 255).round().clamp(0, 255).to(torch.uint8)
+            images = resize_center_crop_tensor(images.to(self.device), self.resize, self.crop)
+        return [{"topk": t} for t in self._topk(self.logits(images), topk)]
+
+    def predict_files(self, paths: Union[str, os.PathLike, Iterable], topk: int = 5, batch_size: int = 32,
+                      strict: bool = False, expand_dirs: bool = True) -> list[dict]:
+        """Top-k for image files (folders expanded in place). One dict per image, in order:
+        ``{"path", "topk": [{"index", "name", "prob"}, ...]}`` or ``{"path", "error"}``."""
+        self._check_args(topk, batch_size)
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
+        items: list[_Item] = []
+        for p in map(Path, paths):
+            if expand_dirs and p.is_dir():
+                found = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS
+                               and (f.is_file() or f.is_symlink()))
+                if found:
+                    items += [_Item(str(f), path=f) for f in found]
+                else:
+                    items.append(_Item(str(p), error=ImageError(
+                        p, f"folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")))
+            else:
+                items.append(_Item(str(p), path=p))
+        return self._run(items, topk, batch_size, strict)
+
+    def predict_bytes(self, datas: Sequence[bytes], names: Optional[Sequence[str]] = None, topk: int = 5,
+                      batch_size: int = 32, strict: bool = False) -> list[dict]:
+        """Top-k for encoded images (file contents). ``names`` label the results (key ``path``;
+        default ``<bytes i>``)."""
+        self._check_args(topk, batch_size)
+        datas = list(datas)
+        if names is None:
+            names = [f"<bytes {i}>" for i in range(len(datas))]
+        names = [str(n) for n in names]
+        if len(names) != len(datas):
+            raise ValueError(f"got {len(datas)} images but {len(names)} names")
+        items = []
+        for n, d in zip(names, datas):
+            if not isinstance(d, (bytes, bytearray, memoryview)):
+                items.append(_Item(n, error=ImageError(n, f"expected bytes, got {type(d).__name__}")))
+            elif len(d) == 0:
+                items.append(_Item(n, error=ImageError(n, "empty data")))
+            else:
+                items.append(_Item(n, data=bytes(d)))
+        return self._run(items, topk, batch_size, strict)
+
+    # -- the batched loop ---------------------------------------------------------------------
+    def _load(self, item: _Item) -> tuple[str, Any]:
+        """Runs in a worker thread: ('tensor', uint8 (3,H,W) CPU) | ('jpeg', bytes) for the
+        batched device decoder | ('error', ImageError)."""
+        if item.error is not None:
+            return "error", item.error
+        try:
+            data = item.data if item.data is not None else read_bytes(item.path)
+            if self.decoder == "torchvision" and nvjpeg_candidate(data):
+                return "jpeg", data
+            return "tensor", _pillow_tensor(data, item.name)
+        except ImageError as exc:
+            return "error", exc
+        except Exception as exc:  # never let one file stop the batch
+            return "error", ImageError(item.name, f"{type(exc).__name__}: {exc}")
+
+    def _decode_chunk(self, chunk: list[_Item], loaded: list[tuple[str, Any]]) -> list[Any]:
+        """Finish decoding a chunk: batched device decode of the JPEG candidates, Pillow for
+        those it fails on. Returns per item a (3,H,W) uint8 tensor on the device or ImageError."""
+        out: list[Any] = [None] * len(chunk)
+        jpeg_idx = [i for i, (kind, _) in enumerate(loaded) if kind == "jpeg"]
+        decoded = _nvjpeg_decode([loaded[i][1] for i in jpeg_idx], self.device) if jpeg_idx else []
+        for i, t in zip(jpeg_idx, decoded):
+            if t is None:  # the device decoder failed on it: Pillow decodes it or says why not
+                try:
+                    loaded[i] = ("tensor", _pillow_tensor(loaded[i][1], chunk[i].name))
+                except ImageError as exc:
+                    loaded[i] = ("error", exc)
+                except Exception as exc:
+                    loaded[i] = ("error", ImageError(chunk[i].name, f"{type(exc).__name__}: {exc}"))
+            else:
+                out[i] = t.to(self.device)
+        for i, (kind, val) in enumerate(loaded):
+            if out[i] is not None:
+                continue
+            if kind == "error":
+                out[i] = val
+            elif kind == "tensor":
+                t = val
+                if self.device.type == "cuda":
+                    t = t.pin_memory()
+                out[i] = t.to(self.device, non_blocking=True)
+        return out
+
+    def _run(self, items: list[_Item], topk: int, batch_size: int, strict: bool) -> list[dict]:
+        results: list[dict] = []
+        if not items:
+            return results
+        chunks = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="afd-decode") as pool:
+            def submit(chunk):
+                return [pool.submit(self._load, it) for it in chunk]
+
+            pending = submit(chunks[0])
+            for ci, chunk in enumerate(chunks):
+                loaded = [f.result() for f in pending]
+                # prefetch: the next chunk is read and decoded while this one runs on the model
+                pending = submit(chunks[ci + 1]) if ci + 1 < len(chunks) else []
+                if strict:
+                    for kind, val in loaded:
+                        if kind == "error":
+                            for f in pending:
+                                f.cancel()
+                            raise val
+                decoded = self._decode_chunk(chunk, loaded)
+                if strict:
+                    for val in decoded:
+                        if isinstance(val, ImageError):
+                            raise val
+                good = [i for i, v in enumerate(decoded) if isinstance(v, torch.Tensor)]
+                preds = []
+                if good:
+                    crops = preprocess_batch([decoded[i] for i in good], self.resize, self.crop)
+                    preds = self._topk(self.logits(crops), topk)
+                by_index = dict(zip(good, preds))
+                for i, (item, val) in enumerate(zip(chunk, decoded)):
+                    if i in by_index:
+                        results.append({"path": item.name, "topk": by_index[i]})
+                    else:
+                        err = val if isinstance(val, ImageError) else ImageError(item.name, "could not decode")
+                        results.append({"path": item.name, "error": err.reason})
+        return results
+
+    def __repr__(self) -> str:
+        return (f"Pipeline(device={self.device}, dtype={self.dtype}, use_afd={self.use_afd}, "
+                f"decoder={self.decoder!r}, compiled={self.compiled}, channels_last={self.channels_last})")

@@ -1,0 +1,344 @@
+"""Train the AFD module of a frozen classifier on any folders of photos (no labels needed).
+
+Each step takes random crops, JPEG-compresses the same crops (quality drawn from a
+list or range, optionally 1..N successive compressions; a share stays clean), and
+minimizes  l1 * |AFD(stem(compressed)) - act(stem(clean))|  +  kl * KL(clean logits ||
+de-drifted logits)  (+ ce * cross-entropy where labels exist). Runs on one process or
+under ``torchrun`` (DistributedDataParallel; gloo on CPU, nccl on GPU).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from . import __version__, data
+from .checkpoint import read_checkpoint, save_checkpoint
+from .classifier import attach, load_classifier
+from .modules import AFDModule
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    data: Sequence[str]
+    out: str = "runs/afd"
+    backbone: str = "efficientnet_lite0"
+    width: int | str = "small"
+    fdm: str = "spatial"
+    block: str = "repconv"          # 'repconv' or 'conv' (plain 3x3, ablation)
+    steps: int = 2400
+    batch_size: int = 12
+    crop: int = 160
+    scale: tuple = (0.8, 1.25)      # short side resized to 256 * U(scale) before the crop
+    qualities: Sequence[int] = data.DEFAULT_QUALITIES
+    quality_range: Optional[tuple] = None  # (lo, hi): draw uniformly instead of from `qualities`
+    max_compressions: int = 1       # >1: 1..N successive compressions per sample
+    clean_fraction: float = 0.15
+    flip: bool = True
+    rotate: bool = True             # random 90-degree turns
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup: int = 100
+    clip: float = 1.0
+    l1_weight: float = 1.0
+    kl_weight: float = 1.0
+    ce_weight: float = 0.0
+    kl_temperature: float = 1.0
+    holdout: float = 0.2            # fraction of labelled images held out for validation
+    val_every: int = 400
+    val_images: int = 100
+    val_quality: int = 10
+    ckpt_every: int = 400
+    workers: int = 1
+    seed: int = 0
+    threads: int = 0                # torch CPU threads (0: torch's default)
+    resume: bool = False
+    progress: bool = True
+
+    def validate(self) -> None:
+        if self.steps <= 0:
+            raise ValueError(f"steps must be positive, got {self.steps}")
+        if self.batch_size <= 0:
+            raise ValueError(f"batch size must be positive, got {self.batch_size}")
+        if self.crop <= 0 or self.crop % 8:
+            raise ValueError(f"crop must be a positive multiple of 8, got {self.crop}")
+        data.parse_qualities(self.qualities)
+        if self.quality_range is not None:
+            lo, hi = self.quality_range
+            data.parse_qualities([lo, hi])
+            if lo > hi:
+                raise ValueError(f"quality range {lo}-{hi} is empty")
+        if not 0.0 <= self.clean_fraction < 1.0:
+            raise ValueError(f"clean fraction must be in [0, 1), got {self.clean_fraction}")
+        if not 0.0 <= self.holdout < 1.0:
+            raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
+        if self.max_compressions < 1:
+            raise ValueError(f"max compressions must be >= 1, got {self.max_compressions}")
+        if self.block not in ("repconv", "conv"):
+            raise ValueError(f"block must be 'repconv' or 'conv', got {self.block!r}")
+
+
+def _is_holdout(path: Path, fraction: float) -> bool:
+    """Stable split by file name, the same on every machine and run."""
+    h = int(hashlib.sha1(path.name.encode()).hexdigest()[:8], 16)
+    return h / 0xFFFFFFFF < fraction
+
+
+def split_files(paths: Sequence[str], holdout: float) -> tuple[list[Path], list[Path]]:
+    """(training files, held-out labelled files). Only labelled images are held out."""
+    files = data.list_images(list(paths))
+    held = [f for f in files if data.label_from_path(f) is not None and _is_holdout(f, holdout)]
+    held_set = set(held)
+    return [f for f in files if f not in held_set], held
+
+
+class CompressedPairs(Dataset):
+    """Item i: (clean crop uint8, compressed crop uint8, label or -1). Deterministic in (seed, i)."""
+
+    def __init__(self, files: Sequence[Path], cfg: TrainConfig, length: int, rank: int = 0):
+        self.files, self.cfg, self.length, self.rank = list(files), cfg, length, rank
+
+    def __len__(self):
+        return self.length
+
+    def _quality(self, rng: random.Random) -> int:
+        if self.cfg.quality_range is not None:
+            return rng.randint(*self.cfg.quality_range)
+        return rng.choice(list(self.cfg.qualities))
+
+    def __getitem__(self, i):
+        cfg = self.cfg
+        rng = random.Random((cfg.seed * 1_000_003 + self.rank) * 10_000_019 + i)
+        for _ in range(20):  # an unreadable file: draw another (reported once by the trainer)
+            path = self.files[rng.randrange(len(self.files))]
+            try:
+                img = data.load_image(path)
+                break
+            except data.ImageError:
+                continue
+        else:
+            raise RuntimeError("20 unreadable images in a row; check the training folders")
+        short = data.RESIZE * rng.uniform(*cfg.scale)
+        w, h = img.size
+        s = max(short / min(w, h), cfg.crop / min(w, h))
+        img = img.resize((max(cfg.crop, round(w * s)), max(cfg.crop, round(h * s))), data.Image.BILINEAR)
+        x0, y0 = rng.randint(0, img.width - cfg.crop), rng.randint(0, img.height - cfg.crop)
+        img = img.crop((x0, y0, x0 + cfg.crop, y0 + cfg.crop))
+        if cfg.flip and rng.random() < 0.5:
+            img = img.transpose(data.Image.FLIP_LEFT_RIGHT)
+        if cfg.rotate and rng.random() < 0.25:
+            img = img.transpose(rng.choice([data.Image.ROTATE_90, data.Image.ROTATE_180, data.Image.ROTATE_270]))
+        if rng.random() < cfg.clean_fraction:
+            comp = img
+        else:
+            times = rng.randint(1, cfg.max_compressions)
+            comp = img
+            for _ in range(times):
+                comp = data.jpeg_compress(comp, self._quality(rng))
+        label = data.label_from_path(path)
+        return data.to_tensor(img), data.to_tensor(comp), -1 if label is None else label
+
+
+def _lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+
+def afd_loss(model, clean: torch.Tensor, comp: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
+             afd=None) -> tuple[torch.Tensor, dict]:
+    """The training objective; ``afd`` may be a DDP wrapper of ``model.afd``."""
+    afd = afd if afd is not None else model.afd
+    with torch.no_grad():
+        feat_clean, _ = model.stem_features(clean)
+        from . import reference
+        target = reference.apply_act(feat_clean, model.adapter.act)
+        logits_clean = model.adapter.rest(target) if (cfg.kl_weight > 0) else None
+    feat, pixels = model.stem_features(comp)
+    out = afd(feat, pixels)
+    losses = {"l1": F.l1_loss(out, target)}
+    if cfg.kl_weight > 0 or cfg.ce_weight > 0:
+        logits = model.adapter.rest(out)
+        if cfg.kl_weight > 0:
+            t = cfg.kl_temperature
+            losses["kl"] = F.kl_div(F.log_softmax(logits / t, 1), F.log_softmax(logits_clean / t, 1),
+                                    log_target=True, reduction="batchmean") * t * t
+        if cfg.ce_weight > 0 and bool((labels >= 0).any()):
+            losses["ce"] = F.cross_entropy(logits, labels, ignore_index=-1)
+    total = cfg.l1_weight * losses["l1"] + cfg.kl_weight * losses.get("kl", 0.0) + cfg.ce_weight * losses.get(
+        "ce", 0.0)
+    return total, {k: float(v) for k, v in losses.items()}
+
+
+@torch.no_grad()
+def validate(model, files: Sequence[Path], quality: int, limit: int) -> dict:
+    """Top-1 at ``quality`` and on clean images, direct vs AFD, on held-out labelled images."""
+    from .evaluate import evaluate
+    if not files:
+        return {}
+    r = evaluate(model, [str(f) for f in files[:limit]], qualities=[quality], progress=False, batch_size=50)
+    q = r["qualities"][0]
+    return {"n": r["n_images"], "clean_direct": r["clean"]["top1_direct"], "clean_afd": r["clean"]["top1_afd"],
+            f"q{quality}_direct": q["top1_direct"], f"q{quality}_afd": q["top1_afd"]}
+
+
+def _dist_info():
+    if dist.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            dist.init_process_group(backend)
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _param_digest(module) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted(module.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _optimizer_tensors(opt) -> dict:
+    out = {}
+    for i, p in enumerate(opt.param_groups[0]["params"]):
+        for k, v in opt.state.get(p, {}).items():
+            out[f"train_state.{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    return out
+
+
+def _load_optimizer_tensors(opt, tensors: dict) -> None:
+    params = opt.param_groups[0]["params"]
+    for key, v in tensors.items():
+        if not key.startswith("train_state."):
+            continue
+        _, i, name = key.split(".", 2)
+        opt.state[params[int(i)]][name] = v.to(params[int(i)].device)
+
+
+def train(cfg: TrainConfig, device: Optional[str] = None) -> dict:
+    """Train and write ``<out>/afd.safetensors`` (+ .json, ``last.safetensors`` for --resume,
+    ``train_log.jsonl``, ``train_summary.json``). Returns the summary."""
+    cfg.validate()
+    rank, world = _dist_info()
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    train_files, held = split_files(cfg.data, cfg.holdout)
+    if not train_files:
+        raise ValueError("no training images left after the hold-out split")
+
+    classifier = load_classifier(cfg.backbone).to(device)
+    model = attach(classifier, afd=None, width=cfg.width, fdm=cfg.fdm, block=cfg.block)
+    model.afd.to(device).train()
+    afd = model.afd
+    opt = torch.optim.AdamW([p for p in afd.parameters() if p.requires_grad], lr=cfg.lr,
+                            weight_decay=cfg.weight_decay)
+    start = 0
+    last = out / "last.safetensors"
+    if cfg.resume:
+        if not last.exists():
+            raise FileNotFoundError(f"--resume: no checkpoint to resume from at {last}")
+        tensors, saved = read_checkpoint(last)
+        afd.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("train_state.")})
+        _load_optimizer_tensors(opt, tensors)
+        start = int(saved["train_state"]["step"])
+    ddp = afd
+    if world > 1:
+        ddp = torch.nn.parallel.DistributedDataParallel(afd, device_ids=[device.index] if device.type == "cuda"
+                                                        else None)
+    remaining = cfg.steps - start
+    ds = CompressedPairs(train_files, cfg, max(remaining, 0) * cfg.batch_size, rank=rank)
+    # The dataset is indexed by global sample number, so resuming continues the same stream.
+    ds_offset = start * cfg.batch_size
+    loader = DataLoader(_Offset(ds, ds_offset), batch_size=cfg.batch_size, shuffle=False,
+                        num_workers=cfg.workers, persistent_workers=False, drop_last=True,
+                        pin_memory=device.type == "cuda")
+    config = {
+        "backbone": cfg.backbone, "version": __version__,
+        "recipe": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()
+                   if k not in ("data", "out", "resume", "progress", "workers", "threads")},
+        "data": {"folders": [str(p) for p in cfg.data], "n_train": len(train_files),
+                 "holdout_files": sorted(f.name for f in held)},
+        "world_size": world, "device": device.type,
+    }
+    log_path = out / "train_log.jsonl"
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    history = []
+    bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step",
+               disable=not cfg.progress or rank != 0, file=sys.stderr)
+    step = start
+    for clean, comp, labels in loader:
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(step, cfg)
+        clean, comp, labels = clean.to(device), comp.to(device), labels.to(device)
+        loss, parts = afd_loss(model, clean, comp, labels, cfg, afd=ddp)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(afd.parameters(), cfg.clip)
+        opt.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix({k: f"{v:.4f}" for k, v in parts.items()})
+        if rank == 0:
+            entry = {"step": step, "loss": float(loss), **parts, "lr": opt.param_groups[0]["lr"],
+                     "time_s": round(time.time() - t0, 1)}
+            if step % cfg.val_every == 0 or step == cfg.steps:
+                afd.eval()
+                entry["val"] = validate(model, held, cfg.val_quality, cfg.val_images)
+                afd.train()
+                tqdm.write(f"step {step}: {entry['val']}", file=sys.stderr)
+            with open(log_path, "a") as fh:
+                fh.write(json.dumps(entry) + "\n")
+            history.append(entry)
+            if step % cfg.ckpt_every == 0 or step == cfg.steps:
+                save_checkpoint(last, afd, {**config, "train_state": {"step": step}},
+                                extra_tensors=_optimizer_tensors(opt))
+    bar.close()
+    digest = _param_digest(afd)
+    digests = [digest]
+    if world > 1:
+        digests = [None] * world
+        dist.all_gather_object(digests, digest)
+    summary = {"steps": cfg.steps, "resumed_from": start, "wall_s": round(time.time() - t0, 1),
+               "world_size": world, "param_digests": digests,
+               "final_val": next((h["val"] for h in reversed(history) if "val" in h), None)}
+    if rank == 0:
+        save_checkpoint(out / "afd.safetensors", afd, {**config, "train_summary": summary})
+        (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary
+
+
+class _Offset(Dataset):
+    def __init__(self, ds, offset):
+        self.ds, self.offset = ds, offset
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        return self.ds[i + self.offset]

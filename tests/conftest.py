@@ -1,0 +1,53 @@
+"""Shared test set-up.
+
+- Triton kernels run under the interpreter on CPU tensors when no GPU is present
+  (TRITON_INTERPRET must be set before any kernel module is imported).
+- Tests that need ../shared/data skip with the reason when it is absent.
+"""
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                     HealthCheck.data_too_large])
+settings.load_profile("ci")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DEV_IMAGES = SHARED_DATA / "imagenet-sample-dev"
+HAS_CUDA = torch.cuda.is_available()
+
+needs_data = pytest.mark.skipif(not DEV_IMAGES.is_dir(), reason=f"needs the shared data at {SHARED_DATA}")
+needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+
+
+def cpu_backends():
+    """Backends that can run on CPU tensors in this process."""
+    import afd_ext
+    out = [b for b in afd_ext.available_backends() if b in ("reference", "cpp")]
+    if "triton" in afd_ext.available_backends() and os.environ.get("TRITON_INTERPRET") == "1":
+        out.append("triton")
+    return out
+
+
+def cuda_backends():
+    import afd_ext
+    if not HAS_CUDA:
+        return []
+    return [b for b in afd_ext.available_backends() if b in ("reference", "cuda", "triton")]
+
+
+def backend_device_pairs():
+    return [(b, "cpu") for b in cpu_backends()] + [(b, "cuda") for b in cuda_backends()]
+
+
+def tol(dtype):
+    """(rtol, atol) by dtype, as DESIGN.md §2 sets them."""
+    return {torch.float64: (1e-10, 1e-9), torch.float32: (1e-5, 1e-4), torch.float16: (1e-2, 2e-2),
+            torch.bfloat16: (2e-2, 5e-2)}[dtype]

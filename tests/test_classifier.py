@@ -1,0 +1,98 @@
+"""attach(): a new AFD leaves every adapted classifier's logits bit-identical."""
+import copy
+
+import pytest
+import torch
+import torchvision
+
+import afd_ext
+from afd_ext import reference as R
+
+timm = pytest.importorskip("timm", reason="timm adapters need timm (a dev dependency)")
+
+BUILDERS = {
+    "efficientnet_lite0": lambda: afd_ext.load_classifier("efficientnet_lite0"),
+    "resnet18": lambda: torchvision.models.resnet18(),
+    "resnet50": lambda: torchvision.models.resnet50(),
+    "mobilenet_v2": lambda: torchvision.models.mobilenet_v2(),
+    "mobilenet_v3_small": lambda: torchvision.models.mobilenet_v3_small(),
+    "timm_efficientnet_b0": lambda: timm.create_model("efficientnet_b0"),
+    "timm_tf_efficientnet_lite0": lambda: timm.create_model("tf_efficientnet_lite0"),
+    "timm_mobilenetv3": lambda: timm.create_model("mobilenetv3_small_100"),
+    "timm_repvgg_a0": lambda: timm.create_model("repvgg_a0"),
+}
+EXPECTED_ACT = {"efficientnet_lite0": "relu6", "resnet18": "relu", "resnet50": "relu", "mobilenet_v2": "relu6",
+                "mobilenet_v3_small": "identity", "timm_efficientnet_b0": "identity",
+                "timm_tf_efficientnet_lite0": "relu6", "timm_mobilenetv3": "identity", "timm_repvgg_a0": "relu"}
+
+
+@pytest.mark.parametrize("name", list(BUILDERS))
+def test_new_afd_leaves_logits_bit_identical(name):
+    torch.manual_seed(0)
+    model = BUILDERS[name]().eval()
+    original = copy.deepcopy(model)
+    clf = afd_ext.attach(model)
+    assert clf.adapter.act == EXPECTED_ACT[name]
+    x = torch.rand(2, 3, 64, 80)
+    with torch.no_grad():
+        expect = original(clf.normalize(x * 255))
+        assert torch.equal(clf(x), expect)
+        assert torch.equal(clf(x, use_afd=False), expect)
+        clf.deploy()
+        assert torch.equal(clf(x), expect)
+
+
+def test_uint8_and_float_inputs_agree():
+    clf = afd_ext.attach(afd_ext.load_classifier())
+    u8 = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    with torch.no_grad():
+        assert torch.allclose(clf(u8), clf(u8.float() / 255), atol=1e-5)
+    with pytest.raises(TypeError, match="uint8"):
+        clf(u8.to(torch.int64))
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        clf(torch.rand(3, 64, 64))
+
+
+def test_lite0_stem_and_real_weights():
+    model = afd_ext.load_classifier("efficientnet_lite0")
+    clf = afd_ext.attach(model)
+    assert clf.adapter.channels == 32 and clf.afd.channels == 32 and clf.afd.act == "relu6"
+    assert all(not p.requires_grad for p in model.parameters())
+    # real weights: BN statistics are not the defaults
+    assert not torch.allclose(model._bn0.running_var, torch.ones(32))
+    feat, _ = clf.stem_features(torch.rand(1, 3, 224, 224))
+    assert feat.shape == (1, 32, 112, 112)
+
+
+def test_unknown_architecture_says_how_to_pass_stem_and_rest():
+    with pytest.raises(ValueError, match="stem=.*rest="):
+        afd_ext.attach(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Flatten()))
+    with pytest.raises(ValueError, match="unknown classifier"):
+        afd_ext.load_classifier("vgg16")
+
+
+def test_custom_stem_and_rest():
+    conv = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1)
+    head = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 10))
+    model = torch.nn.ModuleDict({"conv": conv, "head": head})
+    clf = afd_ext.attach(model, stem=conv, rest=head, act="relu", channels=8)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(clf(x), head(torch.relu(conv(clf.normalize(x * 255)))))
+    with pytest.raises(ValueError, match="together"):
+        afd_ext.attach(model, stem=conv)
+
+
+def test_afd_for_other_stem_rejected():
+    with pytest.raises(ValueError, match="built for 16 channels"):
+        afd_ext.attach(torchvision.models.resnet18(), afd=afd_ext.AFDModule(16, act="relu"))
+
+
+def test_shapes_batch_and_layouts():
+    clf = afd_ext.attach(torchvision.models.resnet18()).eval()
+    with torch.no_grad():
+        for b in (0, 1, 3):
+            assert clf(torch.rand(b, 3, 64, 48)).shape == (b, 1000)
+        x = torch.rand(2, 3, 64, 48)
+        assert torch.allclose(clf(x.contiguous(memory_format=torch.channels_last)), clf(x), atol=1e-4)
+        assert clf(torch.rand(1, 3, 57, 41)).shape == (1, 1000)  # odd sizes: the AFD pads for the DCT

@@ -1,0 +1,128 @@
+"""AFDModule: identity at init, exact reparameterization, shapes and layouts."""
+import pytest
+import torch
+
+import afd_ext
+from afd_ext import AFDModule, FENet
+from afd_ext import reference as R
+
+
+def _perturb(module, scale=0.2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype) * scale)
+    return module
+
+
+def _inputs(b=2, c=16, h=64, w=48, stride=2, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    img = torch.rand(b, 3, h, w, generator=g, dtype=dtype) * 255
+    feat = torch.randn(b, c, h // stride, w // stride, generator=g, dtype=dtype) * 2
+    return feat, img
+
+
+@pytest.mark.parametrize("act", ["relu", "relu6", "identity"])
+@pytest.mark.parametrize("fdm", ["spatial", "global", "none"])
+def test_new_module_is_exact_identity_after_act(act, fdm):
+    m = AFDModule(16, width=4, act=act, fdm=fdm).eval()
+    feat, img = _inputs()
+    assert torch.equal(m(feat, img), R.apply_act(feat, act))
+
+
+@pytest.mark.parametrize("fdm", ["spatial", "global", "none"])
+# six re-parameterized layers in a row: float32 rounding compounds beyond one op's 1e-5
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.float64, 1e-10)])
+def test_reparameterize_and_deploy_keep_outputs(fdm, dtype, tol):
+    m = _perturb(AFDModule(16, width=4, act="relu6", fdm=fdm).to(dtype)).eval()
+    feat, img = _inputs(dtype=dtype)
+    before = m(feat, img)
+    m.reparameterize()
+    after = m(feat, img)
+    scale = before.abs().max()
+    assert ((after - before).abs().max() / scale) < tol
+    m.deploy()
+    assert m.fused
+    deployed = m(feat, img)
+    assert ((deployed - before).abs().max() / scale) < tol
+
+
+@pytest.mark.parametrize("b", [0, 1, 3])
+def test_batch_sizes(b):
+    m = _perturb(AFDModule(8, width=4)).eval()
+    feat, img = _inputs(b=b, c=8)
+    out = m(feat, img)
+    assert out.shape == feat.shape
+
+
+@pytest.mark.parametrize("h,w,stride", [(64, 40, 2), (30, 22, 2), (57, 33, 2), (64, 64, 4), (17, 9, 1)])
+def test_odd_and_non_square_sizes(h, w, stride):
+    """Images are padded to multiples of 8 for the DCT; an FDM grid that does not divide the
+    feature grid is resampled (nearest) to it."""
+    m = _perturb(AFDModule(8, width=4)).eval()
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(2, 3, h, w, generator=g) * 255
+    feat = torch.randn(2, 8, -(-h // stride), -(-w // stride), generator=g)
+    out = m(feat, img)
+    assert out.shape == feat.shape and torch.isfinite(out).all()
+    m.deploy()
+    assert torch.allclose(m(feat, img), out, rtol=1e-4, atol=1e-4)
+
+
+def test_channels_last_and_non_contiguous_inputs():
+    m = _perturb(AFDModule(8, width=4)).eval()
+    feat, img = _inputs(c=8)
+    ref = m(feat, img)
+    out = m(feat.contiguous(memory_format=torch.channels_last), img.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(out, ref, rtol=1e-4, atol=1e-4)
+    big = torch.randn(2, 16, 32, 24)
+    nc = big[:, ::2]
+    assert not nc.is_contiguous()
+    assert torch.allclose(m(nc, img), m(nc.contiguous(), img), rtol=1e-4, atol=1e-4)
+
+
+def test_uint8_image_accepted_and_bad_dtypes_rejected():
+    m = _perturb(AFDModule(8, width=4)).eval()
+    feat, img = _inputs(c=8)
+    u8 = img.round().to(torch.uint8)
+    assert torch.allclose(m(feat, u8), m(feat, u8.float()))
+    with pytest.raises(TypeError, match="img must be uint8 or floating"):
+        m(feat, u8.to(torch.int64))
+    with pytest.raises(TypeError, match="img must be uint8 or floating"):
+        m(feat, u8.bool())
+    with pytest.raises(ValueError, match=r"feat must have shape \(B, 8"):
+        m(torch.randn(2, 5, 32, 24), img)
+    with pytest.raises(ValueError, match="img must have shape"):
+        m(feat, img[:1])
+
+
+def test_gradients_flow_to_every_trainable_parameter():
+    m = AFDModule(8, width=4, act="identity")
+    _perturb(m.fe.last, 0.1)  # a zero last block blocks the gradient to the rest at step 0
+    feat, img = _inputs(c=8)
+    m(feat, img).square().mean().backward()
+    missing = [n for n, p in m.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing
+
+
+def test_fenet_any_size():
+    net = FENet(6, width=2)
+    for hw in [(1, 1), (3, 5), (112, 112), (13, 8)]:
+        assert net(torch.randn(1, 6, *hw)).shape == (1, 6, *hw)
+
+
+def test_width_presets_and_bad_args():
+    assert AFDModule(8, width="tiny").width == afd_ext.WIDTH_PRESETS["tiny"]
+    with pytest.raises(ValueError, match="width preset"):
+        AFDModule(8, width="huge")
+    with pytest.raises(ValueError, match="act must be"):
+        AFDModule(8, act="gelu")
+    with pytest.raises(ValueError, match="fdm must be"):
+        AFDModule(8, fdm="local")
+
+
+def test_plain_conv_ablation_has_deploy_cost():
+    m = AFDModule(8, width=4, block="conv")
+    assert all(rc.deployed for rc in m.fe.repconvs())
+    feat, img = _inputs(c=8)
+    assert torch.equal(m.eval()(feat, img), R.apply_act(feat, "relu"))
