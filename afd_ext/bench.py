@@ -132,13 +132,22 @@ def _jpeg_batch(n: int, seed: int = 0, size=(375, 500), quality: int = 75) -> li
     return out
 
 
-def _git_commit() -> Optional[str]:
+def _git(*args) -> Optional[str]:
     try:
         here = Path(__file__).resolve().parent
-        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
-        return r.stdout.strip() or None if r.returncode == 0 else None
+        r = subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=10)
+        return r.stdout.strip() if r.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def _git_commit() -> Optional[str]:
+    """HEAD, with '-dirty' when tracked files under the package differ from it."""
+    head = _git("rev-parse", "HEAD")
+    if not head:
+        return None
+    changed = _git("status", "--porcelain", "--untracked-files=no", ".")
+    return head + ("-dirty" if changed else "")
 
 
 def _device_name(device: torch.device) -> str:
@@ -200,7 +209,7 @@ def run_e2e(device: str = "cpu", json_path: Optional[str] = None, batches: Optio
             backbones: Sequence[str] = ("efficientnet_lite0", "resnet50"), warmup: Optional[int] = None,
             iters: Optional[int] = None, compile: Optional[bool] = None, dtypes: Optional[Sequence[str]] = None,
             configs: Sequence[str] = CONFIGS, width="small", flops: bool = True, budget_s: Optional[float] = None,
-            channels_last: bool = True, verbose: bool = True) -> dict:
+            channels_last: bool = True, threads: Optional[int] = None, verbose: bool = True) -> dict:
     """Run the end-to-end benchmark; returns the result dict and, with ``json_path``, writes it
     as JSON plus a Markdown table beside it (same stem, ``.md``).
 
@@ -208,7 +217,16 @@ def run_e2e(device: str = "cpu", json_path: Optional[str] = None, batches: Optio
     iters: timed calls per row (default: >= 3, more while the row's budget lasts: CPU 2 s,
     GPU 1 s). compile: run the ``afd_compile`` rows (default: on GPU only; skipped rows say
     why). dtypes: default CPU ['float32'], GPU ['float32', 'bfloat16'] (autocast).
+    threads: torch intra-op threads for the run (default: leave torch's setting); recorded.
     """
+    if threads is not None:
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return run_e2e(device, json_path, batches, backbones, warmup, iters, compile, dtypes, configs, width,
+                           flops, budget_s, channels_last, None, verbose)
+        finally:
+            torch.set_num_threads(before)
     from .ops import current_backend
     from .pipeline import Pipeline
     dev = torch.device(device)

@@ -139,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="cpu")
     b.add_argument("--json", default=None)
     b.add_argument("--batch", type=positive_int, nargs="+", default=None)
+    b.add_argument("--compile", action="store_true", help="also time torch.compile on CPU (slow to compile)")
+    b.add_argument("--threads", type=positive_int, default=None)
     return parser
 
 
@@ -265,7 +267,8 @@ def cmd_bench(a) -> int:
               "python -m pytest bench/ (see README)", file=sys.stderr)
         return 2
     from .bench import run_e2e
-    run_e2e(device=a.device, json_path=a.json, batches=a.batch)
+    run_e2e(device=a.device, json_path=a.json, batches=a.batch, compile=True if a.compile else None,
+            threads=a.threads)
     return 0
 
 

@@ -153,7 +153,15 @@ def _registration_for(backend: str) -> torch.library.Library:
     return lib
 
 
-_forced_libs: list[torch.library.Library] = []
+_active_lib: Optional[torch.library.Library] = None  # only the innermost forced backend is registered
+
+
+def _activate(name: Optional[str]) -> None:
+    global _active_lib
+    new = _registration_for(name) if name is not None else None  # raises before changing anything
+    if _active_lib is not None:
+        _active_lib._destroy()
+    _active_lib = new
 
 
 @contextlib.contextmanager
@@ -163,14 +171,13 @@ def use_backend(name: str):
     >>> with afd_ext.use_backend("reference"):
     ...     y = torch.ops.afd.block_dct(img)
     """
-    lib = _registration_for(name)
+    _activate(name)
     _forced.append(name)
-    _forced_libs.append(lib)
     try:
         yield name
     finally:
         _forced.pop()
-        _forced_libs.pop()._destroy()
+        _activate(_forced[-1] if _forced else None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,5 +287,5 @@ def repconv_dedrift(x, weight, bias, fdm, feat, act: str = "relu") -> torch.Tens
 
 _env_backend = os.environ.get("AFD_BACKEND")
 if _env_backend:
+    _activate(_env_backend)
     _forced.append(_env_backend)
-    _forced_libs.append(_registration_for(_env_backend))

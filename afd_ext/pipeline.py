@@ -399,17 +399,13 @@ class Pipeline:
                 loaded = [f.result() for f in pending]
                 # prefetch: the next chunk is read and decoded while this one runs on the model
                 pending = submit(chunks[ci + 1]) if ci + 1 < len(chunks) else []
-                if strict:
-                    for kind, val in loaded:
-                        if kind == "error":
-                            for f in pending:
-                                f.cancel()
-                            raise val
                 decoded = self._decode_chunk(chunk, loaded)
                 if strict:
-                    for val in decoded:
-                        if isinstance(val, ImageError):
-                            raise val
+                    first_bad = next((v for v in decoded if isinstance(v, ImageError)), None)
+                    if first_bad is not None:
+                        for f in pending:
+                            f.cancel()
+                        raise first_bad
                 good = [i for i, v in enumerate(decoded) if isinstance(v, torch.Tensor)]
                 preds = []
                 if good:

@@ -10,6 +10,14 @@
 
 namespace afd {
 
+// The memory format of every op's output (python/checks.py output_memory_format): channels_last when
+// the reference input is channels_last and not also plainly contiguous, else contiguous.
+inline at::MemoryFormat output_memory_format(const at::Tensor& t) {
+  return t.dim() == 4 && !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast)
+             ? at::MemoryFormat::ChannelsLast
+             : at::MemoryFormat::Contiguous;
+}
+
 inline bool is_supported_float(at::ScalarType t) {
   return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
 }

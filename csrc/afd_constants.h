@@ -19,12 +19,13 @@ constexpr int kDctChannels = 192;   // Y, Cb, Cr
 constexpr float kLevelShift = 128.f;
 
 // RGB -> YCbCr (JFIF); offsets below are already level-shifted (offset - 128).
-constexpr float kYCbCr[3][3] = {
-    {0.299f, 0.587f, 0.114f},
-    {-0.168736f, -0.331264f, 0.5f},
-    {0.5f, -0.418688f, -0.081312f},
+// Double like kDct, so float64 kernels match the reference; float kernels cast.
+constexpr double kYCbCr[3][3] = {
+    {0.299, 0.587, 0.114},
+    {-0.168736, -0.331264, 0.5},
+    {0.5, -0.418688, -0.081312},
 };
-constexpr float kYCbCrShiftedOffset[3] = {-128.f, 0.f, 0.f};
+constexpr double kYCbCrShiftedOffset[3] = {-128.0, 0.0, 0.0};
 
 // kDct[u][x] = C(u) cos((2x+1) u pi / 16), orthonormal 1-D DCT-II.
 constexpr double kDct[8][8] = {

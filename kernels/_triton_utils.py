@@ -7,7 +7,6 @@ cached constant tensors (YCbCr transform, zig-zag DCT basis) taken from
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import Dict, Tuple
 
 import torch
@@ -17,10 +16,6 @@ from afd_ext.reference.constants import dct_basis_zigzag, ycbcr_matrix
 
 #: dtypes the Triton kernels accept. float64 runs with float64 accumulation.
 SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
-
-#: Set AFD_TRITON_AUTOTUNE=1 to autotune the tile sizes on the GPU (first call per key
-#: benchmarks a few configs); otherwise the fixed per-op defaults are used.
-AUTOTUNE = os.environ.get("AFD_TRITON_AUTOTUNE", "0") not in ("", "0", "false", "False")
 
 
 def interpreting(kernel) -> bool:

@@ -1,0 +1,70 @@
+// CUDA launcher of afd::repconv_dedrift (kernels: kernels/repconv_dedrift.cu).
+// float16/bfloat16 with C <= 64 and weights that fit in shared memory: the tensor-core kernel on
+// x/feat in feat's memory format (NHWC needs Cin % 8 == 0 and C % 8 == 0; NCHW needs an even
+// width); everything else: the generic SIMT kernel on the tensors' own strides.
+#include "afd_cuda_launch.h"
+
+namespace afd {
+namespace cuda_launch {
+
+at::Tensor repconv_dedrift_cuda(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
+                                const at::Tensor& fdm, const at::Tensor& feat, c10::string_view act) {
+  check_repconv_dedrift(x, weight, bias, fdm, feat);
+  const Act act_code = parse_act(act);
+  AFD_CUDA_GUARD(x);
+  const at::MemoryFormat fmt = output_memory_format(feat);
+  at::Tensor out = at::empty(feat.sizes(), feat.options().memory_format(fmt));
+  if (out.numel() == 0) return out;
+
+  const at::Tensor wc = weight.contiguous();
+  at::Tensor bc;
+  if (bias.has_value() && bias->defined()) bc = bias->contiguous();
+  const DType dt = dtype_tag(x);
+  const DeviceInfo dev = device_info();
+  cudaStream_t stream = AFD_CUDA_STREAM();
+
+  afd::cuda::RepconvProblem p{};
+  p.weight = wc.data_ptr();
+  p.bias = bc.defined() ? bc.data_ptr() : nullptr;
+  p.fdm = fdm.data_ptr();
+  p.fdm_st = strides4(fdm);
+  p.out = out.data_ptr();
+  p.out_st = strides4(out);
+  p.B = to_int(x.size(0), "batch");
+  p.Cin = to_int(x.size(1), "Cin");
+  p.C = to_int(weight.size(0), "C");
+  p.Hf = to_int(x.size(2), "height");
+  p.Wf = to_int(x.size(3), "width");
+  p.Hb = to_int(fdm.size(2), "fdm height");
+  p.Wb = to_int(fdm.size(3), "fdm width");
+  p.act = static_cast<int>(act_code);
+
+  const int nhwc = fmt == at::MemoryFormat::ChannelsLast ? 1 : 0;
+  if (!force_generic() && afd::cuda::repconv_mma_supported(p, nhwc, dt, dev)) {
+    const at::Tensor xx = x.contiguous(fmt), ff = feat.contiguous(fmt);
+    const std::uintptr_t al = nhwc ? 16 : 4;
+    if (aligned(xx, al) && aligned(ff, al) && aligned(out, al)) {
+      p.x = xx.data_ptr();
+      p.x_st = strides4(xx);
+      p.feat = ff.data_ptr();
+      p.feat_st = strides4(ff);
+      AFD_CUDA_CHECK(afd::cuda::launch_repconv_dedrift_mma(p, nhwc, dt, dev, stream));
+      AFD_KERNEL_LAUNCH_CHECK();
+      return out;
+    }
+  }
+  p.x = x.data_ptr();
+  p.x_st = strides4(x);
+  p.feat = feat.data_ptr();
+  p.feat_st = strides4(feat);
+  AFD_CUDA_CHECK(afd::cuda::launch_repconv_dedrift_generic(p, dt, stream));
+  AFD_KERNEL_LAUNCH_CHECK();
+  return out;
+}
+
+}  // namespace cuda_launch
+}  // namespace afd
+
+#ifndef AFD_EMU
+TORCH_LIBRARY_IMPL(afd, CUDA, m) { m.impl("repconv_dedrift", &afd::cuda_launch::repconv_dedrift_cuda); }
+#endif

@@ -1,0 +1,90 @@
+// Host-side interface of the afd CUDA kernels (kernels/*.cu). Plain CUDA: no torch headers,
+// so the .cu files compile quickly; the ATen launchers live in csrc/cuda/*_cuda.cpp.
+//
+// Every launch function takes raw device pointers, sizes, element strides, a dtype tag and a
+// stream, and returns the first CUDA error it met (cudaSuccess when the launch was issued;
+// launch-time errors are picked up by C10_CUDA_KERNEL_LAUNCH_CHECK in the caller).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include <cuda_runtime.h>
+
+namespace afd {
+namespace cuda {
+
+enum class DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2, kFloat64 = 3 };
+
+// Element strides of a 4-D tensor (dims 0..3).
+struct Strides4 {
+  int64_t s[4];
+};
+
+// Device facts the launchers pass in (from at::cuda::getCurrentDeviceProperties()).
+struct DeviceInfo {
+  int num_sms;
+  size_t max_smem_optin;  // cudaDevAttrMaxSharedMemoryPerBlockOptin
+};
+
+// ---------------------------------------------------------------------------------------------
+// afd::block_dct: img (B,3,H,W) -> out (B,192,H/8,W/8); any strides for both.
+cudaError_t launch_block_dct(const void* img, Strides4 img_st, void* out, Strides4 out_st, int B, int H, int W,
+                             DType dt, cudaStream_t stream);
+
+// ---------------------------------------------------------------------------------------------
+// afd::block_dct_fdm.
+// (a) Generic path (all dtypes, any strides, any h1/h2/C whose tile fits in shared memory):
+//     block DCT into shared memory, then the three dense layers as SIMT GEMMs.
+//     Weights must be contiguous (nn.Linear layout).
+size_t fdm_generic_smem_bytes(int h1, int h2, DType dt);
+cudaError_t launch_block_dct_fdm_generic(const void* img, Strides4 img_st, const void* w1, const void* b1,
+                                         const void* w2, const void* b2, const void* w3, const void* b3,
+                                         void* out, Strides4 out_st, int B, int H, int W, int h1, int h2, int C,
+                                         DType dt, const DeviceInfo& dev, cudaStream_t stream);
+
+// (b) Tensor-core path (float16 / bfloat16): the colour transform and the DCT are linear, so they are
+//     folded into the first layer (w1f = w1 . K, K the 192x192 pixel->coefficient matrix; see
+//     kernels/README.md). Image must be dense NCHW (nhwc == 0) or dense NHWC (nhwc == 1) with a
+//     16-byte aligned data pointer. Workspace: w1f (h1p x 192 float16, for both input dtypes: the
+//     tensor-core math is float16) and b1f (h1p floats), h1p = round_up(h1, 16), written by
+//     launch_fdm_fold_w1 on the same stream.
+int fdm_pad16(int n);
+bool fdm_mma_supported(int h1, int h2, int C, DType dt, const DeviceInfo& dev);
+size_t fdm_mma_smem_bytes(int h1, int h2, int C);
+cudaError_t launch_fdm_fold_w1(const void* w1, const void* b1, int h1, int nhwc, void* w1f, float* b1f, DType dt,
+                               cudaStream_t stream);
+cudaError_t launch_block_dct_fdm_mma(const void* img, int nhwc, const void* w1f, const float* b1f, const void* w2,
+                                     const void* b2, const void* w3, const void* b3, void* out, Strides4 out_st,
+                                     int B, int H, int W, int h1, int h2, int C, DType dt, const DeviceInfo& dev,
+                                     cudaStream_t stream);
+
+// ---------------------------------------------------------------------------------------------
+// afd::repconv_dedrift: out = act(feat + (conv3x3(x, weight, pad 1) + bias) * nearest_up(fdm)).
+// act: 0 relu, 1 relu6, 2 identity (afd::Act). bias may be null. weight contiguous (C,Cin,3,3).
+struct RepconvProblem {
+  const void* x;
+  Strides4 x_st;
+  const void* weight;
+  const void* bias;  // nullable
+  const void* fdm;
+  Strides4 fdm_st;
+  const void* feat;
+  Strides4 feat_st;
+  void* out;
+  Strides4 out_st;
+  int B, Cin, C, Hf, Wf, Hb, Wb;
+  int act;
+};
+
+// (a) Generic path: any dtype, any strides, any sizes (SIMT direct convolution, fp32/fp64 accumulation).
+cudaError_t launch_repconv_dedrift_generic(const RepconvProblem& p, DType dt, cudaStream_t stream);
+
+// (b) Tensor-core path (float16 / bfloat16): x, feat and out all dense NHWC (nhwc == 1, needs Cin % 8 == 0
+//     and C % 8 == 0, 16-byte aligned pointers) or all dense NCHW (nhwc == 0, needs Wf even, 4-byte
+//     aligned pointers); fdm any strides.
+bool repconv_mma_supported(const RepconvProblem& p, int nhwc, DType dt, const DeviceInfo& dev);
+cudaError_t launch_repconv_dedrift_mma(const RepconvProblem& p, int nhwc, DType dt, const DeviceInfo& dev,
+                                       cudaStream_t stream);
+
+}  // namespace cuda
+}  // namespace afd

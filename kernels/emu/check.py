@@ -1,0 +1,197 @@
+"""CPU emulation check of the CUDA kernels' index math (no GPU needed).
+
+Compiles kernels/*.cu and csrc/cuda/*_cuda.cpp as plain C++ against emu_cuda.h (one OS thread
+per CUDA thread; __syncthreads, ldmatrix, mma.sync and cp.async emulated), registers the
+launchers as torch.ops.afd_emu.* on CPU tensors and compares them with the reference
+(python/functional.py) over layouts, dtypes, odd sizes and both kernel paths.
+Slow (minutes): every CTA runs as 128-256 threads. Numerics are the host's, not the GPU's
+(no fast-math), so this checks indexing, tiling, padding and fragment layouts, not speed.
+
+    python kernels/emu/check.py [dct] [fdm] [repconv] [sweep]
+"""
+import os
+import random
+import sys
+import tempfile
+import time
+
+import torch
+from torch.utils.cpp_extension import load
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, ROOT)
+from python import functional as R  # noqa: E402
+
+
+def build():
+    build_dir = os.path.join(tempfile.gettempdir(), "afd_emu_build")
+    os.makedirs(build_dir, exist_ok=True)
+    flags = ["-O1", "-std=c++20", "-include", os.path.join(HERE, "emu_cuda.h"), "-DAFD_EMU",
+             "-I/usr/local/cuda/include", "-I" + os.path.join(ROOT, "csrc"), "-I" + os.path.join(ROOT, "kernels"),
+             "-I" + os.path.join(ROOT, "csrc", "cuda"), "-Wno-unused-variable", "-Wno-attributes"]
+    srcs = [os.path.join(HERE, f) for f in ("emu_block_dct.cpp", "emu_block_dct_fdm.cpp",
+                                            "emu_repconv_dedrift.cpp", "emu_launchers.cpp")]
+    load(name="afd_emu_ext", sources=srcs, extra_cflags=flags, extra_ldflags=["-lpthread"],
+         is_python_module=False, build_directory=build_dir, verbose=False)
+
+
+FAILS = []
+
+
+def report(ok, msg):
+    print(("OK   " if ok else "FAIL ") + msg, flush=True)
+    if not ok:
+        FAILS.append(msg)
+
+
+def layout(t, kind):
+    if kind == "cl":
+        return t.contiguous(memory_format=torch.channels_last)
+    if kind == "slice":
+        wide = torch.empty(*t.shape[:-1], 2 * t.shape[-1], dtype=t.dtype)
+        wide[..., ::2] = t
+        return wide[..., ::2]
+    return t.contiguous()
+
+
+def check_format(out, ref_input):
+    want_cl = (not ref_input.is_contiguous()) and ref_input.is_contiguous(memory_format=torch.channels_last)
+    return out.is_contiguous(memory_format=torch.channels_last) if want_cl else out.is_contiguous()
+
+
+def check_dct(E):
+    tol = {torch.float32: 2e-3, torch.float64: 1e-9, torch.float16: 1.0, torch.bfloat16: 8.0}
+    for dt in tol:
+        for shape, kind in [((2, 3, 16, 24), "nchw"), ((1, 3, 8, 136), "cl"), ((2, 3, 24, 16), "slice"),
+                            ((0, 3, 8, 8), "nchw")]:
+            img = layout((torch.rand(*shape) * 255).to(dt), kind)
+            out, ref = E.block_dct(img), R.block_dct(img)
+            d = (out.double() - ref.double()).abs().max().item() if out.numel() else 0.0
+            report(d <= tol[dt] and check_format(out, img), f"block_dct {dt} {shape} {kind} maxabs={d:.3g}")
+
+
+def fdm_weights(h1, h2, c, dt, g):
+    ws = []
+    for o, i in [(h1, 192), (h2, h1), (c, h2)]:
+        ws += [((torch.rand(o, i, generator=g) * 2 - 1) / i ** 0.5).to(dt),
+               ((torch.rand(o, generator=g) * 2 - 1) / i ** 0.5).to(dt)]
+    return ws
+
+
+def check_fdm(E):
+    g = torch.Generator().manual_seed(0)
+    tol = {torch.float32: 2e-5, torch.float64: 1e-10, torch.float16: 5e-3, torch.bfloat16: 2e-2}
+    cases = [((2, 16, 24), (20, 12, 5), "nchw", 2), ((1, 24, 48), (128, 64, 32), "cl", 2),
+             ((3, 8, 16), (7, 3, 2), "slice", 2), ((3, 48, 64), (40, 24, 10), "cl", 1),
+             ((1, 40, 24), (70, 100, 70), "slice", 2), ((2, 32, 40), (128, 64, 64), "nchw", 2),
+             ((1, 16, 24), (48, 130, 20), "cl", 2)]
+    for force in ("1", "0"):
+        os.environ["AFD_CUDA_FORCE_GENERIC"] = force
+        dts = [torch.float32, torch.float64, torch.bfloat16] if force == "1" else [torch.float16, torch.bfloat16]
+        for dt in dts:
+            for (b, h, w), (h1, h2, c), kind, sms in cases:
+                if force == "1" and h1 * h2 > 128 * 64:
+                    continue
+                E.set_sms(sms)
+                img = layout((torch.rand(b, 3, h, w, generator=g) * 255).round().to(dt), kind)
+                ws = fdm_weights(h1, h2, c, dt, g)
+                t = time.time()
+                out = E.block_dct_fdm(img, *ws)
+                ref = R.block_dct_fdm(img.double(), *[x.double() for x in ws])
+                d = (out.double() - ref).abs().max().item()
+                report(d <= tol[dt] and check_format(out, img),
+                       f"block_dct_fdm {'generic' if force == '1' else 'default'} {dt} {(b, h, w)} {(h1, h2, c)} "
+                       f"{kind} sms={sms} ({time.time() - t:.1f}s) maxabs vs fp64 ref={d:.3g}")
+    os.environ["AFD_CUDA_FORCE_GENERIC"] = "0"
+
+
+def sweep_fdm(E, n=10, seed=0):
+    """Random cases drawn like tests/test_block_dct_fdm.py, half types, tests' tolerances."""
+    tol = {torch.float16: (1e-2, 2e-2), torch.bfloat16: (2e-2, 5e-2)}
+    rng = random.Random(seed)
+    for _ in range(n):
+        b, hb, wb = rng.randint(1, 4), rng.randint(1, 8), rng.randint(1, 8)
+        h1, h2, c = rng.randint(1, 160), rng.randint(1, 96), rng.randint(1, 96)
+        dt = rng.choice(list(tol))
+        kind = rng.choice(["nchw", "cl", "slice"])
+        g = torch.Generator().manual_seed(rng.randint(0, 2 ** 31 - 1))
+
+        def r(*s, scale=1.0):
+            return (torch.randn(*s, generator=g, dtype=torch.float64) * scale).to(dt)
+        img = layout((torch.rand(b, 3, 8 * hb, 8 * wb, generator=g, dtype=torch.float64) * 255).to(dt), kind)
+        w = [r(h1, 192, scale=0.01), r(h1, scale=0.1), r(h2, h1, scale=0.3), r(h2, scale=0.1), r(c, h2, scale=0.3),
+             r(c, scale=0.1)]
+        E.set_sms(rng.randint(1, 3))
+        out = E.block_dct_fdm(img, *w)
+        ref = R.block_dct_fdm(img.double(), *[t.double() for t in w]).to(dt)
+        rtol, atol = tol[dt]
+        d = (out.float() - ref.float()).abs()
+        report(bool((d <= atol + rtol * ref.float().abs()).all()),
+               f"block_dct_fdm sweep {dt} {(b, hb, wb, h1, h2, c)} {kind} maxabs={d.max().item():.4f}")
+
+
+def check_repconv(E):
+    tol = {torch.float32: 1e-4, torch.float64: 1e-10, torch.float16: 1e-2, torch.bfloat16: 6e-2}
+
+    def run(dt, B, Cin, C, Hf, Wf, Hb, Wb, kind, act, bias=True, sms=2):
+        E.set_sms(sms)
+        x = torch.randn(B, Cin, Hf, Wf).to(dt)
+        w = (torch.randn(C, Cin, 3, 3) / max(Cin * 9, 1) ** 0.5).to(dt)
+        bb = (torch.randn(C) * 0.1).to(dt) if bias else None
+        fdm = torch.rand(B, C, Hb, Wb).to(dt)
+        feat = torch.randn(B, C, Hf, Wf).to(dt)
+        if kind == "cl":
+            x, feat = layout(x, "cl"), layout(feat, "cl")
+        elif kind == "mixed":
+            x = layout(x, "cl")
+        elif kind == "slice":
+            x = layout(x, "slice")
+            fdm = torch.rand(B, C, Wb, Hb).to(dt).transpose(2, 3)
+        t = time.time()
+        out = E.repconv_dedrift(x, w, bb, fdm, feat, act)
+        ref = R.repconv_dedrift(x, w, bb, fdm, feat, act)
+        d = (out.double() - ref.double()).abs().max().item() if out.numel() else 0.0
+        report(d <= tol[dt] and check_format(out, feat),
+               f"repconv_dedrift {dt} B,Cin,C,Hf,Wf,Hb,Wb={(B, Cin, C, Hf, Wf, Hb, Wb)} {kind} {act} "
+               f"{'bias' if bias else 'nobias'} sms={sms} ({time.time() - t:.1f}s) maxabs={d:.3g}")
+
+    os.environ["AFD_CUDA_FORCE_GENERIC"] = "1"
+    run(torch.float32, 2, 5, 7, 12, 10, 3, 5, "nchw", "relu")
+    run(torch.float32, 1, 16, 40, 9, 35, 9, 7, "cl", "relu6", bias=False)
+    run(torch.float64, 1, 9, 33, 10, 33, 5, 11, "slice", "identity")
+    run(torch.bfloat16, 2, 3, 4, 8, 8, 1, 1, "mixed", "relu")
+    run(torch.float16, 1, 16, 32, 17, 13, 17, 13, "nchw", "relu")
+    os.environ["AFD_CUDA_FORCE_GENERIC"] = "0"
+    run(torch.float32, 0, 4, 4, 8, 8, 2, 2, "cl", "relu")
+    for dt in (torch.float16, torch.bfloat16):
+        run(dt, 1, 16, 32, 20, 18, 5, 9, "cl", "relu")
+        run(dt, 2, 24, 8, 16, 16, 2, 8, "cl", "relu6", bias=False, sms=1)
+        run(dt, 1, 64, 64, 18, 20, 9, 10, "cl", "identity", sms=1)
+        run(dt, 1, 16, 32, 20, 18, 5, 9, "nchw", "relu")
+        run(dt, 1, 13, 20, 17, 22, 17, 11, "nchw", "relu6", sms=3)
+        run(dt, 2, 64, 40, 16, 34, 4, 17, "mixed", "identity", sms=2)
+        run(dt, 1, 5, 6, 7, 9, 7, 3, "slice", "relu")  # generic fallback (odd width, NCHW)
+
+
+def main():
+    which = set(sys.argv[1:]) or {"dct", "fdm", "repconv"}
+    t = time.time()
+    build()
+    torch.ops.load_library(os.path.join(tempfile.gettempdir(), "afd_emu_build", "afd_emu_ext.so"))
+    print(f"built in {time.time() - t:.0f}s", flush=True)
+    E = torch.ops.afd_emu
+    if "dct" in which:
+        check_dct(E)
+    if "fdm" in which:
+        check_fdm(E)
+    if "sweep" in which:
+        sweep_fdm(E)
+    if "repconv" in which:
+        check_repconv(E)
+    print(f"{len(FAILS)} failures")
+    sys.exit(1 if FAILS else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+// The CUDA launchers (csrc/cuda/*_cuda.cpp) built for CPU tensors against the emulated kernels,
+// registered as torch.ops.afd_emu.* (see kernels/emu/check.py).
+#include <ATen/ATen.h>
+#include <torch/library.h>
+#define AFD_CUDA_GUARD(t) (void)0
+#define AFD_CUDA_STREAM() ((cudaStream_t) nullptr)
+#define AFD_CUDA_CHECK(expr) do { cudaError_t e_ = (expr); TORCH_CHECK(e_ == cudaSuccess, "emu: launch returned ", (int)e_); } while (0)
+#define AFD_KERNEL_LAUNCH_CHECK() (void)0
+#include "../../csrc/cuda/afd_cuda_launch.h"
+namespace afd { namespace cuda_launch {
+int g_emu_sms = 2;
+DeviceInfo device_info() { DeviceInfo d{}; d.num_sms = g_emu_sms; d.max_smem_optin = 232448; return d; }
+}}
+#include "../../csrc/cuda/block_dct_cuda.cpp"
+#include "../../csrc/cuda/block_dct_fdm_cuda.cpp"
+#include "../../csrc/cuda/repconv_dedrift_cuda.cpp"
+TORCH_LIBRARY(afd_emu, m) {
+  m.def("block_dct(Tensor img) -> Tensor");
+  m.def("block_dct_fdm(Tensor img, Tensor w1, Tensor b1, Tensor w2, Tensor b2, Tensor w3, Tensor b3) -> Tensor");
+  m.def("repconv_dedrift(Tensor x, Tensor weight, Tensor? bias, Tensor fdm, Tensor feat, str act) -> Tensor");
+  m.def("set_sms(int n) -> ()");
+}
+static void set_sms(int64_t n) { afd::cuda_launch::g_emu_sms = (int)n; }
+TORCH_LIBRARY_IMPL(afd_emu, CPU, m) {
+  m.impl("block_dct", &afd::cuda_launch::block_dct_cuda);
+  m.impl("block_dct_fdm", &afd::cuda_launch::block_dct_fdm_cuda);
+  m.impl("repconv_dedrift", &afd::cuda_launch::repconv_dedrift_cuda);
+}
+TORCH_LIBRARY_IMPL(afd_emu, CatchAll, m) { m.impl("set_sms", &set_sms); }

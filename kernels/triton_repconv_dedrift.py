@@ -1,0 +1,172 @@
+"""Triton kernel of afd::repconv_dedrift: act(feat + (conv3x3(x, weight, pad 1) + bias) * nearest_up(fdm)).
+
+Implicit-GEMM direct convolution, the conv output never written to memory: each program owns a
+tile of BLOCK_P output pixels (flattened over B, Hf, Wf) x BLOCK_C output channels and loops over
+Cin in chunks of BLOCK_K x the 9 taps (unrolled; a tap is a constant pointer offset from the
+centre tap, so the per-tap work is two loads and a tl.dot); each step loads an x tile
+(BLOCK_P, BLOCK_K) with masks for the zero padding and a weight tile (BLOCK_K, BLOCK_C), and
+accumulates with tl.dot. The epilogue adds the bias, multiplies by the FDM cell
+fdm[b, c, h // (Hf/Hb), w // (Wf/Wb)], adds feat, applies the activation (constexpr; ReLU and
+ReLU6 keep NaN like torch) and stores through the output's strides. Every input is read through
+its own strides (contiguous, channels_last or any view).
+
+Under TRITON_INTERPRET=1 the tiles are large (few programs: the interpreter's cost is per op)
+and half-precision dot operands are upcast (the interpreter's tl.dot mishandles bfloat16).
+
+Accumulation: float32 (float64 for float64 input), IEEE precision for float32 (no TF32);
+float16/bfloat16 tiles go to tensor cores as they are (exact products, float32 accumulation),
+which is what the reference computes after casting to float32.
+
+Runs on CUDA tensors, or on CPU tensors under TRITON_INTERPRET=1.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from afd_ext.reference import checks
+
+from . import _triton_utils as U
+
+ACT_CODES = {"identity": 0, "relu": 1, "relu6": 2}
+
+#: GPU tiles per input dtype class: (BLOCK_P, max BLOCK_C, max BLOCK_K, num_warps, num_stages).
+#: Chosen so that the kernel compiles for sm_90 (ptxas 12.9) without register spills for NCHW
+#: and NHWC strides; not yet timed on a GPU.
+GPU_TILES = {
+    "half": (64, 64, 32, 4, 2),     # float16 / bfloat16: tensor cores; ~165-185 regs, 32-78 KB smem
+    "float32": (64, 64, 16, 8, 1),  # IEEE fp32 (FMA); ~120-150 regs, 16 KB smem
+    "float64": (32, 32, 16, 4, 1),  # fp64 mma; ~90 regs, 8 KB smem
+}
+#: Interpreter tiles: big tiles, few programs (numpy vectorizes inside a program).
+INTERP_MAX_BLOCK_P = 1024
+INTERP_MAX_BLOCK_C = 128
+INTERP_MAX_BLOCK_K = 128
+
+
+@triton.jit
+def _repconv_dedrift_kernel(
+    x_ptr, w_ptr, bias_ptr, fdm_ptr, feat_ptr, out_ptr,
+    n_pix, C, CIN, HF, WF, RH, RW,
+    xs_b, xs_c, xs_h, xs_w,
+    ws_o, ws_i, ws_h, ws_w,
+    bias_s,
+    fs_b, fs_c, fs_h, fs_w,
+    es_b, es_c, es_h, es_w,
+    os_b, os_c, os_h, os_w,
+    HAS_BIAS: tl.constexpr, ACT: tl.constexpr, UPCAST_DOT: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    ACC: tl.constexpr = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
+    pid_p = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    rp = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    p_mask = rp < n_pix
+    w = rp % WF
+    t = rp // WF
+    h = t % HF
+    b = (t // HF).to(tl.int64)
+    rc = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    c_mask = rc < C
+    rc64 = rc.to(tl.int64)
+    rk = tl.arange(0, BLOCK_K)
+
+    h64 = h.to(tl.int64)
+    w64 = w.to(tl.int64)
+    # Tap validity (zero padding): row above / below, column left / right exist.
+    up_ok = h > 0
+    down_ok = h < HF - 1
+    left_ok = w > 0
+    right_ok = w < WF - 1
+    x_c = x_ptr + b * xs_b + h64 * xs_h + w64 * xs_w  # (BLOCK_P,) centre-tap pointers
+    w_c = w_ptr + rc64 * ws_o  # (BLOCK_C,)
+
+    acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)
+    for k0 in range(0, CIN, BLOCK_K):
+        kk = k0 + rk
+        k_mask = kk < CIN
+        kk64 = kk.to(tl.int64)
+        x_k = x_c[:, None] + (kk64 * xs_c)[None, :]  # (BLOCK_P, BLOCK_K) pointers
+        w_k = w_c[None, :] + (kk64 * ws_i)[:, None]  # (BLOCK_K, BLOCK_C) pointers
+        w_mask = k_mask[:, None] & c_mask[None, :]
+        for kh in tl.static_range(3):
+            row_ok = p_mask
+            if kh == 0:
+                row_ok = row_ok & up_ok
+            if kh == 2:
+                row_ok = row_ok & down_ok
+            for kw in tl.static_range(3):
+                ok = row_ok
+                if kw == 0:
+                    ok = ok & left_ok
+                if kw == 2:
+                    ok = ok & right_ok
+                xt = tl.load(x_k + ((kh - 1) * xs_h + (kw - 1) * xs_w),
+                             mask=ok[:, None] & k_mask[None, :], other=0.0)  # (BLOCK_P, BLOCK_K)
+                wt = tl.load(w_k + (kh * ws_h + kw * ws_w), mask=w_mask, other=0.0)  # (BLOCK_K, BLOCK_C)
+                if UPCAST_DOT:  # the interpreter's tl.dot mishandles bfloat16 operands
+                    xt = xt.to(ACC)
+                    wt = wt.to(ACC)
+                acc = tl.dot(xt, wt, acc, input_precision="ieee")
+
+    if HAS_BIAS:
+        acc = acc + tl.load(bias_ptr + rc64 * bias_s, mask=c_mask, other=0.0).to(ACC)[None, :]
+    mask = p_mask[:, None] & c_mask[None, :]
+    fdm = tl.load(fdm_ptr + (b * fs_b + (h // RH).to(tl.int64) * fs_h + (w // RW).to(tl.int64) * fs_w)[:, None] + rc64[None, :] * fs_c,
+                  mask=mask, other=0.0).to(ACC)
+    feat = tl.load(feat_ptr + (b * es_b + h64 * es_h + w64 * es_w)[:, None] + rc64[None, :] * es_c,
+                   mask=mask, other=0.0).to(ACC)
+    y = feat + acc * fdm
+    if ACT == 1:  # relu (NaN-propagating, like torch)
+        y = tl.where(y < 0, 0.0, y)
+    elif ACT == 2:  # relu6
+        y = tl.where(y < 0, 0.0, tl.where(y > 6, 6.0, y))
+    tl.store(out_ptr + (b * os_b + h64 * os_h + w64 * os_w)[:, None] + rc64[None, :] * os_c,
+             y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def _gpu_tiles(dtype: torch.dtype):
+    if dtype in (torch.float16, torch.bfloat16):
+        return GPU_TILES["half"]
+    return GPU_TILES["float64" if dtype == torch.float64 else "float32"]
+
+
+def repconv_dedrift(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                    fdm: torch.Tensor, feat: torch.Tensor, act: str) -> torch.Tensor:
+    """act(feat + (conv3x3(x, weight, pad 1) + bias) * nearest_up(fdm)), fused (Triton)."""
+    checks.check_repconv_dedrift(x, weight, bias, fdm, feat, act)
+    U.check_runnable(_repconv_dedrift_kernel, "repconv_dedrift", x)
+    bsz, cin, hf, wf = x.shape
+    c = weight.shape[0]
+    hb, wb = fdm.shape[2:]
+    out = torch.empty(feat.shape, dtype=feat.dtype, device=feat.device,
+                      memory_format=checks.output_memory_format(feat))
+    n_pix = bsz * hf * wf
+    if n_pix == 0 or c == 0:
+        return out
+    interp = U.interpreting(_repconv_dedrift_kernel)
+    if interp:
+        block_p = U.next_pow2(n_pix, 16, INTERP_MAX_BLOCK_P)
+        block_c = U.next_pow2(c, 16, INTERP_MAX_BLOCK_C)
+        block_k = U.next_pow2(cin, 16, INTERP_MAX_BLOCK_K)
+        warps, stages = 4, 1
+    else:
+        block_p, max_c, max_k, warps, stages = _gpu_tiles(x.dtype)
+        block_c = U.next_pow2(c, 16, max_c)
+        block_k = U.next_pow2(cin, 16, max_k)
+    grid = (triton.cdiv(n_pix, block_p), triton.cdiv(c, block_c))
+    has_bias = bias is not None
+    with U.device_guard(x):
+        _repconv_dedrift_kernel[grid](
+            x, weight, bias if has_bias else feat, fdm, feat, out,
+            n_pix, c, cin, hf, wf, hf // hb, wf // wb,
+            *x.stride(), *weight.stride(), bias.stride(0) if has_bias else 0,
+            *fdm.stride(), *feat.stride(), *out.stride(),
+            HAS_BIAS=has_bias, ACT=ACT_CODES[act], UPCAST_DOT=interp,
+            BLOCK_P=block_p, BLOCK_C=block_c, BLOCK_K=block_k,
+            num_warps=warps, num_stages=stages,
+        )
+    return out

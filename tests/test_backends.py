@@ -1,0 +1,76 @@
+"""Backend choice: defaults, use_backend, AFD_BACKEND, and what happens when a backend is missing."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import afd_ext
+from afd_ext import ops
+
+
+def test_available_backends_lists_reference_and_what_was_built():
+    avail = afd_ext.available_backends()
+    assert avail[0] == "reference"
+    assert set(avail) <= set(ops.BACKENDS)
+    if afd_ext.ops.extension_error() is None:
+        assert "cpp" in avail  # the compiled extension always carries the CPU kernels
+
+
+def test_default_backend_per_device():
+    cpu = afd_ext.current_backend("cpu")
+    assert cpu == ("cpp" if "cpp" in afd_ext.available_backends() else "reference")
+    cuda = afd_ext.current_backend("cuda")
+    assert cuda in ("cuda", "triton", "reference")
+
+
+def test_use_backend_forces_and_restores():
+    img = torch.rand(1, 3, 16, 16) * 255
+    before = afd_ext.current_backend("cpu")
+    with afd_ext.use_backend("reference") as name:
+        assert name == "reference" and afd_ext.current_backend("cpu") == "reference"
+        out_ref = torch.ops.afd.block_dct(img)
+    assert afd_ext.current_backend("cpu") == before
+    torch.testing.assert_close(torch.ops.afd.block_dct(img), out_ref, rtol=1e-5, atol=1e-3)
+
+
+def test_forced_reference_really_runs_the_reference(monkeypatch):
+    calls = []
+    real = afd_ext.reference.block_dct
+
+    def spy(img):
+        calls.append(img.shape)
+        return real(img)
+    monkeypatch.setattr(afd_ext.reference, "block_dct", spy)
+    with afd_ext.use_backend("reference"):
+        torch.ops.afd.block_dct(torch.rand(1, 3, 8, 8))
+    assert calls == [(1, 3, 8, 8)]
+
+
+def test_nested_use_backend():
+    with afd_ext.use_backend("reference"):
+        with afd_ext.use_backend(afd_ext.available_backends()[-1]) as inner:
+            assert afd_ext.current_backend("cpu") == inner
+        assert afd_ext.current_backend("cpu") == "reference"
+
+
+def test_unknown_or_missing_backend():
+    with pytest.raises(ValueError, match="unknown afd backend"):
+        with afd_ext.use_backend("opencl"):
+            pass
+    if "cuda" in afd_ext.available_backends() and not torch.cuda.is_available():
+        with afd_ext.use_backend("cuda"):
+            with pytest.raises(RuntimeError, match="cannot run on CPU tensors"):
+                torch.ops.afd.block_dct(torch.rand(1, 3, 8, 8))
+
+
+def test_env_var_forces_backend():
+    code = "import afd_ext; print(afd_ext.current_backend('cpu'))"
+    env = {**os.environ, "AFD_BACKEND": "reference"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "reference"
+    env["AFD_BACKEND"] = "nonsense"
+    bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "unknown afd backend 'nonsense'" in bad.stderr

@@ -1,0 +1,34 @@
+"""afd_ext.bench: a minimal end-to-end run writes JSON + Markdown with honest skipped rows (CPU)."""
+from __future__ import annotations
+
+import json
+
+import torch
+
+from afd_ext.bench import _percentile, run_e2e
+
+
+def test_percentile():
+    assert _percentile([3.0], 0.95) == 3.0
+    assert _percentile([1.0, 2.0, 3.0, 4.0, 5.0], 0.5) == 3.0
+    assert abs(_percentile(list(range(101)), 0.95) - 95.0) < 1e-9
+
+
+def test_run_e2e_minimal(tmp_path):
+    before = torch.get_num_threads()
+    out = tmp_path / "e2e.json"
+    result = run_e2e("cpu", str(out), batches=[1], backbones=("efficientnet_lite0",), warmup=1, iters=2,
+                     configs=("classifier", "afd_deploy_fused", "afd_compile", "decode_included"), flops=False,
+                     threads=1, verbose=False)
+    assert torch.get_num_threads() == before
+    data = json.loads(out.read_text())
+    assert data["device_type"] == "cpu" and data["torch"] == torch.__version__ and "date" in data
+    rows = {r["config"]: r for r in data["rows"]}
+    for cfg in ("classifier", "afd_deploy_fused", "decode_included"):
+        r = rows[cfg]
+        assert r["images_per_s"] > 0 and r["latency_ms_p95"] >= r["latency_ms_median"] > 0 and r["runs"] == 2
+        assert r["backbone"] == "efficientnet_lite0" and r["batch"] == 1 and r["dtype"] == "float32"
+    assert rows["afd_compile"]["images_per_s"] is None and "compile" in rows["afd_compile"]["skipped"]
+    md = out.with_suffix(".md").read_text()
+    assert "| efficientnet_lite0 | afd_deploy_fused | 1 | float32 |" in md and "skipped" in md
+    assert result["rows"] == data["rows"]

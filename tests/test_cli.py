@@ -1,0 +1,102 @@
+"""The afd command: usage errors exit 2, file problems exit 1 with one line, bad files are skipped."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import afd_ext
+from afd_ext.checkpoint import save_checkpoint
+from afd_ext.cli import main
+
+
+def _usage_error(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2
+    assert "usage: afd" in err and "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["eval", "x", "--quality", "0"], "JPEG quality must be in 1..100, got 0"),
+    (["eval", "x", "--quality", "101"], "got 101"),
+    (["eval", "x", "--quality", "ten"], "must be an integer"),
+    (["train", "--data", "x", "--steps", "-5"], "must be in >= 1, got -5"),
+    (["train", "--data", "x", "--clean-fraction", "2"], "clean fraction"),
+    (["demo", "--bogus"], "unrecognized arguments: --bogus"),
+    (["frobnicate"], "invalid choice"),
+    ([], "required"),
+])
+def test_usage_errors_exit_2(argv, needle, capsys):
+    assert needle in _usage_error(argv, capsys)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    afd = afd_ext.AFDModule(32, width=4, act="relu6")
+    with torch.no_grad():
+        for p in afd.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    path = tmp_path_factory.mktemp("ck") / "afd.safetensors"
+    return str(save_checkpoint(path, afd, {"backbone": "efficientnet_lite0"}))
+
+
+@pytest.fixture
+def mixed_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    for i, syn in enumerate(["n01440764", "n01443537", "n01484850"]):
+        arr = rng.integers(0, 255, (80, 100, 3), dtype=np.uint8)
+        Image.fromarray(arr).save(tmp_path / f"{syn}_ok{i}.jpg", quality=90)
+    (tmp_path / "n01440764_broken.jpg").write_text("not a jpeg")
+    good = (tmp_path / "n01440764_ok0.jpg").read_bytes()
+    (tmp_path / "n01443537_cut.jpg").write_bytes(good[: len(good) // 3])
+    return tmp_path
+
+
+def test_eval_skips_bad_files_and_reports_them(mixed_folder, checkpoint, tmp_path, capsys):
+    out_json = tmp_path / "r.json"
+    rc = main(["eval", str(mixed_folder), "--checkpoint", checkpoint, "--quality", "10", "--json", str(out_json),
+               "--plot", str(tmp_path / "r.png"), "--no-progress"])
+    assert rc == 0
+    captured = capsys.readouterr()
+    assert "skipped 2 unreadable file(s)" in captured.err
+    assert "n01440764_broken.jpg" in captured.err and "n01443537_cut.jpg" in captured.err
+    result = json.loads(out_json.read_text())
+    assert result["n_images"] == 3 and len(result["skipped"]) == 2
+    assert set(result["clean"]) == {"top1_direct", "top1_afd", "top5_direct", "top5_afd"}
+    assert result["qualities"][0]["quality"] == 10 and "mean" in result
+    assert (tmp_path / "r.png").stat().st_size > 1000
+
+
+def test_eval_strict_fails(mixed_folder, checkpoint, capsys):
+    rc = main(["eval", str(mixed_folder), "--checkpoint", checkpoint, "--quality", "10", "--strict",
+               "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "error:" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["eval", "/nonexistent/dir", "--quality", "10"], "no such file or folder"),
+    (["eval", "{empty}", "--quality", "10"], "no images"),
+    (["eval", "{good}", "--checkpoint", "/nonexistent.safetensors"], "no such checkpoint file"),
+])
+def test_file_errors_exit_1(argv, needle, tmp_path, mixed_folder, capsys):
+    (tmp_path / "emptydir").mkdir()
+    argv = [a.replace("{empty}", str(tmp_path / "emptydir")).replace("{good}", str(mixed_folder)) for a in argv]
+    assert main(argv + ["--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+
+
+def test_demo_on_a_folder_with_bad_files(mixed_folder, checkpoint, tmp_path, capsys):
+    png = tmp_path / "demo.png"
+    rc = main(["demo", "--data", str(mixed_folder), "--checkpoint", checkpoint, "--quality", "10", "--out",
+               str(png), "--json", str(tmp_path / "d.json")])
+    assert rc == 0
+    out = capsys.readouterr()
+    assert "agreement with the clean prediction" in out.out and "skipped 2" in out.err
+    assert png.stat().st_size > 1000
+    assert json.loads((tmp_path / "d.json").read_text())["summary"]["n_photos"] == 3

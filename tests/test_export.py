@@ -1,0 +1,215 @@
+"""afd_ext.export: torch.export / TorchScript / ONNX graphs reload and agree with eager (CPU)."""
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import afd_ext
+from afd_ext.checkpoint import save_checkpoint
+from afd_ext.export import (FORMATS, OnnxModel, detect_format, export, export_model, load_exported,
+                            read_export_info)
+
+HAS_ORT = importlib.util.find_spec("onnxruntime") is not None
+HAS_ONNX = importlib.util.find_spec("onnx") is not None and importlib.util.find_spec("onnxscript") is not None
+needs_onnx = pytest.mark.skipif(not HAS_ONNX, reason="ONNX export needs onnx and onnxscript (pip install onnx onnxscript)")
+
+
+def _perturb(afd, scale=0.05, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in afd.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * scale)
+    return afd
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: the CPU is shared, and oversubscribed OpenMP threads are far slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    afd = _perturb(afd_ext.AFDModule(32, act="relu6"))
+    path = tmp_path_factory.mktemp("ckpt") / "afd.safetensors"
+    return save_checkpoint(path, afd, {"backbone": "efficientnet_lite0"})
+
+
+@pytest.fixture(scope="module")
+def eager(ckpt):
+    from afd_ext.cli import load_model
+    model, _ = load_model("efficientnet_lite0", str(ckpt), "cpu")
+    return model
+
+
+@pytest.fixture(scope="module")
+def images():
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(3, 3, 224, 224, generator=g)  # batch 3: the graphs were traced at batch 2
+
+
+@pytest.fixture(scope="module")
+def expected(eager, images):
+    with torch.no_grad():
+        out = eager(images)
+        plain = eager(images, use_afd=False)
+    assert (out - plain).abs().max() > 1e-2, "the test AFD must change the logits"
+    return out
+
+
+class TinyNet(nn.Module):
+    """A small classifier with a stride-2 conv+BN stem, for quick export round trips."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.body = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.fc = nn.Linear(16, 10)
+
+    def stem(self, x):
+        return self.bn(self.conv(x))
+
+    def rest(self, x):
+        return self.fc(F.adaptive_avg_pool2d(F.relu(self.body(x)), 1).flatten(1))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    net = TinyNet().eval()
+    model = afd_ext.attach(net, stem=net.stem, rest=net.rest, act="relu", channels=8, width="tiny")
+    _perturb(model.afd, 0.1)
+    return model.eval()
+
+
+def _no_temp_files(folder):
+    return [p.name for p in folder.iterdir() if ".tmp" in p.name] == []
+
+
+def test_torch_export_roundtrip(ckpt, images, expected, tmp_path):
+    path = export("efficientnet_lite0", ckpt, "export", tmp_path / "model")
+    assert path == tmp_path / "model.pt2" and path.is_file() and _no_temp_files(tmp_path)
+    module = load_exported(path)
+    targets = {str(n.target) for n in module.exported_program.graph.nodes if n.op == "call_function"}
+    assert any("afd.block_dct_fdm" in t for t in targets) and any("afd.repconv_dedrift" in t for t in targets)
+    with torch.no_grad():
+        out = module(images)
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
+    info = read_export_info(path)
+    assert info["format"] == "export" and info["backbone"] == "efficientnet_lite0" and info["use_afd"]
+    assert "[0,1]" in info["input"]
+
+
+def test_torchscript_roundtrip(ckpt, eager, images, expected, tmp_path):
+    path = export("efficientnet_lite0", str(ckpt), "torchscript", tmp_path / "model.pt")
+    assert detect_format(path) == "torchscript" and _no_temp_files(tmp_path)
+    module = load_exported(path)
+    assert "afd::" not in str(module.inlined_graph)  # standard ops only: loadable without afd_ext
+    with torch.no_grad():
+        torch.testing.assert_close(module(images), expected, atol=1e-4, rtol=1e-4)
+    assert read_export_info(path)["afd_path"].startswith("re-parameterized reference")
+    # exporting leaves the model it was given untouched (a prepared copy is exported)
+    assert not eager.afd.fused and not any(rc.deployed for rc in eager.afd.fe.repconvs())
+
+
+@needs_onnx
+def test_onnx_small_model_agrees_with_eager(tiny, tmp_path):
+    import onnx
+    path = export_model(tiny, "onnx", tmp_path / "tiny.onnx", image_size=64)
+    assert _no_temp_files(tmp_path)
+    model = load_exported(path)
+    assert isinstance(model, OnnxModel)
+    onnx.checker.check_model(model.model, full_check=True)
+    domains = {n.domain for n in model.model.graph.node}
+    assert domains <= {"", "ai.onnx"}, domains  # no custom ops
+    dims = model.model.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [3, 64, 64]
+    x = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = tiny(x)
+    torch.testing.assert_close(model.run_reference(x), ref, atol=1e-4, rtol=1e-4)
+
+
+@needs_onnx
+@pytest.mark.slow
+def test_onnx_backbone_export(ckpt, images, expected, tmp_path):
+    import onnx
+    path = export("efficientnet_lite0", ckpt, "onnx", tmp_path / "model.onnx")
+    model = load_exported(path)
+    onnx.checker.check_model(model.model)
+    assert {n.domain for n in model.model.graph.node} <= {"", "ai.onnx"}
+    assert read_export_info(path)["backbone"] == "efficientnet_lite0"
+    # onnx's pure-numpy evaluator: slow, so one image
+    torch.testing.assert_close(model.run_reference(images[:1]), expected[:1], atol=1e-4, rtol=1e-4)
+    if HAS_ORT:
+        torch.testing.assert_close(model(images), expected, atol=1e-4, rtol=1e-4)
+
+
+@needs_onnx
+@pytest.mark.skipif(not HAS_ORT, reason="onnxruntime is not installed (numeric checks used onnx.reference instead)")
+def test_onnxruntime_runs_small_model(tiny, tmp_path):
+    model = load_exported(export_model(tiny, "onnx", tmp_path / "tiny.onnx", image_size=64))
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), tiny(x), atol=1e-4, rtol=1e-4)
+
+
+def test_small_model_all_formats_without_afd_ops(tiny, tmp_path):
+    x = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref = tiny(x)
+        plain = tiny(x, use_afd=False)
+    for fmt in ("export", "torchscript"):
+        module = load_exported(export_model(tiny, fmt, tmp_path / f"tiny_{fmt}", image_size=64))
+        with torch.no_grad():
+            torch.testing.assert_close(module(x), ref, atol=1e-4, rtol=1e-4)
+    off = load_exported(export_model(tiny, "export", tmp_path / "tiny_off.pt2", image_size=64, use_afd=False))
+    with torch.no_grad():
+        torch.testing.assert_close(off(x), plain, atol=1e-4, rtol=1e-4)
+
+
+def test_failed_export_leaves_existing_file(tiny, tmp_path, monkeypatch):
+    out = tmp_path / "model.pt2"
+    out.write_bytes(b"previous")
+
+    def broken_save(ep, f, **kw):
+        with open(f, "wb") as fh:
+            fh.write(b"partial")
+        raise OSError("disk full")
+    monkeypatch.setattr(torch.export, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        export_model(tiny, "export", out, image_size=64)
+    assert out.read_bytes() == b"previous" and _no_temp_files(tmp_path)
+
+
+def test_written_file_permissions(tiny, tmp_path):
+    path = export_model(tiny, "torchscript", tmp_path / "perm.pt", image_size=64)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_bad_arguments(tiny, tmp_path):
+    assert set(FORMATS) == {"export", "torchscript", "onnx"}
+    with pytest.raises(ValueError):
+        export_model(tiny, "tflite", tmp_path / "x")
+    with pytest.raises(ValueError):
+        export("efficientnet_lite0", None, "pickle", tmp_path / "x")
+    with pytest.raises(FileNotFoundError):
+        load_exported(tmp_path / "nothing.pt2")
+
+
+def test_cli_export(ckpt, tmp_path, capsys):
+    from afd_ext.cli import main
+    out = tmp_path / "cli.pt"
+    assert main(["export", "--checkpoint", str(ckpt), "--device", "cpu", "--format", "torchscript", str(out)]) == 0
+    assert out.is_file() and str(out) in capsys.readouterr().out

@@ -1,0 +1,271 @@
+"""afd_ext.pipeline: batched file/bytes/tensor inference, robust to bad files (CPU)."""
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import afd_ext
+from afd_ext.checkpoint import save_checkpoint
+from afd_ext.data import ImageError, resize_center_crop, to_tensor
+from afd_ext.pipeline import Pipeline, nvjpeg_candidate, preprocess_batch, resize_center_crop_tensor
+
+ORIENTATION = 0x0112
+
+
+def _photo(h, w, seed):
+    """A smooth, structured RGB image (so that orientation and content matter to the model)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    chans = []
+    for c in range(3):
+        fy, fx = rng.uniform(0.01, 0.08, size=2)
+        chans.append(127 + 90 * np.sin(fy * yy + rng.uniform(0, 6)) * np.cos(fx * xx + rng.uniform(0, 6)))
+    img = np.stack(chans, -1) + np.linspace(0, 60, w)[None, :, None] * (yy[..., None] / h)
+    img += rng.normal(0, 6, img.shape)
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+
+
+def _jpeg_bytes(img, exif=None, quality=90):
+    buf = io.BytesIO()
+    kw = {"exif": exif} if exif is not None else {}
+    img.save(buf, "JPEG", quality=quality, **kw)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: the CPU is shared, and oversubscribed OpenMP threads are far slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    afd = afd_ext.AFDModule(32, act="relu6")
+    with torch.no_grad():  # a non-trivial AFD: it must change the predictions
+        for p in afd.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    path = tmp_path_factory.mktemp("ckpt") / "afd.safetensors"
+    return save_checkpoint(path, afd, {"backbone": "efficientnet_lite0"})
+
+
+@pytest.fixture(scope="module")
+def pipe(ckpt):
+    return Pipeline.from_checkpoint("efficientnet_lite0", ckpt, device="cpu", workers=2)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    d = tmp_path_factory.mktemp("imgs")
+    files = {}
+    for i, (h, w) in enumerate([(300, 400), (256, 256), (410, 290)]):
+        files[f"jpg{i}"] = d / f"photo{i}.jpg"
+        files[f"jpg{i}"].write_bytes(_jpeg_bytes(_photo(h, w, i)))
+    rgba = np.concatenate([np.asarray(_photo(240, 320, 7)), np.full((240, 320, 1), 128, np.uint8)], -1)
+    files["png_alpha"] = d / "alpha.png"
+    Image.fromarray(rgba, "RGBA").save(files["png_alpha"])
+    full = _jpeg_bytes(_photo(300, 300, 9))
+    files["truncated"] = d / "truncated.jpg"
+    files["truncated"].write_bytes(full[: len(full) // 2])
+    files["text"] = d / "notes.jpg"
+    files["text"].write_text("this is not an image\n")
+    # EXIF orientation 6: the stored pixels must be turned 90 degrees clockwise for display.
+    stored = _photo(240, 360, 11)
+    exif = Image.Exif()
+    exif[ORIENTATION] = 6
+    files["exif"] = d / "exif_rot.jpg"
+    files["exif"].write_bytes(_jpeg_bytes(stored, exif=exif.tobytes()))
+    with Image.open(files["exif"]) as im:  # the same decoded pixels, turned by hand, saved losslessly
+        turned = im.convert("RGB").transpose(Image.Transpose.ROTATE_270)
+    files["exif_manual"] = d / "exif_manual.png"
+    turned.save(files["exif_manual"])
+    files["exif_ignored"] = d / "exif_ignored.png"  # the stored pixels, orientation ignored
+    with Image.open(files["exif"]) as im:
+        im.convert("RGB").save(files["exif_ignored"])
+    sub = d / "folder"
+    (sub / "deeper").mkdir(parents=True)
+    files["sub_a"] = sub / "a.jpg"
+    files["sub_a"].write_bytes(_jpeg_bytes(_photo(200, 260, 21)))
+    files["sub_b"] = sub / "deeper" / "b.png"
+    _photo(230, 230, 22).save(files["sub_b"])
+    (sub / "readme.txt").write_text("ignored: not an image extension")
+    files["folder"] = sub
+    files["empty_folder"] = d / "empty"
+    files["empty_folder"].mkdir()
+    files["missing"] = d / "missing.jpg"
+    return files
+
+
+def _check_topk(r, k):
+    assert "error" not in r, r
+    assert len(r["topk"]) == k
+    probs = [c["prob"] for c in r["topk"]]
+    assert probs == sorted(probs, reverse=True)
+    assert all(0.0 <= p <= 1.0 for p in probs)
+    for c in r["topk"]:
+        assert isinstance(c["index"], int) and 0 <= c["index"] < 1000
+        assert c["name"] == afd_ext.data.class_name(c["index"])
+
+
+def _same_predictions(a, b, atol=1e-4):
+    assert [c["index"] for c in a["topk"]] == [c["index"] for c in b["topk"]]
+    np.testing.assert_allclose([c["prob"] for c in a["topk"]], [c["prob"] for c in b["topk"]], atol=atol)
+
+
+def test_pipeline_is_deployed(pipe):
+    assert pipe.device.type == "cpu" and pipe.dtype == torch.float32 and pipe.decoder == "pillow"
+    assert pipe.use_afd and pipe.model.afd.fused
+    assert all(rc.deployed for rc in pipe.model.afd.fe.repconvs())
+
+
+def test_mixed_files_order_and_errors(pipe, images):
+    order = ["jpg0", "png_alpha", "truncated", "text", "jpg1", "missing", "jpg2", "empty_folder"]
+    paths = [images[k] for k in order]
+    res = pipe.predict_files(paths, topk=3, batch_size=2)
+    assert [r["path"] for r in res] == [str(p) for p in paths]
+    bad = {"truncated", "text", "missing", "empty_folder"}
+    for key, r in zip(order, res):
+        if key in bad:
+            assert "topk" not in r and r["error"], (key, r)
+        else:
+            _check_topk(r, 3)
+    errors = {k: r["error"] for k, r in zip(order, res) if k in bad}
+    assert "truncated" in errors["truncated"]
+    assert "not an image" in errors["text"]
+    assert "no such file" in errors["missing"]
+    assert "no images" in errors["empty_folder"]
+
+
+def test_batch_size_does_not_change_results(pipe, images):
+    paths = [images[k] for k in ("jpg0", "jpg1", "text", "jpg2", "png_alpha")]
+    one = pipe.predict_files(paths, topk=5, batch_size=1)
+    many = pipe.predict_files(paths, topk=5, batch_size=4)
+    for a, b in zip(one, many):
+        assert a["path"] == b["path"]
+        if "error" in a:
+            assert a == b
+        else:
+            _same_predictions(a, b)
+
+
+def test_strict_raises_first_bad_file(pipe, images):
+    paths = [images["jpg0"], images["text"], images["truncated"], images["jpg1"]]
+    with pytest.raises(ImageError) as info:
+        pipe.predict_files(paths, strict=True, batch_size=8)
+    assert info.value.path == str(images["text"])
+    with pytest.raises(ImageError) as info:
+        pipe.predict_files([images["jpg0"], images["jpg1"], images["missing"]], strict=True, batch_size=1)
+    assert info.value.path == str(images["missing"])
+
+
+def test_exif_orientation_is_applied(pipe, images):
+    rot, manual, ignored = pipe.predict_files([images["exif"], images["exif_manual"], images["exif_ignored"]],
+                                              topk=5, batch_size=1)
+    _same_predictions(rot, manual, atol=1e-5)
+    # and the orientation matters for this image: ignoring it gives other probabilities
+    assert [c["prob"] for c in rot["topk"]] != pytest.approx([c["prob"] for c in ignored["topk"]], abs=1e-4)
+
+
+def test_folders_are_expanded_in_place(pipe, images):
+    res = pipe.predict_files([images["jpg0"], images["folder"], images["jpg1"]], topk=1)
+    assert [r["path"] for r in res] == [str(images[k]) for k in ("jpg0", "sub_a", "sub_b", "jpg1")]
+    assert all("topk" in r for r in res)
+    res = pipe.predict_files([images["folder"]], topk=1, expand_dirs=False)
+    assert res == [{"path": str(images["folder"]), "error": "is a directory, not an image file"}]
+
+
+def test_predict_bytes_matches_files(pipe, images):
+    keys = ["jpg0", "text", "png_alpha", "exif"]
+    datas = [images[k].read_bytes() for k in keys]
+    by_bytes = pipe.predict_bytes(datas, names=keys, topk=4, batch_size=3)
+    by_files = pipe.predict_files([images[k] for k in keys], topk=4, batch_size=3)
+    assert [r["path"] for r in by_bytes] == keys
+    for a, b in zip(by_bytes, by_files):
+        assert ("error" in a) == ("error" in b)
+        if "topk" in a:
+            _same_predictions(a, b, atol=1e-5)
+    assert pipe.predict_bytes([b"", datas[0]])[0] == {"path": "<bytes 0>", "error": "empty data"}
+    with pytest.raises(ValueError):
+        pipe.predict_bytes(datas, names=["only one"])
+
+
+def test_predict_tensor(pipe, images):
+    keys = ["jpg0", "jpg2"]
+    decoded = [to_tensor(afd_ext.data.load_image(images[k])) for k in keys]
+    crops = preprocess_batch(decoded)
+    assert crops.shape == (2, 3, 224, 224) and crops.dtype == torch.uint8
+    from_tensor = pipe.predict_tensor(crops, topk=5)
+    from_files = pipe.predict_files([images[k] for k in keys], topk=5)
+    for a, b in zip(from_tensor, from_files):
+        _same_predictions(a, b, atol=1e-5)
+    # float input in [0, 1] and a raw (not yet cropped) image are accepted too
+    _same_predictions(pipe.predict_tensor(crops.float() / 255, topk=5)[0], from_files[0], atol=1e-4)
+    _same_predictions(pipe.predict_tensor(decoded[0], topk=5)[0], from_files[0], atol=1e-5)
+    assert pipe.predict_tensor(torch.zeros(0, 3, 224, 224, dtype=torch.uint8)) == []
+
+
+def test_afd_changes_predictions(ckpt, pipe, images):
+    plain = Pipeline.from_checkpoint("efficientnet_lite0", None, device="cpu", use_afd=False)
+    assert not plain.use_afd
+    a = pipe.predict_files([images["jpg1"]], topk=5)[0]
+    b = plain.predict_files([images["jpg1"]], topk=5)[0]
+    assert [c["prob"] for c in a["topk"]] != pytest.approx([c["prob"] for c in b["topk"]], abs=1e-4)
+
+
+def test_device_transform_matches_pillow(images):
+    img = afd_ext.data.load_image(images["jpg2"])
+    ours = resize_center_crop_tensor(to_tensor(img))[0]
+    pil = to_tensor(resize_center_crop(img))
+    assert ours.shape == pil.shape == (3, 224, 224)
+    diff = (ours.int() - pil.int()).abs()
+    assert diff.max() <= 2 and diff.float().mean() < 0.5
+
+
+def test_torchvision_decoder_routing(pipe, images):
+    """The GPU route (batched torchvision decode, Pillow for what it must not take), run on CPU."""
+    assert nvjpeg_candidate(images["jpg0"].read_bytes())
+    for key in ("exif", "truncated", "text", "png_alpha"):
+        assert not nvjpeg_candidate(images[key].read_bytes()), key
+    cmyk = io.BytesIO()
+    _photo(64, 64, 3).convert("CMYK").save(cmyk, "JPEG")
+    assert not nvjpeg_candidate(cmyk.getvalue())
+    tv = Pipeline(pipe.model, device="cpu", decoder="torchvision", deploy=False)
+    keys = ["jpg0", "exif", "truncated", "text", "jpg1", "png_alpha"]
+    a = tv.predict_files([images[k] for k in keys], topk=5, batch_size=4)
+    b = pipe.predict_files([images[k] for k in keys], topk=5, batch_size=4)
+    for ra, rb in zip(a, b):
+        assert ra["path"] == rb["path"] and ("error" in ra) == ("error" in rb)
+        if "topk" in ra:
+            _same_predictions(ra, rb, atol=1e-4)
+
+
+def test_argument_checks(ckpt, pipe, images):
+    with pytest.raises(ValueError):
+        pipe.predict_files([images["jpg0"]], topk=0)
+    with pytest.raises(ValueError):
+        pipe.predict_files([images["jpg0"]], batch_size=0)
+    with pytest.raises(ValueError):
+        Pipeline(pipe.model, device="cpu", dtype="float16", deploy=False)
+    with pytest.raises(ValueError):
+        Pipeline(pipe.model, device="cpu", decoder="magic", deploy=False)
+    assert pipe.predict_files([]) == []
+
+
+def test_cli_predict_json(ckpt, images, tmp_path):
+    from afd_ext.cli import main
+    out = tmp_path / "pred.json"
+    rc = main(["predict", str(images["jpg0"]), str(images["text"]), "--checkpoint", str(ckpt), "--device", "cpu",
+               "--topk", "2", "--json", str(out)])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert data["n_ok"] == 1 and data["n_failed"] == 1
+    assert data["predictions"][0]["path"] == str(images["jpg0"]) and len(data["predictions"][0]["topk"]) == 2
+    assert data["predictions"][1]["path"] == str(images["text"]) and data["predictions"][1]["error"]

@@ -1,0 +1,101 @@
+"""afd::repconv_dedrift: every backend against the reference; opcheck; gradcheck; errors."""
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import afd_ext
+from afd_ext import reference as R
+from conftest import backend_device_pairs, cpu_backends
+from op_utils import EXAMPLES, LAYOUTS, assert_close, dtypes_for, run, with_layout
+
+OP = torch.ops.afd.repconv_dedrift.default
+PAIRS = backend_device_pairs()
+ACTS = ("relu", "relu6", "identity")
+
+
+def _args(b, cin, c, hb, wb, rh, rw, dtype, device, seed, bias=True):
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*s, scale=1.0):
+        return (torch.randn(*s, generator=g, dtype=torch.float64) * scale).to(dtype=dtype, device=device)
+    hf, wf = hb * rh, wb * rw
+    x = r(b, cin, hf, wf)
+    weight = r(c, cin, 3, 3, scale=(1.0 / (9 * cin)) ** 0.5)
+    fdm = torch.rand(b, c, hb, wb, generator=g, dtype=torch.float64).to(dtype=dtype, device=device)
+    feat = r(b, c, hf, wf, scale=3.0)
+    return x, weight, (r(c) if bias else None), fdm, feat
+
+
+@pytest.mark.parametrize("backend,device", PAIRS)
+def test_parity_random(backend, device):
+    @settings(max_examples=EXAMPLES[backend])
+    @given(b=st.integers(0, 4), cin=st.integers(1, 48), c=st.integers(1, 96), hb=st.integers(1, 7),
+           wb=st.integers(1, 7), rh=st.integers(1, 5), rw=st.integers(1, 5), bias=st.booleans(),
+           act=st.sampled_from(ACTS), layout=st.sampled_from(LAYOUTS),
+           dtype=st.sampled_from(dtypes_for(backend, device)), seed=st.integers(0, 2**31 - 1))
+    def check(b, cin, c, hb, wb, rh, rw, bias, act, layout, dtype, seed):
+        x, weight, bias_t, fdm, feat = _args(b, cin, c, hb, wb, rh, rw, dtype, device, seed, bias)
+        x, feat = with_layout(x, layout), with_layout(feat, layout)
+        out = run(backend, OP, x, weight, bias_t, fdm, feat, act)
+        ref = R.repconv_dedrift(*(t.cpu().double() if t is not None else None for t in (x, weight, bias_t, fdm,
+                                                                                        feat)), act).to(dtype)
+        assert_close(out.cpu(), ref, dtype)
+        if layout == "channels_last" and b > 0 and c > 1:
+            assert out.is_contiguous(memory_format=torch.channels_last)
+    check()
+
+
+@pytest.mark.parametrize("backend,device", PAIRS)
+@pytest.mark.parametrize("act", ACTS)
+def test_stem_like_shape(backend, device, act):
+    x, weight, bias, fdm, feat = _args(2, 16, 32, 7, 7, 4, 4, torch.float32, device, 0)
+    out = run(backend, OP, x, weight, bias, fdm, feat, act)
+    assert_close(out.cpu(), R.repconv_dedrift(*(t.cpu() for t in (x, weight, bias, fdm, feat)), act), torch.float32)
+
+
+@pytest.mark.parametrize("backend,device", PAIRS)
+def test_odd_feature_sizes_and_nan(backend, device):
+    x, weight, bias, fdm, feat = _args(1, 3, 4, 1, 7, 13, 1, torch.float32, device, 2)  # 13x7 features
+    x[0, 0, 5, 3] = float("nan")
+    out = run(backend, OP, x, weight, bias, fdm, feat, "identity").cpu()
+    ref = R.repconv_dedrift(*(t.cpu() for t in (x, weight, bias, fdm, feat)), "identity")
+    assert torch.equal(torch.isnan(out), torch.isnan(ref)) and torch.isnan(out).any()
+    assert_close(out, ref, torch.float32)
+
+
+@pytest.mark.parametrize("backend", cpu_backends())
+def test_opcheck(backend):
+    args = _args(2, 4, 6, 2, 3, 2, 2, torch.float32, "cpu", 0)
+    with afd_ext.use_backend(backend):
+        torch.library.opcheck(OP, (*args, "relu6"))
+        x, w, _, fdm, feat = args
+        torch.library.opcheck(OP, (x, w, None, fdm, feat, "identity"))
+
+
+@pytest.mark.parametrize("backend", [b for b in cpu_backends() if b != "triton"])
+def test_gradcheck_float64(backend):
+    x, w, b, fdm, feat = _args(1, 2, 3, 2, 2, 2, 3, torch.float64, "cpu", 3)
+    feat = feat + 10  # keep pre-activations away from relu6's kinks (gradcheck needs smoothness)
+    args = [t.requires_grad_() for t in (x, w, b, fdm, feat)]
+    with afd_ext.use_backend(backend):
+        assert torch.autograd.gradcheck(lambda *a: OP(*a, "identity"), args, eps=1e-6, atol=1e-5)
+        assert torch.autograd.gradcheck(lambda *a: OP(*a, "relu"), args, eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend,device", PAIRS)
+def test_errors_name_the_problem(backend, device):
+    x, w, b, fdm, feat = _args(2, 4, 6, 2, 2, 4, 4, torch.float32, device, 0)
+    with afd_ext.use_backend(backend):
+        with pytest.raises(ValueError, match=r"x must have shape \(B, Cin, Hf, Wf\)"):
+            OP(x[0], w, b, fdm, feat, "relu")
+        with pytest.raises(ValueError, match=r"weight must have shape \(C, 4, 3, 3\)"):
+            OP(x, w[:, :3], b, fdm, feat, "relu")
+        with pytest.raises(ValueError, match="feat must have shape"):
+            OP(x, w, b, fdm, feat[:, :5], "relu")
+        with pytest.raises(ValueError, match="fdm grid 3x3 must divide the feature grid 8x8"):
+            OP(x, w, b, torch.rand(2, 6, 3, 3, device=device), feat, "relu")
+        with pytest.raises(TypeError, match="feat has dtype"):
+            OP(x, w, b, fdm, feat.double(), "relu")
+        with pytest.raises(ValueError, match="act must be one of"):
+            OP(x, w, b, fdm, feat, "gelu")
