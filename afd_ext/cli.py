@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=nonneg_int, default=0)
     t.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors")
+    t.add_argument("--stop-after", type=positive_int, default=None,
+                   help="end this run after N steps (checkpointed); --resume continues")
     t.add_argument("--device", default=None)
     t.add_argument("--no-progress", action="store_true")
 
@@ -182,7 +184,8 @@ def cmd_train(a) -> int:
                       weight_decay=a.weight_decay, warmup=a.warmup, clip=a.clip, l1_weight=a.l1, kl_weight=a.kl,
                       ce_weight=a.ce, kl_temperature=a.kl_temperature, holdout=a.holdout, val_every=a.val_every,
                       val_images=a.val_images, ckpt_every=a.ckpt_every, workers=a.workers, seed=a.seed,
-                      threads=a.threads, resume=a.resume, progress=not a.no_progress)
+                      threads=a.threads, resume=a.resume, stop_after=a.stop_after,
+                      progress=not a.no_progress)
     summary = train(cfg, device=a.device)
     print(json.dumps(summary, indent=2))
     return 0

@@ -66,6 +66,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0                # torch CPU threads (0: torch's default)
     resume: bool = False
+    stop_after: Optional[int] = None  # end this run after N steps (checkpointed), e.g. to split a long run
     progress: bool = True
 
     def validate(self) -> None:
@@ -181,7 +182,7 @@ def afd_loss(model, clean: torch.Tensor, comp: torch.Tensor, labels: torch.Tenso
             losses["ce"] = F.cross_entropy(logits, labels, ignore_index=-1)
     total = cfg.l1_weight * losses["l1"] + cfg.kl_weight * losses.get("kl", 0.0) + cfg.ce_weight * losses.get(
         "ce", 0.0)
-    return total, {k: float(v) for k, v in losses.items()}
+    return total, {k: float(v.detach()) for k, v in losses.items()}
 
 
 @torch.no_grad()
@@ -276,7 +277,7 @@ def train(cfg: TrainConfig, device: Optional[str] = None) -> dict:
     config = {
         "backbone": cfg.backbone, "version": __version__,
         "recipe": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()
-                   if k not in ("data", "out", "resume", "progress", "workers", "threads")},
+                   if k not in ("data", "out", "resume", "stop_after", "progress", "workers", "threads")},
         "data": {"folders": [str(p) for p in cfg.data], "n_train": len(train_files),
                  "holdout_files": sorted(f.name for f in held)},
         "world_size": world, "device": device.type,
@@ -312,19 +313,21 @@ def train(cfg: TrainConfig, device: Optional[str] = None) -> dict:
             with open(log_path, "a") as fh:
                 fh.write(json.dumps(entry) + "\n")
             history.append(entry)
-            if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            if step % cfg.ckpt_every == 0 or step == cfg.steps or step == cfg.stop_after:
                 save_checkpoint(last, afd, {**config, "train_state": {"step": step}},
                                 extra_tensors=_optimizer_tensors(opt))
+        if cfg.stop_after is not None and step >= cfg.stop_after:
+            break
     bar.close()
     digest = _param_digest(afd)
     digests = [digest]
     if world > 1:
         digests = [None] * world
         dist.all_gather_object(digests, digest)
-    summary = {"steps": cfg.steps, "resumed_from": start, "wall_s": round(time.time() - t0, 1),
+    summary = {"steps": step, "total_steps": cfg.steps, "resumed_from": start, "wall_s": round(time.time() - t0, 1),
                "world_size": world, "param_digests": digests,
                "final_val": next((h["val"] for h in reversed(history) if "val" in h), None)}
-    if rank == 0:
+    if rank == 0 and step >= cfg.steps:
         save_checkpoint(out / "afd.safetensors", afd, {**config, "train_summary": summary})
         (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if world > 1:

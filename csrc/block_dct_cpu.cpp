@@ -38,7 +38,7 @@ at::Tensor block_dct_cpu(const at::Tensor& img) {
       at::Tensor coeffs = channels_last ? at::empty({kDctChannels, tiling.ld}, img.options()) : at::Tensor();
       for (int64_t index = begin; index < end; ++index) {
         const auto [image, first, count] = tiling.at(index);
-        cpu::gather_rgb_planar(img, image, first, count, pixels.data_ptr<scalar_t>(), tiling.ld);
+        cpu::gather_ycc_planar(img, image, first, count, pixels.data_ptr<scalar_t>(), tiling.ld);
         if (channels_last) {
           cpu::dct_planar(pixels.data_ptr<scalar_t>(), tiling.ld, count, coeffs.data_ptr<scalar_t>(), tiling.ld);
           out_rows.narrow(0, image * tiling.blocks + first, count).copy_(coeffs.narrow(1, 0, count).t());

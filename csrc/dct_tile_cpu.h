@@ -43,68 +43,64 @@ struct BlockTiling {
   }
 };
 
-// RGB pixels of blocks [first, first + count) of one image (base points at its pixel (0, 0, 0);
-// strides in elements) into a planar (192, ld) tile: row ch*64 + y*8 + x holds pixel (y, x) of
-// colour channel ch. Runs along block rows, so with unit-stride rows (kUnitW) each pixel row of
-// a run of blocks is one contiguous read that the compiler de-interleaves with vector shuffles.
+// Level-shifted YCbCr pixels of blocks [first, first + count) of one image (base points at its
+// pixel (0, 0, 0); strides in elements) into a planar (192, ld) tile: row c*64 + y*8 + x holds
+// pixel (y, x) of colour plane c. Runs along block rows, so with unit-stride rows (kUnitW) each
+// pixel row of a run of blocks is one contiguous read that the compiler de-interleaves.
 template <typename scalar_t, bool kUnitW>
-AFD_SIMD_CLONES void gather_rgb_planar(const scalar_t* __restrict base, int64_t sc, int64_t sh, int64_t stride_w,
+AFD_SIMD_CLONES void gather_ycc_planar(const scalar_t* __restrict base, int64_t sc, int64_t sh, int64_t stride_w,
                                        int64_t wb, int64_t first, int64_t count, scalar_t* __restrict dst,
                                        int64_t ld) {
   const int64_t sw = kUnitW ? 1 : stride_w;
+  scalar_t ycc[3][3], off[3];
+  for (int c = 0; c < 3; ++c) {
+    off[c] = static_cast<scalar_t>(kYCbCrShiftedOffset[c]);
+    for (int k = 0; k < 3; ++k) ycc[c][k] = static_cast<scalar_t>(kYCbCr[c][k]);
+  }
   for (int64_t t = 0; t < count;) {
     const int64_t i = (first + t) / wb, j = (first + t) % wb, run = std::min(count - t, wb - j);
-    for (int ch = 0; ch < 3; ++ch)
-      for (int y = 0; y < kBlock; ++y) {
-        const scalar_t* src = base + ch * sc + (i * kBlock + y) * sh + j * kBlock * sw;
-        scalar_t* d = dst + (ch * kCoeff + y * kBlock) * ld + t;
+    for (int y = 0; y < kBlock; ++y) {
+      const scalar_t* r = base + (i * kBlock + y) * sh + j * kBlock * sw;
+      const scalar_t* g = r + sc;
+      const scalar_t* b = g + sc;
+      scalar_t* d = dst + y * kBlock * ld + t;
+      for (int x = 0; x < kBlock; ++x) {
 #pragma omp simd
-        for (int64_t s = 0; s < run; ++s)
-          for (int x = 0; x < kBlock; ++x) d[x * ld + s] = src[(s * kBlock + x) * sw];
+        for (int64_t s = 0; s < run; ++s) {
+          const int64_t p = (s * kBlock + x) * sw;
+          const scalar_t R = r[p], G = g[p], B = b[p];
+          d[x * ld + s] = ycc[0][0] * R + ycc[0][1] * G + ycc[0][2] * B + off[0];
+          d[(kCoeff + x) * ld + s] = ycc[1][0] * R + ycc[1][1] * G + ycc[1][2] * B + off[1];
+          d[(2 * kCoeff + x) * ld + s] = ycc[2][0] * R + ycc[2][1] * G + ycc[2][2] * B + off[2];
+        }
       }
+    }
     t += run;
   }
 }
 
 template <typename scalar_t>
-void gather_rgb_planar(const at::Tensor& img, int64_t image, int64_t first, int64_t count, scalar_t* dst,
+void gather_ycc_planar(const at::Tensor& img, int64_t image, int64_t first, int64_t count, scalar_t* dst,
                        int64_t ld) {
   const scalar_t* base = img.const_data_ptr<scalar_t>() + image * img.stride(0);
   const int64_t sc = img.stride(1), sh = img.stride(2), sw = img.stride(3), wb = img.size(3) / kBlock;
   if (sw == 1)
-    gather_rgb_planar<scalar_t, true>(base, sc, sh, 1, wb, first, count, dst, ld);
+    gather_ycc_planar<scalar_t, true>(base, sc, sh, 1, wb, first, count, dst, ld);
   else
-    gather_rgb_planar<scalar_t, false>(base, sc, sh, sw, wb, first, count, dst, ld);
+    gather_ycc_planar<scalar_t, false>(base, sc, sh, sw, wb, first, count, dst, ld);
 }
 
-// Planar RGB tile (clobbered) -> planar coefficients: out row c*64 + k (row stride ld_out) holds
+// Planar YCbCr tile (clobbered) -> planar coefficients: out row c*64 + k (row stride ld_out) holds
 // zig-zag coefficient k of colour plane c (Y, Cb, Cr) for each of the count blocks.
 template <typename scalar_t>
 AFD_SIMD_CLONES void dct_planar(scalar_t* __restrict pix, int64_t ld, int64_t count, scalar_t* __restrict out,
                                 int64_t ld_out) {
-  scalar_t m[kBlock][kBlock], ycc[3][3], off[3];
+  scalar_t m[kBlock][kBlock];
   for (int u = 0; u < kBlock; ++u)
     for (int y = 0; y < kBlock; ++y) m[u][y] = static_cast<scalar_t>(kDct[u][y]);
-  for (int c = 0; c < 3; ++c) {
-    off[c] = static_cast<scalar_t>(kYCbCrShiftedOffset[c]);
-    for (int k = 0; k < 3; ++k) ycc[c][k] = static_cast<scalar_t>(kYCbCr[c][k]);
-  }
   int zigzag_row[kCoeff];  // row-major (u, v) -> zig-zag index
   for (int k = 0; k < kCoeff; ++k) zigzag_row[kZigzag[k]] = k;
 
-  // Level-shifted YCbCr, in place.
-  for (int p = 0; p < kCoeff; ++p) {
-    scalar_t* r = pix + p * ld;
-    scalar_t* g = r + kCoeff * ld;
-    scalar_t* b = g + kCoeff * ld;
-#pragma omp simd
-    for (int64_t t = 0; t < count; ++t) {
-      const scalar_t R = r[t], G = g[t], B = b[t];
-      r[t] = ycc[0][0] * R + ycc[0][1] * G + ycc[0][2] * B + off[0];
-      g[t] = ycc[1][0] * R + ycc[1][1] * G + ycc[1][2] * B + off[1];
-      b[t] = ycc[2][0] * R + ycc[2][1] * G + ycc[2][2] * B + off[2];
-    }
-  }
   // Vertical 1-D DCT of each block column x, in place: rows (y, x) -> (u, x).
   for (int c = 0; c < 3; ++c)
     for (int x = 0; x < kBlock; ++x) {

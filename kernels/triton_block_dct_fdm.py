@@ -124,7 +124,9 @@ def _block_dct_fdm_kernel(
                       mask=n2_mask[:, None] & c_mask[None, :], other=0.0).to(ACC)  # (H2P, BLOCK_C)
         o = tl.dot(h2, w3t, input_precision="ieee", out_dtype=ACC)
         o = o + tl.load(b3_ptr + cc * b3_s, mask=c_mask, other=0.0).to(ACC)[None, :]
-        o = tl.sigmoid(o)
+        # sigmoid via e = exp(-|o|): no overflow, exact limits at +-inf, NaN stays NaN
+        e = tl.exp(-tl.abs(o))
+        o = tl.where(o >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
         tl.store(out_base + cc.to(tl.int64)[None, :] * o_c, o.to(out_ptr.dtype.element_ty),
                  mask=mask & c_mask[None, :])
 

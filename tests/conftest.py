@@ -7,8 +7,14 @@
 import os
 from pathlib import Path
 
-import pytest
-import torch
+# Small test shapes run fastest single-threaded; several threads on 2 shared cores spin-wait.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")

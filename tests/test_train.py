@@ -1,0 +1,78 @@
+"""afd train: a few steps on synthetic photos, resume equals an uninterrupted run, 2-process DDP."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from afd_ext.cli import main
+
+COMMON = ["--steps", "4", "--batch-size", "2", "--crop", "32", "--workers", "0", "--threads", "1",
+          "--val-every", "2", "--val-images", "2", "--ckpt-every", "2", "--warmup", "1", "--no-progress",
+          "--width", "2", "--quality-range", "5", "30"]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        x = np.linspace(0, 255, 96)[None, :, None] * rng.uniform(0.3, 1, (1, 1, 3))
+        arr = np.clip(x + rng.normal(0, 25, (72, 96, 3)), 0, 255).astype(np.uint8)
+        name = f"n01440764_{i}.jpg" if i % 2 else f"photo_{i}.jpg"  # some labelled (held out), some not
+        Image.fromarray(arr).save(root / name, quality=95)
+    return root
+
+
+def _summary(out):
+    return json.loads((out / "train_summary.json").read_text())
+
+
+def test_train_writes_checkpoint_and_logs(photos, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(photos), "--out", str(out), "--holdout", "0.5"] + COMMON) == 0
+    assert (out / "afd.safetensors").exists() and (out / "afd.json").exists() and (out / "last.safetensors").exists()
+    cfg = json.loads((out / "afd.json").read_text())
+    assert cfg["backbone"] == "efficientnet_lite0" and cfg["module"]["width"] == 2
+    assert cfg["recipe"]["quality_range"] == [5, 30] and cfg["data"]["holdout_files"]
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log] == [1, 2, 3, 4] and "kl" in log[0] and "val" in log[1]
+
+
+def test_resume_equals_uninterrupted(photos, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["train", "--data", str(photos), "--out", str(a)] + COMMON) == 0
+    assert main(["train", "--data", str(photos), "--out", str(b), "--stop-after", "3"] + COMMON) == 0
+    assert not (b / "afd.safetensors").exists()  # an interrupted run leaves only last.safetensors
+    assert main(["train", "--data", str(photos), "--out", str(b), "--resume"] + COMMON) == 0
+    assert _summary(b)["resumed_from"] == 3
+    assert _summary(a)["param_digests"] == _summary(b)["param_digests"]
+
+
+def test_resume_without_checkpoint_fails_cleanly(photos, tmp_path, capsys):
+    assert main(["train", "--data", str(photos), "--out", str(tmp_path / "x"), "--resume"] + COMMON) == 1
+    assert "no checkpoint to resume from" in capsys.readouterr().err
+
+
+def test_train_on_missing_or_empty_folder(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")] + COMMON) == 1
+    (tmp_path / "empty").mkdir()
+    assert main(["train", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o")] + COMMON) == 1
+    err = capsys.readouterr().err
+    assert "no such file or folder" in err and "no images" in err
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_end_identical(photos, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+           "-m", "afd_ext", "train", "--data", str(photos), "--out", str(out)] + COMMON
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    digests = _summary(out)["param_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    assert _summary(out)["world_size"] == 2
