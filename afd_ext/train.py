@@ -303,7 +303,7 @@ def train(cfg: TrainConfig, device: Optional[str] = None) -> dict:
         bar.update(1)
         bar.set_postfix({k: f"{v:.4f}" for k, v in parts.items()})
         if rank == 0:
-            entry = {"step": step, "loss": float(loss), **parts, "lr": opt.param_groups[0]["lr"],
+            entry = {"step": step, "loss": float(loss.detach()), **parts, "lr": opt.param_groups[0]["lr"],
                      "time_s": round(time.time() - t0, 1)}
             if step % cfg.val_every == 0 or step == cfg.steps:
                 afd.eval()
