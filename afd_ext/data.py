@@ -94,9 +94,8 @@ def decode_image(data: bytes, name: str = "<bytes>") -> Image.Image:
     return _to_rgb(img)
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Image file -> RGB PIL image (EXIF orientation applied; CMYK, grey, 16-bit, palette and
-    alpha images converted). Raises ImageError naming the file on any problem."""
+def read_image_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of an image file, or ImageError for a missing, empty or unreadable one."""
     p = Path(path)
     if p.is_symlink() and not p.exists():
         raise ImageError(p, "broken symbolic link")
@@ -110,7 +109,13 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         raise ImageError(p, f"cannot read: {exc.strerror or exc}") from None
     if not data:
         raise ImageError(p, "empty file")
-    return decode_image(data, str(p))
+    return data
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Image file -> RGB PIL image (EXIF orientation applied; CMYK, grey, 16-bit, palette and
+    alpha images converted). Raises ImageError naming the file on any problem."""
+    return decode_image(read_image_bytes(path), str(path))
 
 
 # -- transforms --------------------------------------------------------------------------------

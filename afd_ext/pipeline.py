@@ -44,7 +44,7 @@ from typing import Any, Iterable, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from .data import CROP, IMAGE_EXTENSIONS, RESIZE, ImageError, class_name, decode_image, to_tensor
+from .data import CROP, IMAGE_EXTENSIONS, RESIZE, ImageError, class_name, decode_image, read_image_bytes, to_tensor
 
 _JPEG_SOI = b"\xff\xd8\xff"
 _JPEG_EOI = b"\xff\xd9"
@@ -77,24 +77,6 @@ def _resolve_dtype(dtype, device: torch.device) -> torch.dtype:
 
 
 # -- reading and decoding ------------------------------------------------------------------------
-
-def read_bytes(path: Union[str, os.PathLike]) -> bytes:
-    """The bytes of an image file, or ImageError with the same reasons as ``data.load_image``."""
-    p = Path(path)
-    if p.is_symlink() and not p.exists():
-        raise ImageError(p, "broken symbolic link")
-    if p.is_dir():
-        raise ImageError(p, "is a directory, not an image file")
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise ImageError(p, "no such file") from None
-    except OSError as exc:
-        raise ImageError(p, f"cannot read: {exc.strerror or exc}") from None
-    if not data:
-        raise ImageError(p, "empty file")
-    return data
-
 
 def is_jpeg(data: bytes) -> bool:
     return data[:3] == _JPEG_SOI
@@ -348,7 +330,7 @@ class Pipeline:
         if item.error is not None:
             return "error", item.error
         try:
-            data = item.data if item.data is not None else read_bytes(item.path)
+            data = item.data if item.data is not None else read_image_bytes(item.path)
             if self.decoder == "torchvision" and nvjpeg_candidate(data):
                 return "jpeg", data
             return "tensor", _pillow_tensor(data, item.name)
