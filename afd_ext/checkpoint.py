@@ -71,7 +71,10 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
     if path.is_dir():
         raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
     blob = path.read_bytes()
-    if blob[:1] == _PICKLE_MAGIC[0] or blob[:4] == _PICKLE_MAGIC[1]:
+    looks_safetensors = len(blob) >= 9 and blob[8:9] == b"{"  # u64 header size, then the JSON header
+    pickled = (blob[:1] == _PICKLE_MAGIC[0] and blob[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")) or \
+        blob[:4] == _PICKLE_MAGIC[1]
+    if pickled and not looks_safetensors:
         raise CheckpointError(f"{path}: looks like a pickle / torch.save file; afd_ext reads only safetensors "
                               "checkpoints and never unpickles files")
     try:

@@ -100,3 +100,14 @@ def test_demo_on_a_folder_with_bad_files(mixed_folder, checkpoint, tmp_path, cap
     assert "agreement with the clean prediction" in out.out and "skipped 2" in out.err
     assert png.stat().st_size > 1000
     assert json.loads((tmp_path / "d.json").read_text())["summary"]["n_photos"] == 3
+
+
+def test_demo_builtin_photos_with_shipped_checkpoint(tmp_path, capsys):
+    """The README's main job: no data folder, the shipped checkpoint."""
+    png = tmp_path / "demo.png"
+    assert main(["demo", "--out", str(png), "--json", str(tmp_path / "d.json")]) == 0
+    out = capsys.readouterr().out
+    assert "chelsea" in out and "agreement with the clean prediction" in out
+    result = json.loads((tmp_path / "d.json").read_text())
+    assert result["summary"]["n_photos"] == 8 and result["checkpoint"].endswith("afd_efficientnet_lite0.safetensors")
+    assert png.stat().st_size > 10_000
