@@ -192,7 +192,8 @@ def cmd_train(a) -> int:
 
 
 def cmd_eval(a) -> int:
-    from . import evaluate as ev
+    import afd_ext.evaluate  # noqa: F401  (the package attribute of that name is the function)
+    ev = sys.modules["afd_ext.evaluate"]
     model, ckpt = load_model(a.backbone, a.checkpoint, _device(a.device))
     paths = a.paths
     if a.holdout_only:

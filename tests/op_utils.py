@@ -8,7 +8,7 @@ import afd_ext
 LAYOUTS = ("contiguous", "channels_last", "noncontiguous")
 # Examples per backend in the hypothesis parity tests. The Triton interpreter is slow on CPU,
 # so it gets fewer; together every op sees well over 200 random cases per CI run.
-EXAMPLES = {"reference": 40, "cpp": 200, "cuda": 200, "triton": int(os.environ.get("AFD_TRITON_EXAMPLES", "40"))}
+EXAMPLES = {"reference": 40, "cpp": 200, "cuda": 200, "triton": int(os.environ.get("AFD_TRITON_EXAMPLES", "100"))}
 
 
 def with_layout(t: torch.Tensor, layout: str) -> torch.Tensor:
