@@ -77,3 +77,6 @@ def test_errors_name_the_problem(backend, device):
             OP(img, *w[:5], w[5][:2])
         with pytest.raises(TypeError, match="w3 has dtype"):
             OP(img, *w[:4], w[4].double(), w[5])
+        other = "meta" if device == "cpu" else "cpu"
+        with pytest.raises(ValueError, match="w1 is on .* but img is on .*; they must be on one device"):
+            OP(img, w[0].to(other), *w[1:])

@@ -99,3 +99,6 @@ def test_errors_name_the_problem(backend, device):
             OP(x, w, b, fdm, feat.double(), "relu")
         with pytest.raises(ValueError, match="act must be one of"):
             OP(x, w, b, fdm, feat, "gelu")
+        other = "meta" if device == "cpu" else "cpu"
+        with pytest.raises(ValueError, match="feat is on .* but x is on .*; they must be on one device"):
+            OP(x, w, b, fdm, feat.to(other), "relu")
