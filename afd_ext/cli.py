@@ -283,10 +283,17 @@ COMMANDS = {"train": cmd_train, "eval": cmd_eval, "demo": cmd_demo, "predict": c
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    import torch
+
     from .checkpoint import CheckpointError
     from .data import ImageError
     try:
         return COMMANDS[args.command](args)
+    except torch.OutOfMemoryError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "out of memory"
+        hint = " use a smaller --batch-size" if hasattr(args, "batch_size") else ""
+        print(f"afd {args.command}: error: out of device memory ({first});{hint}", file=sys.stderr)
+        return 1
     except (FileNotFoundError, NotADirectoryError, CheckpointError, ImageError, ValueError, TypeError,
             RuntimeError) as exc:
         print(f"afd {args.command}: error: {exc}", file=sys.stderr)

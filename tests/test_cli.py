@@ -111,3 +111,15 @@ def test_demo_builtin_photos_with_shipped_checkpoint(tmp_path, capsys):
     result = json.loads((tmp_path / "d.json").read_text())
     assert result["summary"]["n_photos"] == 8 and result["checkpoint"].endswith("afd_efficientnet_lite0.safetensors")
     assert png.stat().st_size > 10_000
+
+
+def test_out_of_memory_is_one_clear_line(monkeypatch, tmp_path, capsys):
+    import afd_ext.pipeline
+
+    def boom(*a, **k):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
+    monkeypatch.setattr(afd_ext.pipeline.Pipeline, "from_checkpoint", boom)
+    assert main(["predict", str(tmp_path), "--batch-size", "100000"]) == 1
+    err = capsys.readouterr().err
+    assert "out of device memory (CUDA out of memory. Tried to allocate 80.00 GiB)" in err
+    assert "smaller --batch-size" in err and "Traceback" not in err
