@@ -11,6 +11,7 @@ from typing import Dict, Tuple
 
 import torch
 import triton
+import triton.language as tl
 
 from afd_ext.reference.constants import dct_basis_zigzag, ycbcr_matrix
 
@@ -76,3 +77,33 @@ def dct_constants(dtype: torch.dtype, device: torch.device) -> Tuple[torch.Tenso
         ycc = torch.cat([mat.reshape(-1), off]).contiguous()
         hit = _CONSTS[key] = (basis_t, ycc)
     return hit
+
+
+@triton.jit
+def block_dct_tile(img_ptr, basis_t_ptr, ycc_ptr, pid, n_blocks, n_hb, n_wb, s_b, s_c, s_h, s_w,
+                   BLOCK_M: tl.constexpr, ACC: tl.constexpr):
+    """The DCT of the program's BLOCK_M 8x8 blocks (flat index over (B, Hb, Wb)), shared by the
+    block_dct and block_dct_fdm kernels: returns the (BLOCK_M, 64) zig-zag coefficient tiles of Y,
+    Cb and Cr, the blocks' (b, hb, wb) as int64 and the (BLOCK_M, 1) validity mask."""
+    rm = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    wb = (rm % n_wb).to(tl.int64)
+    t = rm // n_wb
+    hb = (t % n_hb).to(tl.int64)
+    b = (t // n_hb).to(tl.int64)
+    mask = (rm < n_blocks)[:, None]
+    p = tl.arange(0, 64)  # pixel within the block, row-major: y = p // 8, x = p % 8
+    k = tl.arange(0, 64)  # zig-zag coefficient index
+    row = hb[:, None] * 8 + (p // 8)[None, :]
+    col = wb[:, None] * 8 + (p % 8)[None, :]
+    pix = img_ptr + b[:, None] * s_b + row * s_h + col * s_w
+    r = tl.load(pix, mask=mask, other=0.0).to(ACC)
+    g = tl.load(pix + s_c, mask=mask, other=0.0).to(ACC)
+    bl = tl.load(pix + 2 * s_c, mask=mask, other=0.0).to(ACC)
+    basis_t = tl.load(basis_t_ptr + p[:, None] * 64 + k[None, :])  # (64 pixels, 64 coefficients)
+    y = r * tl.load(ycc_ptr + 0) + g * tl.load(ycc_ptr + 1) + bl * tl.load(ycc_ptr + 2) + tl.load(ycc_ptr + 9)
+    cb = r * tl.load(ycc_ptr + 3) + g * tl.load(ycc_ptr + 4) + bl * tl.load(ycc_ptr + 5) + tl.load(ycc_ptr + 10)
+    cr = r * tl.load(ycc_ptr + 6) + g * tl.load(ycc_ptr + 7) + bl * tl.load(ycc_ptr + 8) + tl.load(ycc_ptr + 11)
+    d0 = tl.dot(y, basis_t, input_precision="ieee", out_dtype=ACC)
+    d1 = tl.dot(cb, basis_t, input_precision="ieee", out_dtype=ACC)
+    d2 = tl.dot(cr, basis_t, input_precision="ieee", out_dtype=ACC)
+    return d0, d1, d2, b, hb, wb, mask

@@ -19,6 +19,7 @@ from afd_ext.reference import checks
 from afd_ext.reference.constants import BLOCK, N_DCT_CHANNELS
 
 from . import _triton_utils as U
+from ._triton_utils import block_dct_tile
 
 #: Tile sizes. GPU: blocks per program and warps (32 x 8 warps compiles for sm_90 without
 #: register spills in every dtype; 32 x 4 spills); interpreter: one big tile (fewer programs
@@ -38,37 +39,14 @@ def _block_dct_kernel(
 ):
     # float64 input computes in float64, the rest in float32 (like the reference).
     ACC: tl.constexpr = tl.float64 if img_ptr.dtype.element_ty == tl.float64 else tl.float32
-    pid = tl.program_id(0)
-    rm = pid * BLOCK_M + tl.arange(0, BLOCK_M)  # block index over (B, Hb, Wb)
-    m_mask = rm < n_blocks
-    wb = rm % n_wb
-    t = rm // n_wb
-    hb = t % n_hb
-    b = (t // n_hb).to(tl.int64)
-    hb64 = hb.to(tl.int64)
-    wb64 = wb.to(tl.int64)
-
-    p = tl.arange(0, 64)  # pixel within the block, row-major: y = p // 8, x = p % 8
-    k = tl.arange(0, 64)  # zig-zag coefficient index
-    row = hb64[:, None] * 8 + (p // 8)[None, :]
-    col = wb64[:, None] * 8 + (p % 8)[None, :]
-    pix = img_ptr + b[:, None] * s_b + row * s_h + col * s_w
-    mask = m_mask[:, None]
-    r = tl.load(pix, mask=mask, other=0.0).to(ACC)
-    g = tl.load(pix + s_c, mask=mask, other=0.0).to(ACC)
-    bl = tl.load(pix + 2 * s_c, mask=mask, other=0.0).to(ACC)
-
-    basis_t = tl.load(basis_t_ptr + p[:, None] * 64 + k[None, :])  # (64 pixels, 64 coeffs), ACC
-    out_base = out_ptr + b[:, None] * o_b + hb64[:, None] * o_h + wb64[:, None] * o_w
-    for c in tl.static_range(3):
-        m0 = tl.load(ycc_ptr + 3 * c)
-        m1 = tl.load(ycc_ptr + 3 * c + 1)
-        m2 = tl.load(ycc_ptr + 3 * c + 2)
-        off = tl.load(ycc_ptr + 9 + c)
-        ycc = r * m0 + g * m1 + bl * m2 + off
-        coef = tl.dot(ycc, basis_t, input_precision="ieee", out_dtype=ACC)
-        tl.store(out_base + (c * 64 + k)[None, :].to(tl.int64) * o_c,
-                 coef.to(out_ptr.dtype.element_ty), mask=mask)
+    d0, d1, d2, b, hb, wb, mask = block_dct_tile(img_ptr, basis_t_ptr, ycc_ptr, tl.program_id(0), n_blocks,
+                                                 n_hb, n_wb, s_b, s_c, s_h, s_w, BLOCK_M, ACC)
+    k = tl.arange(0, 64)
+    out_base = out_ptr + b[:, None] * o_b + hb[:, None] * o_h + wb[:, None] * o_w
+    out_ty = out_ptr.dtype.element_ty
+    tl.store(out_base + k[None, :].to(tl.int64) * o_c, d0.to(out_ty), mask=mask)
+    tl.store(out_base + (64 + k)[None, :].to(tl.int64) * o_c, d1.to(out_ty), mask=mask)
+    tl.store(out_base + (128 + k)[None, :].to(tl.int64) * o_c, d2.to(out_ty), mask=mask)
 
 
 def block_dct(img: torch.Tensor) -> torch.Tensor:

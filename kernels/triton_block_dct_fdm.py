@@ -30,6 +30,7 @@ from afd_ext.reference import checks
 from afd_ext.reference.constants import BLOCK
 
 from . import _triton_utils as U
+from ._triton_utils import block_dct_tile
 
 #: GPU tiles: blocks per program, h1 chunk, max C chunk, warps. (32, 16, 8 warps) compiles for
 #: sm_90 without register spills in every dtype (h2=64, C=32), 41-119 KB shared memory.
@@ -57,34 +58,13 @@ def _block_dct_fdm_kernel(
 ):
     IN: tl.constexpr = img_ptr.dtype.element_ty
     ACC: tl.constexpr = tl.float64 if IN == tl.float64 else tl.float32
-    pid = tl.program_id(0)
-    rm = pid * BLOCK_M + tl.arange(0, BLOCK_M)
-    m_mask = rm < n_blocks
-    wb = rm % n_wb
-    t = rm // n_wb
-    hb = t % n_hb
-    b = (t // n_hb).to(tl.int64)
-    hb64 = hb.to(tl.int64)
-    wb64 = wb.to(tl.int64)
-
-    # ---- block DCT: three (BLOCK_M, 64) coefficient chunks (Y, Cb, Cr), zig-zag order.
-    p = tl.arange(0, 64)
-    k = tl.arange(0, 64)
-    row = hb64[:, None] * 8 + (p // 8)[None, :]
-    col = wb64[:, None] * 8 + (p % 8)[None, :]
-    pix = img_ptr + b[:, None] * s_b + row * s_h + col * s_w
-    mask = m_mask[:, None]
-    r = tl.load(pix, mask=mask, other=0.0).to(ACC)
-    g = tl.load(pix + s_c, mask=mask, other=0.0).to(ACC)
-    bl = tl.load(pix + 2 * s_c, mask=mask, other=0.0).to(ACC)
-    basis_t = tl.load(basis_t_ptr + p[:, None] * 64 + k[None, :])
-    y = r * tl.load(ycc_ptr + 0) + g * tl.load(ycc_ptr + 1) + bl * tl.load(ycc_ptr + 2) + tl.load(ycc_ptr + 9)
-    cb = r * tl.load(ycc_ptr + 3) + g * tl.load(ycc_ptr + 4) + bl * tl.load(ycc_ptr + 5) + tl.load(ycc_ptr + 10)
-    cr = r * tl.load(ycc_ptr + 6) + g * tl.load(ycc_ptr + 7) + bl * tl.load(ycc_ptr + 8) + tl.load(ycc_ptr + 11)
+    d0, d1, d2, b, hb64, wb64, mask = block_dct_tile(img_ptr, basis_t_ptr, ycc_ptr, tl.program_id(0), n_blocks,
+                                                     n_hb, n_wb, s_b, s_c, s_h, s_w, BLOCK_M, ACC)
+    k = tl.arange(0, 64)  # zig-zag coefficient index within a colour
     # D in the input dtype (the reference stores block_dct's output before the MLP).
-    d0 = tl.dot(y, basis_t, input_precision="ieee", out_dtype=ACC).to(IN)
-    d1 = tl.dot(cb, basis_t, input_precision="ieee", out_dtype=ACC).to(IN)
-    d2 = tl.dot(cr, basis_t, input_precision="ieee", out_dtype=ACC).to(IN)
+    d0 = d0.to(IN)
+    d1 = d1.to(IN)
+    d2 = d2.to(IN)
     # Layer-1 operand dtype: the input dtype (tensor cores for half types), except under the
     # interpreter, whose tl.dot mishandles bfloat16 operands.
     L1: tl.constexpr = ACC if UPCAST_DOT else IN
