@@ -129,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=positive_int, default=32)
     pr.add_argument("--json", nargs="?", const="-", default=None, help="JSON to a file (or stdout with no value)")
     pr.add_argument("--no-afd", action="store_true", help="the classifier alone")
+    pr.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
+                    help="autocast dtype (default: float16 on CUDA, float32 on CPU)")
+    pr.add_argument("--compile", action="store_true", help="torch.compile the model")
+    pr.add_argument("--cuda-graphs", action="store_true", help="replay the model as CUDA graphs (CUDA only)")
     pr.add_argument("--strict", action="store_true")
 
     x = sub.add_parser("export", help="write the deployed classifier + AFD")
@@ -239,7 +243,8 @@ def cmd_demo(a) -> int:
 
 def cmd_predict(a) -> int:
     from .pipeline import Pipeline
-    pipe = Pipeline.from_checkpoint(a.backbone, a.checkpoint, device=a.device, use_afd=not a.no_afd)
+    pipe = Pipeline.from_checkpoint(a.backbone, a.checkpoint, device=a.device, use_afd=not a.no_afd, dtype=a.dtype,
+                                    compile=a.compile, cuda_graphs=a.cuda_graphs)
     results = pipe.predict_files(a.paths, topk=a.topk, batch_size=a.batch_size, strict=a.strict)
     ok = [r for r in results if "error" not in r]
     bad = [r for r in results if "error" in r]

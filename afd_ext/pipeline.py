@@ -189,13 +189,15 @@ class Pipeline:
         dtype: autocast dtype; default float16 on CUDA, float32 (no autocast) on CPU.
             'bfloat16' works on both.
         compile: wrap the model in ``torch.compile`` (first batches are slow).
+        cuda_graphs: replay the model as CUDA graphs (``torch.compile(mode="reduce-overhead")``;
+            CUDA only; each new batch shape records a graph). Implies ``compile``.
         channels_last: run the model in channels_last memory format.
         decoder: 'auto' (torchvision/nvjpeg on CUDA, Pillow on CPU), 'pillow' or 'torchvision'.
         workers: threads that read and Pillow-decode files (default min(4, CPUs)).
     """
 
     def __init__(self, model, device=None, use_afd: bool = True, dtype=None, compile: bool = False,
-                 channels_last: bool = True, decoder: str = "auto", workers: Optional[int] = None,
+                 cuda_graphs: bool = False, channels_last: bool = True, decoder: str = "auto", workers: Optional[int] = None,
                  deploy: bool = True, resize: int = RESIZE, crop: int = CROP):
         self.device = _resolve_device(device)
         self.dtype = _resolve_dtype(dtype, self.device)
@@ -213,8 +215,13 @@ class Pipeline:
             model = model.to(memory_format=torch.channels_last)
         model.use_afd = self.use_afd
         self.model = model
-        self.compiled = bool(compile)
-        self._forward = torch.compile(model) if compile else model
+        if cuda_graphs and self.device.type != "cuda":
+            raise ValueError(f"cuda_graphs needs a CUDA device, got {self.device}")
+        self.compiled = bool(compile or cuda_graphs)
+        if cuda_graphs:
+            self._forward = torch.compile(model, mode="reduce-overhead")
+        else:
+            self._forward = torch.compile(model) if compile else model
 
     @classmethod
     def from_checkpoint(cls, backbone: str = "efficientnet_lite0", checkpoint=None, device=None,

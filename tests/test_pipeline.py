@@ -269,3 +269,13 @@ def test_cli_predict_json(ckpt, images, tmp_path):
     assert data["n_ok"] == 1 and data["n_failed"] == 1
     assert data["predictions"][0]["path"] == str(images["jpg0"]) and len(data["predictions"][0]["topk"]) == 2
     assert data["predictions"][1]["path"] == str(images["text"]) and data["predictions"][1]["error"]
+
+
+def test_cuda_graphs_need_a_cuda_device():
+    import afd_ext
+    from afd_ext.pipeline import Pipeline
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU error; a CUDA machine would build the graphs")
+    model = afd_ext.attach(afd_ext.load_classifier())
+    with pytest.raises(ValueError, match="cuda_graphs needs a CUDA device"):
+        Pipeline(model, device="cpu", cuda_graphs=True)
