@@ -250,7 +250,8 @@ class AFDModule(nn.Module):
         x = self.fe.features(feat)
         if self.fused and self.fe.last.deployed:
             conv = self.fe.last.conv
-            return torch.ops.afd.repconv_dedrift(x, conv.weight.to(x.dtype), conv.bias.to(x.dtype), fdm, feat,
+            dt = x.dtype  # under autocast the convs' output dtype; the op wants one dtype throughout
+            return torch.ops.afd.repconv_dedrift(x, conv.weight.to(dt), conv.bias.to(dt), fdm.to(dt), feat.to(dt),
                                                  self.act)
         d = self.fe.last(x)
         return reference.dedrift(feat, d, fdm, self.act)

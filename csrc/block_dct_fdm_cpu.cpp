@@ -4,6 +4,7 @@
 // three layers are BLAS GEMMs on the tile, the last one writing into the output; the sigmoid is
 // applied to the whole output at the end.
 #include <ATen/ATen.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/LegacyTypeDispatch.h>
@@ -50,6 +51,8 @@ struct Identity {
 
 at::Tensor block_dct_fdm_cpu(const at::Tensor& img, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
                              const at::Tensor& b2, const at::Tensor& w3, const at::Tensor& b3) {
+  // The ATen calls inside must run in the dtype given: autocast stays outside the kernel.
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   check_image(img);
   check_fde_weights(img, w1, b1, w2, b2, w3, b3);
   const at::ScalarType dtype = img.scalar_type();

@@ -2,6 +2,7 @@
 // one pass over its output, in place, applies act(feat + d * fdm cell). The upsampled FDM is never
 // built: each feature pixel reads the FDM cell that covers it.
 #include <ATen/ATen.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -68,6 +69,8 @@ void dedrift_nhwc(scalar_t* d, const scalar_t* feat, const scalar_t* fdm, int64_
 
 at::Tensor repconv_dedrift_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                                const at::Tensor& fdm, const at::Tensor& feat, c10::string_view act) {
+  // The ATen calls inside must run in the dtype given: autocast stays outside the kernel.
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   check_repconv_dedrift(x, weight, bias, fdm, feat);
   const Act code = parse_act(act);
   const at::ScalarType dtype = x.scalar_type();

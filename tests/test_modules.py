@@ -126,3 +126,15 @@ def test_plain_conv_ablation_has_deploy_cost():
     assert all(rc.deployed for rc in m.fe.repconvs())
     feat, img = _inputs(c=8)
     assert torch.equal(m.eval()(feat, img), R.apply_act(feat, "relu"))
+
+
+def test_deployed_module_under_autocast():
+    """Autocast must not reach inside the fused kernels (their ATen calls keep the dtype given)."""
+    m = _perturb(AFDModule(8, width=4, act="relu6"), 0.05).eval().deploy()
+    feat, img = _inputs(c=8)
+    with torch.no_grad():
+        ref = m(feat, img)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = m(feat, img)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref, rtol=5e-2, atol=1e-1)
