@@ -27,15 +27,6 @@ def _perturb(afd, scale=0.05, seed=0):
     return afd
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: the CPU is shared, and oversubscribed OpenMP threads are far slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     afd = _perturb(afd_ext.AFDModule(32, act="relu6"))
