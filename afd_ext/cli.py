@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors")
     t.add_argument("--stop-after", type=positive_int, default=None,
                    help="end this run after N steps (checkpointed); --resume continues")
+    t.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                   help="fit the step count (at most --steps) to this wall time, fixed at the end of the "
+                        "warm-up; the checkpoint records the count, and --steps N reproduces the run")
     t.add_argument("--device", default=None)
     t.add_argument("--no-progress", action="store_true")
 
@@ -188,7 +191,7 @@ def cmd_train(a) -> int:
                       weight_decay=a.weight_decay, warmup=a.warmup, clip=a.clip, l1_weight=a.l1, kl_weight=a.kl,
                       ce_weight=a.ce, kl_temperature=a.kl_temperature, holdout=a.holdout, val_every=a.val_every,
                       val_images=a.val_images, ckpt_every=a.ckpt_every, workers=a.workers, seed=a.seed,
-                      threads=a.threads, resume=a.resume, stop_after=a.stop_after,
+                      threads=a.threads, resume=a.resume, stop_after=a.stop_after, time_budget=a.time_budget,
                       progress=not a.no_progress)
     summary = train(cfg, device=a.device)
     print(json.dumps(summary, indent=2))

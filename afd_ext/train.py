@@ -67,6 +67,10 @@ class TrainConfig:
     threads: int = 0                # torch CPU threads (0: torch's default)
     resume: bool = False
     stop_after: Optional[int] = None  # end this run after N steps (checkpointed), e.g. to split a long run
+    # Wall-clock budget in seconds: at the end of the warm-up the step count is fixed to what fits
+    # (at most `steps`). The learning rate of the warm-up does not depend on the step count, so the
+    # run equals one started with --steps N (N is recorded in the checkpoint's recipe).
+    time_budget: Optional[float] = None
     progress: bool = True
 
     def validate(self) -> None:
@@ -88,6 +92,10 @@ class TrainConfig:
             raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
         if self.max_compressions < 1:
             raise ValueError(f"max compressions must be >= 1, got {self.max_compressions}")
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise ValueError(f"time budget must be positive, got {self.time_budget}")
+        if self.time_budget is not None and self.warmup < 10:
+            raise ValueError("a time budget needs a warm-up of at least 10 steps (its speed is measured there)")
         if self.block not in ("repconv", "conv"):
             raise ValueError(f"block must be 'repconv' or 'conv', got {self.block!r}")
 
@@ -107,10 +115,26 @@ def split_files(paths: Sequence[str], holdout: float) -> tuple[list[Path], list[
 
 
 class CompressedPairs(Dataset):
-    """Item i: (clean crop uint8, compressed crop uint8, label or -1). Deterministic in (seed, i)."""
+    """Item i: (clean crop uint8, compressed crop uint8, label or -1). Deterministic in (seed, i).
+
+    Each worker keeps the decoded photos it has met (up to ``CACHE_PIXELS``): decoding a whole
+    photo costs more than cropping and compressing a crop, and the training sets are small.
+    """
+
+    CACHE_PIXELS = 400_000_000  # ~1.2 GB of RGB per worker
 
     def __init__(self, files: Sequence[Path], cfg: TrainConfig, length: int, rank: int = 0):
         self.files, self.cfg, self.length, self.rank = list(files), cfg, length, rank
+        self._cache, self._cached_pixels = {}, 0
+
+    def _load(self, path: Path):
+        img = self._cache.get(path)
+        if img is None:
+            img = data.load_image(path)
+            if self._cached_pixels + img.width * img.height <= self.CACHE_PIXELS:
+                self._cache[path] = img
+                self._cached_pixels += img.width * img.height
+        return img
 
     def __len__(self):
         return self.length
@@ -126,7 +150,7 @@ class CompressedPairs(Dataset):
         for _ in range(20):  # an unreadable file: draw another (reported once by the trainer)
             path = self.files[rng.randrange(len(self.files))]
             try:
-                img = data.load_image(path)
+                img = self._load(path)
                 break
             except data.ImageError:
                 continue
@@ -277,10 +301,12 @@ def train(cfg: TrainConfig, device: Optional[str] = None) -> dict:
     config = {
         "backbone": cfg.backbone, "version": __version__,
         "recipe": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()
-                   if k not in ("data", "out", "resume", "stop_after", "progress", "workers", "threads")},
+                   if k not in ("data", "out", "resume", "stop_after", "progress", "workers", "threads",
+                                "time_budget")},
         "data": {"folders": [str(p) for p in cfg.data], "n_train": len(train_files),
                  "holdout_files": sorted(f.name for f in held)},
         "world_size": world, "device": device.type,
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
     }
     log_path = out / "train_log.jsonl"
     if rank == 0:
@@ -290,7 +316,10 @@ def train(cfg: TrainConfig, device: Optional[str] = None) -> dict:
     bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step",
                disable=not cfg.progress or rank != 0, file=sys.stderr)
     step = start
+    rate_from = None  # (step, time) where the speed measurement for --time-budget starts
     for clean, comp, labels in loader:
+        if step >= cfg.steps:
+            break
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, cfg)
         clean, comp, labels = clean.to(device), comp.to(device), labels.to(device)
@@ -300,6 +329,22 @@ def train(cfg: TrainConfig, device: Optional[str] = None) -> dict:
         torch.nn.utils.clip_grad_norm_(afd.parameters(), cfg.clip)
         opt.step()
         step += 1
+        if cfg.time_budget is not None and not cfg.resume:
+            if step == min(20, cfg.warmup // 2):  # past the workers' start-up
+                rate_from = (step, time.time())
+            elif step == cfg.warmup and rate_from is not None:
+                per_step = (time.time() - rate_from[1]) / (step - rate_from[0])
+                left = cfg.time_budget - (time.time() - t0)
+                fitted = max(step, min(cfg.steps, step + int(0.97 * left / per_step)))
+                if world > 1:  # every rank must stop at the same step
+                    t = torch.tensor([fitted], device=device if device.type == "cuda" else "cpu")
+                    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+                    fitted = int(t)
+                cfg.steps = fitted
+                config["recipe"]["steps"] = fitted
+                bar.total = fitted
+                tqdm.write(f"time budget {cfg.time_budget:.0f} s: {per_step * 1000:.1f} ms/step -> "
+                           f"{fitted} steps", file=sys.stderr)
         bar.update(1)
         bar.set_postfix({k: f"{v:.4f}" for k, v in parts.items()})
         if rank == 0:
