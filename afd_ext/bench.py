@@ -142,7 +142,10 @@ def _git(*args) -> Optional[str]:
 
 
 def _git_commit() -> Optional[str]:
-    """HEAD, with '-dirty' when tracked files under the package differ from it."""
+    """HEAD, with '-dirty' when tracked files under the package differ from it. AFD_COMMIT
+    overrides it (a copied working tree, as on a lent GPU machine, can carry a stale .git)."""
+    if os.environ.get("AFD_COMMIT"):
+        return os.environ["AFD_COMMIT"]
     head = _git("rev-parse", "HEAD")
     if not head:
         return None

@@ -7,6 +7,7 @@ normalization. The AFD sits between: ``rest(AFD(stem(x), image))``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, Optional
 
 import torch
@@ -44,7 +45,11 @@ def _detach_act(owner: nn.Module, attr: str) -> tuple[str, Callable]:
     module = getattr(owner, attr)
     name = act_name(module)
     setattr(owner, attr, nn.Identity())
-    return name, (lambda x: x) if name != "identity" else module
+    return name, _identity if name != "identity" else module
+
+
+def _identity(x):
+    return x
 
 
 def _first_conv_out(module: nn.Module) -> int:
@@ -64,13 +69,35 @@ def _adapt_efficientnet_lite(model) -> Adapter:
 def _adapt_torchvision_resnet(model) -> Adapter:
     act, pre = _detach_act(model, "relu")
     stem = nn.Sequential(model.conv1, model.bn1)
-
-    def rest(x):
-        x = model.maxpool(pre(x))
-        x = model.layer4(model.layer3(model.layer2(model.layer1(x))))
-        return model.fc(torch.flatten(model.avgpool(x), 1))
     # model.relu is used only in the stem of torchvision ResNets (blocks own their ReLUs).
-    return Adapter("torchvision_resnet", stem, rest, act, model.conv1.out_channels)
+    return Adapter("torchvision_resnet", stem, functools.partial(_resnet_rest, model, pre), act,
+                   model.conv1.out_channels)
+
+
+# The `rest` functions are module-level and bound with functools.partial (not closures), so that
+# copy.deepcopy of an AFDClassifier binds them to the copied classifier, not the original.
+def _resnet_rest(model, pre, x):
+    x = model.maxpool(pre(x))
+    x = model.layer4(model.layer3(model.layer2(model.layer1(x))))
+    return model.fc(torch.flatten(model.avgpool(x), 1))
+
+
+def _mobilenet_rest(model, pre, x):
+    x = model.features[1:](pre(x))
+    pool = getattr(model, "avgpool", None)  # MobileNetV3 has one; V2 pools functionally
+    x = pool(x) if pool is not None else nn.functional.adaptive_avg_pool2d(x, 1)
+    return model.classifier(torch.flatten(x, 1))
+
+
+def _timm_efficientnet_rest(model, pre, x):
+    x = model.blocks(pre(x))
+    if hasattr(model, "bn2"):  # EfficientNet: head conv in forward_features; MobileNetV3: in forward_head
+        x = model.bn2(model.conv_head(x))
+    return model.forward_head(x)
+
+
+def _timm_byobnet_rest(model, pre, x):
+    return model.forward_head(model.final_conv(model.stages(pre(x))))
 
 
 def _adapt_torchvision_mobilenet(model) -> Adapter:
@@ -78,26 +105,15 @@ def _adapt_torchvision_mobilenet(model) -> Adapter:
     act_module = first[2] if len(first) > 2 else nn.Identity()
     act = act_name(act_module)
     stem = nn.Sequential(first[0], first[1])
-    pre = (lambda x: x) if act != "identity" else act_module
-    tail = model.features[1:]
-
-    def rest(x):
-        x = tail(pre(x))
-        pool = getattr(model, "avgpool", None)  # MobileNetV3 has one; V2 pools functionally
-        x = pool(x) if pool is not None else nn.functional.adaptive_avg_pool2d(x, 1)
-        return model.classifier(torch.flatten(x, 1))
-    return Adapter(type(model).__name__.lower(), stem, rest, act, first[0].out_channels)
+    pre = _identity if act != "identity" else act_module
+    return Adapter(type(model).__name__.lower(), stem, functools.partial(_mobilenet_rest, model, pre), act,
+                   first[0].out_channels)
 
 
 def _adapt_timm_efficientnet(model) -> Adapter:
     act, pre = _detach_act(model.bn1, "act")  # timm BatchNormAct2d: bn -> drop -> act
     stem = nn.Sequential(model.conv_stem, model.bn1)
-
-    def rest(x):
-        x = model.blocks(pre(x))
-        if hasattr(model, "bn2"):  # EfficientNet: head conv in forward_features; MobileNetV3: in forward_head
-            x = model.bn2(model.conv_head(x))
-        return model.forward_head(x)
+    rest = functools.partial(_timm_efficientnet_rest, model, pre)
     cfg = getattr(model, "pretrained_cfg", {}) or {}
     return Adapter("timm_efficientnet", stem, rest, act, model.conv_stem.out_channels,
                    mean=tuple(cfg.get("mean", IMAGENET_MEAN)), std=tuple(cfg.get("std", IMAGENET_STD)))
@@ -105,10 +121,7 @@ def _adapt_timm_efficientnet(model) -> Adapter:
 
 def _adapt_timm_byobnet(model) -> Adapter:
     act, pre = _detach_act(model.stem, "act")  # RepVGG stem block: branches -> act
-
-    def rest(x):
-        x = model.final_conv(model.stages(pre(x)))
-        return model.forward_head(x)
+    rest = functools.partial(_timm_byobnet_rest, model, pre)
     cfg = getattr(model, "pretrained_cfg", {}) or {}
     return Adapter("timm_repvgg", model.stem, rest, act, _first_conv_out(model.stem),
                    mean=tuple(cfg.get("mean", IMAGENET_MEAN)), std=tuple(cfg.get("std", IMAGENET_STD)))

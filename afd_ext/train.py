@@ -273,8 +273,8 @@ def train(cfg: TrainConfig, device: Optional[str] = None) -> dict:
         raise ValueError("no training images left after the hold-out split")
 
     classifier = load_classifier(cfg.backbone).to(device)
-    model = attach(classifier, afd=None, width=cfg.width, fdm=cfg.fdm, block=cfg.block)
-    model.afd.to(device).train()
+    model = attach(classifier, afd=None, width=cfg.width, fdm=cfg.fdm, block=cfg.block).to(device)
+    model.afd.train()
     afd = model.afd
     opt = torch.optim.AdamW([p for p in afd.parameters() if p.requires_grad], lr=cfg.lr,
                             weight_decay=cfg.weight_decay)

@@ -9,6 +9,7 @@ bench/results/ablations.{json,md,png}.
 """
 import argparse
 import json
+import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -20,8 +21,10 @@ FOLDERS = [DATA / "imagenet-sample-dev", DATA / "bsds500" / "train", DATA / "bsd
 COMMON = ["--batch-size", "12", "--crop", "160", "--quality-range", "5", "30", "--clean-fraction", "0.2",
           "--lr", "2e-3", "--warmup", "100", "--kl", "0.05", "--workers", "1", "--threads", "1", "--seed", "0",
           "--no-progress"]
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # two arms share two cores
 ARMS = {
     "baseline": [],                               # spatial FDM, RepConv, width small, 20% clean crops
+    "l1_only": ["--kl", "0"],
     "fdm_global": ["--fdm", "global"],
     "fdm_none": ["--fdm", "none"],
     "plain_conv": ["--block", "conv"],
@@ -52,11 +55,13 @@ def run_arm(name, steps, out_root):
     width = next((ARMS[name][i + 1] for i, a in enumerate(ARMS[name]) if a == "--width"), "small")
     train = [sys.executable, "-m", "afd_ext", "train", "--data", *map(str, FOLDERS), "--out", str(out), "--steps",
              str(steps), "--val-every", str(steps), "--ckpt-every", str(steps), *COMMON, *ARMS[name]]
-    subprocess.run(train, check=True, stdout=subprocess.DEVNULL)
+    if not (out / "afd.safetensors").exists():  # a finished arm is kept: rerunning resumes the set
+        subprocess.run(train, check=True, stdout=subprocess.DEVNULL, env=ONE_THREAD)
     result = out / "eval.json"
-    subprocess.run([sys.executable, "-m", "afd_ext", "eval", str(FOLDERS[0]), "--checkpoint",
-                    str(out / "afd.safetensors"), "--holdout-only", "--json", str(result), "--no-progress"],
-                   check=True, stdout=subprocess.DEVNULL)
+    if not result.exists():
+        subprocess.run([sys.executable, "-m", "afd_ext", "eval", str(FOLDERS[0]), "--checkpoint",
+                        str(out / "afd.safetensors"), "--holdout-only", "--json", str(result), "--no-progress"],
+                       check=True, stdout=subprocess.DEVNULL, env=ONE_THREAD)
     r = json.loads(result.read_text())
     return {"arm": name, "args": ARMS[name], "width": width, "n_images": r["n_images"],
             "clean_direct": r["clean"]["top1_direct"], "clean_afd": r["clean"]["top1_afd"],

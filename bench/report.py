@@ -20,6 +20,8 @@ ROOT = HERE.parent
 
 
 def _git_commit():
+    if os.environ.get("AFD_COMMIT"):  # a copied tree (a lent GPU machine) may carry a stale .git
+        return os.environ["AFD_COMMIT"]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                                 check=True).stdout.strip()

@@ -42,6 +42,22 @@ def test_new_afd_leaves_logits_bit_identical(name):
         assert torch.equal(clf(x), expect)
 
 
+@pytest.mark.parametrize("name", list(BUILDERS))
+def test_deepcopy_is_independent_of_the_original(name):
+    """A copy (what the benchmarks and torch.compile variants make) runs its own weights: zeroing
+    the original's parameters leaves the copy's logits unchanged."""
+    torch.manual_seed(0)
+    clf = afd_ext.attach(BUILDERS[name]().eval())
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        expect = clf(x)
+        twin = copy.deepcopy(clf)
+        for p in clf.parameters():
+            p.zero_()
+        assert torch.equal(twin(x), expect)
+        assert not torch.equal(clf(x), expect)
+
+
 def test_uint8_and_float_inputs_agree():
     clf = afd_ext.attach(afd_ext.load_classifier())
     u8 = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
