@@ -9,6 +9,7 @@ Environment:
 import glob
 import os
 import shutil
+import sys
 
 from setuptools import setup
 
@@ -49,8 +50,14 @@ def _rel(paths):
 def extensions():
     cxx = ["-O3", "-std=c++20", "-fopenmp", "-DAFD_PYTHON_MODULE"]
     sources = _rel(glob.glob(os.path.join(ROOT, "csrc", "*.cpp")))
-    kw = dict(include_dirs=[os.path.join(ROOT, "csrc"), os.path.join(ROOT, "kernels")],
-              extra_link_args=["-fopenmp"])
+    link = ["-fopenmp"]
+    if sys.platform.startswith("linux"):
+        # Link the shared libstdc++ that torch itself uses, ahead of the compiler driver's own
+        # -lstdc++: a static copy (LDFLAGS=-static-libstdc++, or a toolchain without the shared
+        # library's dev link) carries its own locale facets, and then every error message that
+        # formats a number loses the number or crashes the process (seen on a GPU image).
+        link.append("-l:libstdc++.so.6")
+    kw = dict(include_dirs=[os.path.join(ROOT, "csrc"), os.path.join(ROOT, "kernels")], extra_link_args=link)
     if CUDA_HOME:
         sources += _rel(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cpp")))
         sources += _rel(glob.glob(os.path.join(ROOT, "kernels", "*.cu")))

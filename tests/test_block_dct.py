@@ -62,7 +62,7 @@ def test_gradcheck_float64(backend):
 @pytest.mark.parametrize("backend,device", PAIRS)
 def test_errors_name_the_problem(backend, device):
     with afd_ext.use_backend(backend):
-        with pytest.raises(ValueError, match="multiples of 8"):
+        with pytest.raises(ValueError, match="multiples of 8, got 12x16"):
             OP(torch.rand(1, 3, 12, 16, device=device))
         with pytest.raises(ValueError, match=r"img must have shape \(B, 3, H, W\)"):
             OP(torch.rand(3, 16, 16, device=device))

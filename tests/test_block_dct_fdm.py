@@ -67,7 +67,7 @@ def test_gradcheck_float64(backend):
 def test_errors_name_the_problem(backend, device):
     img, w = _args(1, 2, 2, 8, 4, 3, torch.float32, device, 0)
     with afd_ext.use_backend(backend):
-        with pytest.raises(ValueError, match="multiples of 8"):
+        with pytest.raises(ValueError, match="multiples of 8, got 16x12"):
             OP(img[..., :12], *w)
         with pytest.raises(ValueError, match=r"w1 must have shape \(h1, 192\)"):
             OP(img, w[0][:, :100], *w[1:])

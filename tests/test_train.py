@@ -52,6 +52,26 @@ def test_resume_equals_uninterrupted(photos, tmp_path):
     assert _summary(a)["param_digests"] == _summary(b)["param_digests"]
 
 
+def test_time_budget_run_equals_fixed_step_run(photos, tmp_path):
+    """--time-budget fixes the step count at the end of the warm-up; the checkpoint records it, and
+    --steps N with that count reproduces the run (the warm-up's learning rate ignores the count)."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    opts = [o for o in COMMON]
+    opts[opts.index("--steps") + 1] = "500"
+    opts[opts.index("--warmup") + 1] = "24"
+    assert main(["train", "--data", str(photos), "--out", str(a), "--time-budget", "0.5"] + opts) == 0
+    fitted = json.loads((a / "afd.json").read_text())["recipe"]["steps"]
+    assert _summary(a)["steps"] == fitted and 24 <= fitted < 500
+    opts[opts.index("--steps") + 1] = str(fitted)
+    assert main(["train", "--data", str(photos), "--out", str(b)] + opts) == 0
+    assert _summary(a)["param_digests"] == _summary(b)["param_digests"]
+
+
+def test_time_budget_needs_a_warmup(photos, tmp_path, capsys):
+    assert main(["train", "--data", str(photos), "--out", str(tmp_path / "x"), "--time-budget", "5"] + COMMON) == 1
+    assert "warm-up" in capsys.readouterr().err
+
+
 def test_resume_without_checkpoint_fails_cleanly(photos, tmp_path, capsys):
     assert main(["train", "--data", str(photos), "--out", str(tmp_path / "x"), "--resume"] + COMMON) == 1
     assert "no checkpoint to resume from" in capsys.readouterr().err
