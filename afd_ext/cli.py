@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "classification")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    from .train import TrainConfig
+    TD = TrainConfig(data=[])  # the defaults live in one place: the shipped checkpoint's recipe
     t = sub.add_parser("train", help="train an AFD module for a frozen classifier on folders of photos")
     t.add_argument("--data", nargs="+", required=True, help="image folders (recursive; no labels needed)")
     t.add_argument("--out", default="runs/afd", help="output folder (afd.safetensors, last.safetensors, logs)")
@@ -68,20 +70,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--width", default="small", help="FE-Net width: tiny, small, base or an integer")
     t.add_argument("--fdm", default="spatial", choices=["spatial", "global", "none"])
     t.add_argument("--block", default="repconv", choices=["repconv", "conv"])
-    t.add_argument("--steps", type=positive_int, default=2400)
-    t.add_argument("--batch-size", type=positive_int, default=12)
-    t.add_argument("--crop", type=positive_int, default=160)
+    t.add_argument("--steps", type=positive_int, default=TD.steps)
+    t.add_argument("--batch-size", type=positive_int, default=TD.batch_size)
+    t.add_argument("--crop", type=positive_int, default=TD.crop)
     t.add_argument("--qualities", type=quality_type, nargs="+", default=[25, 18, 15, 10, 7])
     t.add_argument("--quality-range", type=quality_type, nargs=2, metavar=("LO", "HI"), default=None,
                    help="draw the quality uniformly from LO..HI instead of from --qualities")
     t.add_argument("--max-compressions", type=positive_int, default=1)
-    t.add_argument("--clean-fraction", type=_float_in(0.0, 0.99, "clean fraction"), default=0.15)
-    t.add_argument("--lr", type=_nonneg_float, default=2e-3)
+    t.add_argument("--clean-fraction", type=_float_in(0.0, 0.99, "clean fraction"), default=TD.clean_fraction)
+    t.add_argument("--lr", type=_nonneg_float, default=TD.lr)
     t.add_argument("--weight-decay", type=_nonneg_float, default=1e-4)
-    t.add_argument("--warmup", type=nonneg_int, default=100)
+    t.add_argument("--warmup", type=nonneg_int, default=TD.warmup)
     t.add_argument("--clip", type=_nonneg_float, default=1.0)
     t.add_argument("--l1", type=_nonneg_float, default=1.0, help="weight of the feature L1 loss")
-    t.add_argument("--kl", type=_nonneg_float, default=1.0, help="weight of the logit KL loss")
+    t.add_argument("--kl", type=_nonneg_float, default=TD.kl_weight, help="weight of the logit KL loss")
     t.add_argument("--ce", type=_nonneg_float, default=0.0, help="weight of cross-entropy on labelled images")
     t.add_argument("--kl-temperature", type=_float_in(0.01, 100.0, "temperature"), default=1.0)
     t.add_argument("--holdout", type=_float_in(0.0, 0.99, "holdout"), default=0.2,
