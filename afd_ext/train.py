@@ -95,6 +95,9 @@ class TrainConfig:
             raise ValueError(f"max compressions must be >= 1, got {self.max_compressions}")
         if self.time_budget is not None and self.time_budget <= 0:
             raise ValueError(f"time budget must be positive, got {self.time_budget}")
+        if self.time_budget is not None and self.resume:
+            raise ValueError("--time-budget cannot be combined with --resume: the first run fixed the step count "
+                             "(pass it as --steps)")
         if self.time_budget is not None and self.warmup < 10:
             raise ValueError("a time budget needs a warm-up of at least 10 steps (its speed is measured there)")
         if self.block not in ("repconv", "conv"):
@@ -260,6 +263,7 @@ def train(cfg: TrainConfig, device: Optional[str] = None) -> dict:
     """Train and write ``<out>/afd.safetensors`` (+ .json, ``last.safetensors`` for --resume,
     ``train_log.jsonl``, ``train_summary.json``). Returns the summary."""
     cfg.validate()
+    cfg = dataclasses.replace(cfg)  # --time-budget sets cfg.steps; leave the caller's config alone
     rank, world = _dist_info()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and world > 1:
@@ -330,7 +334,7 @@ def train(cfg: TrainConfig, device: Optional[str] = None) -> dict:
         torch.nn.utils.clip_grad_norm_(afd.parameters(), cfg.clip)
         opt.step()
         step += 1
-        if cfg.time_budget is not None and not cfg.resume:
+        if cfg.time_budget is not None:
             if step == min(20, cfg.warmup // 2):  # past the workers' start-up
                 rate_from = (step, time.time())
             elif step == cfg.warmup and rate_from is not None:

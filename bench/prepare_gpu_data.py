@@ -15,7 +15,7 @@ from pathlib import Path
 from PIL import Image
 
 from afd_ext import data
-from afd_ext.train import _is_holdout
+from afd_ext.train import split_files
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -32,9 +32,9 @@ def main(argv=None):
     for name, src in FOLDERS.items():
         dst = Path(a.out) / name
         dst.mkdir(parents=True, exist_ok=True)
-        for f in data.list_images([str(src)]):
-            held = data.label_from_path(f) is not None and _is_holdout(f, a.holdout)
-            short, quality = (256, 75) if held else (320, 95)
+        train, held = split_files([str(src)], a.holdout)
+        for f in train + held:
+            short, quality = (256, 75) if f in held else (320, 95)
             img = data.load_image(f)
             s = short / min(img.size)
             if s < 1:

@@ -72,6 +72,14 @@ def test_time_budget_needs_a_warmup(photos, tmp_path, capsys):
     assert "warm-up" in capsys.readouterr().err
 
 
+def test_time_budget_with_resume_is_refused(photos, tmp_path, capsys):
+    opts = [o for o in COMMON]
+    opts[opts.index("--warmup") + 1] = "24"
+    args = ["train", "--data", str(photos), "--out", str(tmp_path / "x"), "--time-budget", "5", "--resume"]
+    assert main(args + opts) == 1
+    assert "cannot be combined with --resume" in capsys.readouterr().err
+
+
 def test_resume_without_checkpoint_fails_cleanly(photos, tmp_path, capsys):
     assert main(["train", "--data", str(photos), "--out", str(tmp_path / "x"), "--resume"] + COMMON) == 1
     assert "no checkpoint to resume from" in capsys.readouterr().err
