@@ -10,6 +10,8 @@ import json
 import sys
 from typing import Optional, Sequence
 
+from .data import CODECS, PROTOCOLS
+
 
 # -- argument types: a bad value is a usage error (exit 2) --------------------------------------
 
@@ -78,6 +80,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="draw the quality uniformly from LO..HI instead of from --qualities")
     t.add_argument("--max-compressions", type=positive_int, default=TD.max_compressions)
     t.add_argument("--clean-fraction", type=_float_in(0.0, 0.99, "clean fraction"), default=TD.clean_fraction)
+    frac = _float_in(0.0, 1.0, "fraction")
+    t.add_argument("--shift-fraction", type=frac, default=TD.shift_fraction,
+                   help="share of samples compressed on a block grid shifted 1..7 px from the crop's")
+    t.add_argument("--rescale-fraction", type=frac, default=TD.rescale_fraction,
+                   help="share of samples compressed at k x the classifier's scale, then resized (k in "
+                        "--rescale-range, log-uniform)")
+    t.add_argument("--rescale-range", type=float, nargs=2, metavar=("LO", "HI"), default=list(TD.rescale_range))
+    t.add_argument("--webp-fraction", type=frac, default=TD.webp_fraction,
+                   help="share of compressions through WebP instead of JPEG")
+    t.add_argument("--chroma444-fraction", type=frac, default=TD.chroma444_fraction,
+                   help="share of JPEG compressions with 4:4:4 chroma (else 4:2:0)")
+    t.add_argument("--init", default=TD.init, metavar="CHECKPOINT",
+                   help="fine-tune this AFD checkpoint instead of training a new module")
     t.add_argument("--lr", type=_nonneg_float, default=TD.lr)
     t.add_argument("--weight-decay", type=_nonneg_float, default=TD.weight_decay)
     t.add_argument("--warmup", type=nonneg_int, default=TD.warmup)
@@ -108,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(e)
     e.add_argument("--quality", type=quality_type, nargs="+", default=[25, 18, 15, 10, 7])
     e.add_argument("--multi-compress", action="store_true", help="add the 1..5 successive compressions protocol")
+    e.add_argument("--protocol", choices=PROTOCOLS, default="crop",
+                   help="crop: compress the 224 crop (the paper's); resized: that JPEG through resize 256 / "
+                        "crop 224 again; full: compress the whole photo, then resize / crop")
+    e.add_argument("--codec", choices=CODECS, default="jpeg")
     e.add_argument("--json", default=None, help="write the result as JSON")
     e.add_argument("--plot", default=None, help="write a PNG: top-1 against quality")
     e.add_argument("--batch-size", type=positive_int, default=50)
@@ -189,7 +208,10 @@ def cmd_train(a) -> int:
     cfg = TrainConfig(data=a.data, out=a.out, backbone=a.backbone, width=width, fdm=a.fdm, block=a.block,
                       steps=a.steps, batch_size=a.batch_size, crop=a.crop, qualities=tuple(a.qualities),
                       quality_range=tuple(a.quality_range) if a.quality_range else None,
-                      max_compressions=a.max_compressions, clean_fraction=a.clean_fraction, lr=a.lr,
+                      max_compressions=a.max_compressions, clean_fraction=a.clean_fraction,
+                      shift_fraction=a.shift_fraction, rescale_fraction=a.rescale_fraction,
+                      rescale_range=tuple(a.rescale_range), webp_fraction=a.webp_fraction,
+                      chroma444_fraction=a.chroma444_fraction, init=a.init, lr=a.lr,
                       weight_decay=a.weight_decay, warmup=a.warmup, clip=a.clip, l1_weight=a.l1, kl_weight=a.kl,
                       ce_weight=a.ce, kl_temperature=a.kl_temperature, holdout=a.holdout, val_every=a.val_every,
                       val_images=a.val_images, ckpt_every=a.ckpt_every, workers=a.workers, seed=a.seed,
@@ -217,7 +239,7 @@ def cmd_eval(a) -> int:
         paths = [str(f) for f in list_images(paths) if Path(f).name in names]
     result = ev.evaluate(model, paths, a.quality, batch_size=a.batch_size, multi_compress=a.multi_compress,
                          seed=a.seed, strict=a.strict, progress=not a.no_progress, limit=a.limit,
-                         checkpoint=ckpt, backbone=a.backbone)
+                         checkpoint=ckpt, backbone=a.backbone, protocol=a.protocol, codec=a.codec)
     print(ev.format_table(result))
     _report_skipped(result["skipped"])
     if a.json:

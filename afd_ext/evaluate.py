@@ -31,27 +31,36 @@ class _Tally:
                 "top5_direct": 100.0 * self.top5["direct"] / n, "top5_afd": 100.0 * self.top5["afd"] / n}
 
 
-def _variants(img, qualities, multi: bool, rng: random.Random):
+def _variants(photo, qualities, multi: bool, rng: random.Random, protocol: str, codec: str):
     """(key, uint8 tensor) for clean, each quality and, with ``multi``, 1..5 compressions."""
-    out = [("clean", data.to_tensor(img))]
-    out += [(("q", q), data.to_tensor(data.jpeg_compress(img, q))) for q in qualities]
+    out = [("clean", data.to_tensor(data.resize_center_crop(photo)))]
+    out += [(("q", q), data.to_tensor(data.degrade(photo, [q], protocol, codec))) for q in qualities]
     if multi:
         for times in range(1, 6):
-            out.append((("times", times), data.to_tensor(data.multi_compress(img, qualities, times, rng))))
+            qs = [rng.choice(list(qualities)) for _ in range(times)]
+            out.append((("times", times), data.to_tensor(data.degrade(photo, qs, protocol, codec))))
     return out
 
 
 @torch.no_grad()
 def evaluate(model, paths, qualities: Sequence[int] = data.DEFAULT_QUALITIES, *, batch_size: int = 50,
              multi_compress: bool = False, seed: int = 0, strict: bool = False, progress: bool = True,
-             limit: Optional[int] = None, checkpoint: Optional[str] = None, backbone: str = "") -> dict:
+             limit: Optional[int] = None, checkpoint: Optional[str] = None, backbone: str = "",
+             protocol: str = "crop", codec: str = "jpeg") -> dict:
     """Top-1/top-5 of ``model`` (an AFDClassifier) direct and with the AFD on labelled images.
+
+    ``protocol`` (:data:`afd_ext.data.PROTOCOLS`): where the compression happens relative to the
+    evaluation transform ('crop', the paper's; 'resized'; 'full'); ``codec``: 'jpeg' or 'webp'.
 
     ``paths``: files or folders; labels from a leading synset in the file name or the
     folder name. Unreadable files are reported and skipped (``strict`` raises instead).
     Returns the JSON structure documented in the README.
     """
     qualities = data.parse_qualities(qualities)
+    if protocol not in data.PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(data.PROTOCOLS)}")
+    if codec not in data.CODECS:
+        raise ValueError(f"unknown codec {codec!r}; choose one of {', '.join(data.CODECS)}")
     files = data.list_images(paths)
     labelled = []
     roots = [paths] if isinstance(paths, (str, bytes)) or not isinstance(paths, (list, tuple)) else paths
@@ -87,14 +96,14 @@ def evaluate(model, paths, qualities: Sequence[int] = data.DEFAULT_QUALITIES, *,
     for idx, (path, label) in enumerate(tqdm(labelled, desc="eval", unit="img", disable=not progress,
                                              file=sys.stderr)):
         try:
-            img = data.resize_center_crop(data.load_image(path))
+            photo = data.load_image(path)
         except data.ImageError as exc:
             if strict:
                 raise
             skipped.append({"path": exc.path, "error": exc.reason})
             continue
         rng = random.Random(seed * 1_000_003 + idx)
-        for key, tensor in _variants(img, qualities, multi_compress, rng):
+        for key, tensor in _variants(photo, qualities, multi_compress, rng, protocol, codec):
             pending.setdefault(key, []).append((tensor, label))
             if len(pending[key]) >= batch_size:
                 flush(key)
@@ -104,7 +113,8 @@ def evaluate(model, paths, qualities: Sequence[int] = data.DEFAULT_QUALITIES, *,
         raise ValueError(f"none of the {len(labelled)} labelled images could be read")
 
     result = {
-        "backbone": backbone, "checkpoint": checkpoint, "n_images": tallies["clean"].n,
+        "backbone": backbone, "checkpoint": checkpoint, "protocol": protocol, "codec": codec,
+        "n_images": tallies["clean"].n,
         "clean": tallies["clean"].percent(),
         "qualities": [{"quality": q, **tallies[("q", q)].percent()} for q in qualities],
     }

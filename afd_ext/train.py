@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from . import __version__, data
-from .checkpoint import read_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from .classifier import attach, load_classifier
 from .modules import AFDModule
 
@@ -48,6 +48,18 @@ class TrainConfig:
     quality_range: Optional[tuple] = None  # (lo, hi): draw uniformly instead of from `qualities`
     max_compressions: int = 1       # >1: 1..N successive compressions per sample
     clean_fraction: float = 0.2
+    # The degradation mixture (README "Training"): each compressed sample is one of
+    #   crop    - the crop itself compressed: block grid on the classifier's 8x8 grid (the paper's);
+    #   shift   - a window 1..7 px larger compressed, then cropped: grid at a random offset;
+    #   rescale - the scene compressed at k x the classifier's scale (k log-uniform in rescale_range,
+    #             any grid offset), then resized to the crop: the grid lands at every period.
+    # The crop share is 1 - shift_fraction - rescale_fraction.
+    shift_fraction: float = 0.0
+    rescale_fraction: float = 0.0
+    rescale_range: tuple = (0.7, 3.0)
+    webp_fraction: float = 0.0      # share of compressions through WebP instead of JPEG
+    chroma444_fraction: float = 0.0  # share of JPEG compressions with 4:4:4 chroma (else 4:2:0)
+    init: Optional[str] = None      # start from this AFD checkpoint (fine-tuning) instead of a new module
     flip: bool = True
     rotate: bool = True             # random 90-degree turns
     lr: float = 2e-3
@@ -91,6 +103,18 @@ class TrainConfig:
             raise ValueError(f"clean fraction must be in [0, 1), got {self.clean_fraction}")
         if not 0.0 <= self.holdout < 1.0:
             raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
+        for name in ("shift_fraction", "rescale_fraction", "webp_fraction", "chroma444_fraction"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name.replace('_', ' ')} must be in [0, 1], got {v}")
+        if self.shift_fraction + self.rescale_fraction > 1.0 + 1e-9:
+            raise ValueError(f"shift fraction + rescale fraction must be at most 1, got "
+                             f"{self.shift_fraction} + {self.rescale_fraction}")
+        lo, hi = self.rescale_range
+        if not 0.0 < lo <= hi:
+            raise ValueError(f"rescale range must satisfy 0 < lo <= hi, got {lo}-{hi}")
+        if self.init is not None and not Path(self.init).is_file():
+            raise FileNotFoundError(f"--init: no checkpoint at {self.init}")
         if self.max_compressions < 1:
             raise ValueError(f"max compressions must be >= 1, got {self.max_compressions}")
         if self.time_budget is not None and self.time_budget <= 0:
@@ -160,25 +184,51 @@ class CompressedPairs(Dataset):
                 continue
         else:
             raise RuntimeError("20 unreadable images in a row; check the training folders")
-        short = data.RESIZE * rng.uniform(*cfg.scale)
+        return self._pair(img, rng) + (-1 if (label := data.label_from_path(path)) is None else label,)
+
+    def _pair(self, img, rng: random.Random):
+        """(clean, compressed) uint8 tensors of one crop, drawn from the degradation mixture."""
+        cfg = self.cfg
+        crop = cfg.crop
+        u = rng.random()
+        mode = "shift" if u < cfg.shift_fraction else (
+            "rescale" if u < cfg.shift_fraction + cfg.rescale_fraction else "crop")
+        k = math.exp(rng.uniform(*map(math.log, cfg.rescale_range))) if mode == "rescale" else 1.0
+        # The scene window: a crop x crop square of the photo at the classifier's scale
+        # (short side 256 * U(scale)), seen at k x that scale as a win x win square.
         w, h = img.size
-        s = max(short / min(w, h), cfg.crop / min(w, h))
-        img = img.resize((max(cfg.crop, round(w * s)), max(cfg.crop, round(h * s))), data.Image.BILINEAR)
-        x0, y0 = rng.randint(0, img.width - cfg.crop), rng.randint(0, img.height - cfg.crop)
-        img = img.crop((x0, y0, x0 + cfg.crop, y0 + cfg.crop))
+        win = max(8, round(crop * k))
+        margin = 8 * crop / win  # room for the grid offset, in pixels at the classifier's scale
+        s = max(data.RESIZE * rng.uniform(*cfg.scale) / min(w, h), (crop + margin) / min(w, h))
+        # Grid offset of the compression relative to the window (0: aligned, the crop protocol).
+        dx, dy = (0, 0) if mode == "crop" else (rng.randint(1 if mode == "shift" else 0, 7),
+                                                rng.randint(1 if mode == "shift" else 0, 7))
+        sw, sh = w * s, h * s                      # photo size at the classifier's scale
+        x0, y0 = rng.uniform(margin, sw - crop), rng.uniform(margin, sh - crop)
+        px = crop / win / s                        # photo pixels per window pixel
+        box = (max(0.0, x0 / s - dx * px), max(0.0, y0 / s - dy * px), min(w, (x0 + crop) / s),
+               min(h, (y0 + crop) / s))
+        region = img.resize((win + dx, win + dy), data.Image.BILINEAR, box=box)
+        comp = region
+        if rng.random() >= cfg.clean_fraction:
+            for _ in range(rng.randint(1, cfg.max_compressions)):
+                codec = "webp" if rng.random() < cfg.webp_fraction else "jpeg"
+                sub = "4:4:4" if rng.random() < cfg.chroma444_fraction else "4:2:0"
+                comp = data.compress(comp, self._quality(rng), codec, sub)
+        pair = []
+        for im in (region, comp):
+            im = im.crop((dx, dy, dx + win, dy + win))
+            if win != crop:  # the classifier's own resize (bilinear, antialiased when shrinking)
+                im = im.resize((crop, crop), data.Image.BILINEAR)
+            pair.append(im)
+        # Flips and quarter turns after compression: a flipped JPEG is a JPEG of the flipped
+        # crop (quantization is sign-symmetric) and the crop protocol's grid stays aligned.
         if cfg.flip and rng.random() < 0.5:
-            img = img.transpose(data.Image.FLIP_LEFT_RIGHT)
+            pair = [im.transpose(data.Image.FLIP_LEFT_RIGHT) for im in pair]
         if cfg.rotate and rng.random() < 0.25:
-            img = img.transpose(rng.choice([data.Image.ROTATE_90, data.Image.ROTATE_180, data.Image.ROTATE_270]))
-        if rng.random() < cfg.clean_fraction:
-            comp = img
-        else:
-            times = rng.randint(1, cfg.max_compressions)
-            comp = img
-            for _ in range(times):
-                comp = data.jpeg_compress(comp, self._quality(rng))
-        label = data.label_from_path(path)
-        return data.to_tensor(img), data.to_tensor(comp), -1 if label is None else label
+            t = rng.choice([data.Image.ROTATE_90, data.Image.ROTATE_180, data.Image.ROTATE_270])
+            pair = [im.transpose(t) for im in pair]
+        return data.to_tensor(pair[0]), data.to_tensor(pair[1])
 
 
 def _lr_at(step: int, cfg: TrainConfig) -> float:
@@ -278,7 +328,10 @@ def train(cfg: TrainConfig, device: Optional[str] = None) -> dict:
         raise ValueError("no training images left after the hold-out split")
 
     classifier = load_classifier(cfg.backbone).to(device)
-    model = attach(classifier, afd=None, width=cfg.width, fdm=cfg.fdm, block=cfg.block).to(device)
+    init_afd = None
+    if cfg.init is not None:  # fine-tune: the checkpoint's architecture replaces width/fdm/block
+        init_afd, _ = load_checkpoint(cfg.init, backbone=cfg.backbone)
+    model = attach(classifier, afd=init_afd, width=cfg.width, fdm=cfg.fdm, block=cfg.block).to(device)
     model.afd.train()
     afd = model.afd
     opt = torch.optim.AdamW([p for p in afd.parameters() if p.requires_grad], lr=cfg.lr,
