@@ -10,7 +10,7 @@ import json
 import sys
 from typing import Optional, Sequence
 
-from .data import CODECS, PROTOCOLS
+from .data import CODECS, PROTOCOLS, SKIP_AFD_ABOVE_QUALITY
 
 
 # -- argument types: a bad value is a usage error (exit 2) --------------------------------------
@@ -44,6 +44,10 @@ def _float_in(lo: float, hi: float, what: str):
             raise argparse.ArgumentTypeError(f"{what} must be in [{lo}, {hi}], got {v}")
         return v
     return parse
+
+
+def _quality_or_none(text: str) -> Optional[int]:
+    return None if text.lower() == "none" else _int_in(0, 100, "quality")(text)
 
 
 def _nonneg_float(text: str) -> float:
@@ -153,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=positive_int, default=32)
     pr.add_argument("--json", nargs="?", const="-", default=None, help="JSON to a file (or stdout with no value)")
     pr.add_argument("--no-afd", action="store_true", help="the classifier alone")
+    pr.add_argument("--skip-afd-above", type=_quality_or_none, default=SKIP_AFD_ABOVE_QUALITY, metavar="Q",
+                    help="JPEGs whose estimated quality (from their quantization tables) is above Q skip the "
+                         f"AFD (default {SKIP_AFD_ABOVE_QUALITY}; 'none': run it on every image)")
     pr.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
                     help="autocast dtype (default: float16 on CUDA, float32 on CPU)")
     pr.add_argument("--compile", action="store_true", help="torch.compile the model")
@@ -271,7 +278,7 @@ def cmd_demo(a) -> int:
 def cmd_predict(a) -> int:
     from .pipeline import Pipeline
     pipe = Pipeline.from_checkpoint(a.backbone, a.checkpoint, device=a.device, use_afd=not a.no_afd, dtype=a.dtype,
-                                    compile=a.compile, cuda_graphs=a.cuda_graphs)
+                                    compile=a.compile, cuda_graphs=a.cuda_graphs, skip_afd_above=a.skip_afd_above)
     results = pipe.predict_files(a.paths, topk=a.topk, batch_size=a.batch_size, strict=a.strict)
     ok = [r for r in results if "error" not in r]
     bad = [r for r in results if "error" in r]
@@ -285,7 +292,8 @@ def cmd_predict(a) -> int:
     else:
         for r in ok:
             top = ", ".join(f"{c['name']} ({c['prob']:.2f})" for c in r["topk"])
-            print(f"{r['path']}: {top}")
+            q = "" if r.get("jpeg_quality") is None else f"  [JPEG q~{r['jpeg_quality']}, AFD {'on' if r['afd'] else 'skipped'}]"
+            print(f"{r['path']}: {top}{q}")
     _report_skipped([{"path": r["path"], "error": r["error"]} for r in bad])
     return 0
 

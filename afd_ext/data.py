@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 import os
 import random
 import re
@@ -165,6 +166,61 @@ def multi_compress(img: Image.Image, qualities: Sequence[int], times: int, rng: 
     for _ in range(times):
         img = compress(img, rng.choice(list(qualities)), codec)
     return img
+
+
+# -- what a JPEG file says about itself ----------------------------------------------------------
+
+@functools.lru_cache(maxsize=1)
+def _reference_tables() -> tuple:
+    """((quality, luma table, chroma table), ...) of Pillow/libjpeg's scaled IJG tables, 1..100,
+    in the order Pillow reports ``Image.quantization`` (read back from tiny encodes)."""
+    probe = Image.new("RGB", (16, 16), (128, 64, 32))
+    out = []
+    for q in range(1, 101):
+        buf = io.BytesIO()
+        probe.save(buf, format="JPEG", quality=q)
+        with Image.open(buf) as im:
+            t = im.quantization
+        out.append((q, np.asarray(t[0], np.float64), np.asarray(t.get(1, t[0]), np.float64)))
+    return tuple(out)
+
+
+# A JPEG whose tables say quality above this has nothing for the AFD to correct (it is trained on
+# quality 5..30; README "Accuracy" measures 50..95): Pipeline / afd predict skip the AFD for it.
+SKIP_AFD_ABOVE_QUALITY = 85
+
+
+def estimate_jpeg_quality(quantization: dict) -> Optional[int]:
+    """The IJG quality (1..100) whose scaled standard tables are closest (mean absolute log
+    ratio) to a JPEG's quantization tables (Pillow's ``Image.quantization``); exact for files
+    written by libjpeg/Pillow, the nearest equivalent for other encoders. None without tables."""
+    if not quantization or 0 not in quantization or len(quantization[0]) != 64:
+        return None
+    luma = np.log(np.maximum(np.asarray(quantization[0], np.float64), 1.0))
+    chroma = np.log(np.maximum(np.asarray(quantization[1], np.float64), 1.0)) if (
+        1 in quantization and len(quantization[1]) == 64) else None
+    best, best_err = None, math.inf
+    for q, ref_l, ref_c in _reference_tables():
+        err = np.abs(luma - np.log(ref_l)).mean()
+        if chroma is not None:
+            err = 0.5 * (err + np.abs(chroma - np.log(ref_c)).mean())
+        if err < best_err:
+            best, best_err = q, err
+    return best
+
+
+def jpeg_quality_of_bytes(data: bytes) -> Optional[int]:
+    """Estimated quality of JPEG file bytes from their quantization tables (headers only, no
+    pixel decoding); None for other formats or unreadable headers."""
+    if data[:3] != b"\xff\xd8\xff":
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as im:
+                return estimate_jpeg_quality(getattr(im, "quantization", None) or {})
+    except Exception:  # a broken header: the decoder reports the file
+        return None
 
 
 # How a compressed image reaches the classifier (README "Accuracy"):

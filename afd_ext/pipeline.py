@@ -44,7 +44,8 @@ from typing import Any, Iterable, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from .data import CROP, IMAGE_EXTENSIONS, RESIZE, ImageError, class_name, decode_image, read_image_bytes, to_tensor
+from .data import (CROP, IMAGE_EXTENSIONS, RESIZE, SKIP_AFD_ABOVE_QUALITY, ImageError, class_name, decode_image, jpeg_quality_of_bytes,
+                   read_image_bytes, to_tensor)
 
 _JPEG_SOI = b"\xff\xd8\xff"
 _JPEG_EOI = b"\xff\xd9"
@@ -176,6 +177,7 @@ class _Item:
     path: Optional[Path] = None
     data: Optional[bytes] = None
     error: Optional[ImageError] = None
+    quality: Optional[int] = None  # estimated JPEG quality (None: not a JPEG)
 
 
 class Pipeline:
@@ -194,12 +196,19 @@ class Pipeline:
         channels_last: run the model in channels_last memory format.
         decoder: 'auto' (torchvision/nvjpeg on CUDA, Pillow on CPU), 'pillow' or 'torchvision'.
         workers: threads that read and Pillow-decode files (default min(4, CPUs)).
+        skip_afd_above: JPEG files whose estimated quality (:func:`afd_ext.data.estimate_jpeg_quality`,
+            from the file's quantization tables) is above this run the classifier alone: no extra
+            cost, no change. None runs the AFD on every image. Other formats always run it.
     """
 
     def __init__(self, model, device=None, use_afd: bool = True, dtype=None, compile: bool = False,
                  cuda_graphs: bool = False, channels_last: bool = True, decoder: str = "auto", workers: Optional[int] = None,
-                 deploy: bool = True, resize: int = RESIZE, crop: int = CROP):
+                 deploy: bool = True, resize: int = RESIZE, crop: int = CROP,
+                 skip_afd_above: Optional[int] = SKIP_AFD_ABOVE_QUALITY):
         self.device = _resolve_device(device)
+        if skip_afd_above is not None and not (isinstance(skip_afd_above, int) and 0 <= skip_afd_above <= 100):
+            raise ValueError(f"skip_afd_above must be an integer quality in 0..100 or None, got {skip_afd_above!r}")
+        self.skip_afd_above = skip_afd_above
         self.dtype = _resolve_dtype(dtype, self.device)
         if decoder not in ("auto", "pillow", "torchvision"):
             raise ValueError(f"decoder must be 'auto', 'pillow' or 'torchvision', got {decoder!r}")
@@ -243,14 +252,19 @@ class Pipeline:
         return torch.autocast(self.device.type, dtype=self.dtype)
 
     @torch.inference_mode()
-    def logits(self, crops: torch.Tensor) -> torch.Tensor:
-        """Preprocessed crops (N,3,crop,crop), uint8 0..255 (or float 0..1) -> float32 logits."""
+    def logits(self, crops: torch.Tensor, use_afd: Optional[bool] = None) -> torch.Tensor:
+        """Preprocessed crops (N,3,crop,crop), uint8 0..255 (or float 0..1) -> float32 logits.
+        ``use_afd=False`` runs the classifier alone for this call (default: the pipeline's setting)."""
         x = crops.to(self.device, non_blocking=True)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with self._autocast():
-            out = self._forward(x)
+            out = self._forward(x) if use_afd is None or use_afd == self.use_afd else self._forward(
+                x, use_afd=use_afd and self.use_afd)
         return out.float()
+
+    def _runs_afd(self, quality: Optional[int]) -> bool:
+        return self.use_afd and (quality is None or self.skip_afd_above is None or quality <= self.skip_afd_above)
 
     def _topk(self, logits: torch.Tensor, topk: int) -> list[list[dict]]:
         n_classes = logits.shape[-1]
@@ -333,11 +347,12 @@ class Pipeline:
     # -- the batched loop ---------------------------------------------------------------------
     def _load(self, item: _Item) -> tuple[str, Any]:
         """Runs in a worker thread: ('tensor', uint8 (3,H,W) CPU) | ('jpeg', bytes) for the
-        batched device decoder | ('error', ImageError)."""
+        batched device decoder | ('error', ImageError). Sets ``item.quality`` for JPEGs."""
         if item.error is not None:
             return "error", item.error
         try:
             data = item.data if item.data is not None else read_image_bytes(item.path)
+            item.quality = jpeg_quality_of_bytes(data)
             if self.decoder == "torchvision" and nvjpeg_candidate(data):
                 return "jpeg", data
             return "tensor", _pillow_tensor(data, item.name)
@@ -396,14 +411,20 @@ class Pipeline:
                             f.cancel()
                         raise first_bad
                 good = [i for i, v in enumerate(decoded) if isinstance(v, torch.Tensor)]
-                preds = []
+                by_index = {}
                 if good:
                     crops = preprocess_batch([decoded[i] for i in good], self.resize, self.crop)
-                    preds = self._topk(self.logits(crops), topk)
-                by_index = dict(zip(good, preds))
+                    runs = [self._runs_afd(chunk[i].quality) for i in good]
+                    for flag in (True, False):  # the files that skip the AFD never enter it
+                        sel = [j for j, r in enumerate(runs) if r == flag]
+                        if sel:
+                            part = crops if len(sel) == len(good) else crops[torch.tensor(sel, device=crops.device)]
+                            for j, t in zip(sel, self._topk(self.logits(part, use_afd=flag), topk)):
+                                by_index[good[j]] = (t, flag)
                 for i, (item, val) in enumerate(zip(chunk, decoded)):
                     if i in by_index:
-                        results.append({"path": item.name, "topk": by_index[i]})
+                        t, ran = by_index[i]
+                        results.append({"path": item.name, "topk": t, "jpeg_quality": item.quality, "afd": ran})
                     else:
                         err = val if isinstance(val, ImageError) else ImageError(item.name, "could not decode")
                         results.append({"path": item.name, "error": err.reason})
