@@ -97,7 +97,7 @@ def test_demo_on_a_folder_with_bad_files(mixed_folder, checkpoint, tmp_path, cap
                str(png), "--json", str(tmp_path / "d.json")])
     assert rc == 0
     out = capsys.readouterr()
-    assert "agreement with the clean prediction" in out.out and "skipped 2" in out.err
+    assert "top-1 agreement" in out.out and "skipped 2" in out.err
     assert png.stat().st_size > 1000
     assert json.loads((tmp_path / "d.json").read_text())["summary"]["n_photos"] == 3
 
@@ -107,9 +107,15 @@ def test_demo_builtin_photos_with_shipped_checkpoint(tmp_path, capsys):
     png = tmp_path / "demo.png"
     assert main(["demo", "--out", str(png), "--json", str(tmp_path / "d.json")]) == 0
     out = capsys.readouterr().out
-    assert "chelsea" in out and "agreement with the clean prediction" in out
+    assert "chelsea" in out and "mean KL" in out and "top-1 agreement" in out
     result = json.loads((tmp_path / "d.json").read_text())
-    assert result["summary"]["n_photos"] == 8 and result["checkpoint"].endswith("afd_efficientnet_lite0.safetensors")
+    assert result["summary"]["n_photos"] >= 8 and result["checkpoint"].endswith("afd_efficientnet_lite0.safetensors")
+    for protocol in ("crop", "full"):  # continuous measures, direct vs AFD, for both protocols
+        s = result["summary"][protocol]
+        assert 0 < s["p_clean_class_direct"] < 1 and 0 < s["p_clean_class_afd"] < 1
+        assert s["kl_direct"] > 0 and s["kl_afd"] >= 0
+        rows = [r for r in result["rows"] if r["protocol"] == protocol]
+        assert len(rows) == result["summary"]["n_photos"] * 4 and all("kl_afd" in r for r in rows)
     assert png.stat().st_size > 10_000
 
 

@@ -30,7 +30,7 @@ def _photo(h, w, seed):
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
 
 
-def _jpeg_bytes(img, exif=None, quality=90):
+def _jpeg_bytes(img, exif=None, quality=80):  # at most SKIP_AFD_ABOVE_QUALITY: the AFD runs
     buf = io.BytesIO()
     kw = {"exif": exif} if exif is not None else {}
     img.save(buf, "JPEG", quality=quality, **kw)
@@ -270,3 +270,27 @@ def test_cuda_graphs_need_a_cuda_device():
     model = afd_ext.attach(afd_ext.load_classifier())
     with pytest.raises(ValueError, match="cuda_graphs needs a CUDA device"):
         Pipeline(model, device="cpu", cuda_graphs=True)
+
+
+def test_high_quality_jpegs_skip_the_afd(ckpt, pipe, tmp_path):
+    """A JPEG whose tables say quality > SKIP_AFD_ABOVE_QUALITY runs the classifier alone (same
+    result as use_afd=False); low-quality JPEGs and other formats run the AFD; both reported."""
+    from afd_ext.data import SKIP_AFD_ABOVE_QUALITY
+    img = _photo(260, 300, 7)
+    files = {}
+    for q in (10, SKIP_AFD_ABOVE_QUALITY, SKIP_AFD_ABOVE_QUALITY + 1, 95):
+        files[q] = tmp_path / f"q{q}.jpg"
+        files[q].write_bytes(_jpeg_bytes(img, quality=q))
+    png = tmp_path / "a.png"
+    img.save(png)
+    paths = [files[10], files[SKIP_AFD_ABOVE_QUALITY], png, files[95], files[SKIP_AFD_ABOVE_QUALITY + 1]]
+    res = pipe.predict_files(paths, topk=3, batch_size=8)
+    assert [r["jpeg_quality"] for r in res] == [10, SKIP_AFD_ABOVE_QUALITY, None, 95, SKIP_AFD_ABOVE_QUALITY + 1]
+    assert [r["afd"] for r in res] == [True, True, True, False, False]
+    plain = Pipeline.from_checkpoint("efficientnet_lite0", None, device="cpu", use_afd=False)
+    for i in (3, 4):
+        _same_predictions(res[i], plain.predict_files([paths[i]], topk=3)[0], atol=1e-6)
+    always = Pipeline(pipe.model, device="cpu", deploy=False, skip_afd_above=None)
+    assert always.predict_files([files[95]], topk=3)[0]["afd"] is True
+    with pytest.raises(ValueError, match="skip_afd_above"):
+        Pipeline(pipe.model, device="cpu", deploy=False, skip_afd_above=101)

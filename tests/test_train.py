@@ -104,3 +104,17 @@ def test_ddp_two_cpu_processes_end_identical(photos, tmp_path):
     digests = _summary(out)["param_digests"]
     assert len(digests) == 2 and digests[0] == digests[1]
     assert _summary(out)["world_size"] == 2
+
+
+def test_mixture_flags_and_init_are_recorded(photos, tmp_path):
+    first = tmp_path / "first"
+    assert main(["train", "--data", str(photos), "--out", str(first)] + COMMON) == 0
+    out = tmp_path / "mix"
+    args = ["train", "--data", str(photos), "--out", str(out), "--init", str(first / "afd.safetensors"),
+            "--shift-fraction", "0.2", "--rescale-fraction", "0.5", "--rescale-range", "0.8", "2.5",
+            "--webp-fraction", "0.3", "--chroma444-fraction", "0.4", "--max-compressions", "2"] + COMMON
+    assert main(args) == 0
+    recipe = json.loads((out / "afd.json").read_text())["recipe"]
+    assert recipe["shift_fraction"] == 0.2 and recipe["rescale_fraction"] == 0.5
+    assert recipe["rescale_range"] == [0.8, 2.5] and recipe["webp_fraction"] == 0.3
+    assert recipe["chroma444_fraction"] == 0.4 and recipe["init"] == str(first / "afd.safetensors")

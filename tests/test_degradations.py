@@ -1,0 +1,136 @@
+"""Where compression happens: codecs, the eval protocols, the training mixture, JPEG quality estimates."""
+import io
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import afd_ext
+from afd_ext import data
+from afd_ext.train import CompressedPairs, TrainConfig
+
+
+def _photo(h=300, w=420, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.stack([127 + 90 * np.sin(0.03 * (c + 1) * yy) * np.cos(0.05 * xx) for c in range(3)], -1)
+    return Image.fromarray(np.clip(img + rng.normal(0, 8, img.shape), 0, 255).astype(np.uint8))
+
+
+def _arr(img):
+    return np.asarray(img, dtype=np.int16)
+
+
+def test_codecs_and_chroma_differ_and_bad_values_raise():
+    img = data.resize_center_crop(_photo())
+    jpeg, webp = data.compress(img, 10, "jpeg"), data.compress(img, 10, "webp")
+    full_chroma = data.compress(img, 10, "jpeg", "4:4:4")
+    assert jpeg.size == webp.size == full_chroma.size == img.size
+    assert not np.array_equal(_arr(jpeg), _arr(webp)) and not np.array_equal(_arr(jpeg), _arr(full_chroma))
+    assert np.array_equal(_arr(jpeg), _arr(data.jpeg_compress(img, 10)))
+    with pytest.raises(ValueError, match="codec"):
+        data.compress(img, 10, "gif")
+    with pytest.raises(ValueError, match="subsampling"):
+        data.compress(img, 10, "jpeg", "4:1:1")
+    with pytest.raises(ValueError, match="quality"):
+        data.compress(img, 0, "webp")
+
+
+def test_protocols_are_defined_as_documented():
+    photo = _photo()
+    crop = data.resize_center_crop(photo)
+    c = data.degrade(photo, [10], "crop")
+    assert np.array_equal(_arr(c), _arr(data.jpeg_compress(crop, 10)))
+    assert np.array_equal(_arr(data.degrade(photo, [10], "resized")), _arr(data.resize_center_crop(c)))
+    full = data.degrade(photo, [10], "full")
+    assert np.array_equal(_arr(full), _arr(data.resize_center_crop(data.jpeg_compress(photo, 10))))
+    twice = data.degrade(photo, [25, 10], "crop", "webp")
+    assert np.array_equal(_arr(twice), _arr(data.compress(data.compress(crop, 25, "webp"), 10, "webp")))
+    for p in data.PROTOCOLS:
+        assert data.degrade(photo, [10], p).size == (data.CROP, data.CROP)
+    with pytest.raises(ValueError, match="protocol"):
+        data.degrade(photo, [10], "upload")
+
+
+@pytest.mark.parametrize("sub", [0, 2])
+def test_jpeg_quality_estimate_is_exact_for_pillow_files(sub):
+    img = _photo(64, 64)
+    for q in (1, 7, 10, 18, 50, 75, 85, 86, 95, 100):
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=q, subsampling=sub)
+        assert data.jpeg_quality_of_bytes(buf.getvalue()) == q
+    png = io.BytesIO()
+    img.save(png, format="PNG")
+    assert data.jpeg_quality_of_bytes(png.getvalue()) is None
+    assert data.jpeg_quality_of_bytes(b"\xff\xd8\xff\xe0 not really a jpeg") is None
+    assert data.estimate_jpeg_quality({}) is None
+
+
+@pytest.fixture(scope="module")
+def photo_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("photos")
+    for i in range(4):
+        _photo(200 + 20 * i, 260, seed=i).save(root / f"n01440764_{i}.png")
+    return sorted(root.iterdir())
+
+
+def _cfg(**kw):
+    base = dict(data=[], crop=64, flip=False, rotate=False, clean_fraction=0.0, qualities=(10,))
+    base.update(kw)
+    cfg = TrainConfig(**base)
+    cfg.validate()
+    return cfg
+
+
+def test_crop_protocol_sample_is_the_compressed_clean_crop(photo_files):
+    ds = CompressedPairs(photo_files, _cfg(), 16)
+    for i in range(6):
+        clean, comp, label = ds[i]
+        assert clean.shape == comp.shape == (3, 64, 64) and label == 0
+        expected = data.to_tensor(data.jpeg_compress(Image.fromarray(clean.permute(1, 2, 0).numpy()), 10))
+        assert torch.equal(comp, expected)
+
+
+def test_mixture_samples_are_deterministic_and_off_grid(photo_files):
+    cfg = _cfg(shift_fraction=0.3, rescale_fraction=0.7, webp_fraction=0.3, chroma444_fraction=0.5,
+               max_compressions=3, flip=True, rotate=True)
+    ds, again = CompressedPairs(photo_files, cfg, 40), CompressedPairs(photo_files, cfg, 40)
+    off_grid = 0
+    for i in range(20):
+        clean, comp, _ = ds[i]
+        c2, k2, _ = again[i]
+        assert torch.equal(clean, c2) and torch.equal(comp, k2)
+        assert clean.shape == comp.shape == (3, 64, 64) and not torch.equal(clean, comp)
+        # not the crop protocol: the compressed crop is not the JPEG of the clean crop
+        recompressed = data.to_tensor(data.jpeg_compress(Image.fromarray(clean.permute(1, 2, 0).numpy()), 10))
+        off_grid += not torch.equal(comp, recompressed)
+    assert off_grid >= 18
+    # clean and compressed show the same scene: close on average
+    diffs = [(ds[i][0].float() - ds[i][1].float()).abs().mean() for i in range(10)]
+    assert max(diffs) < 40
+
+
+@pytest.mark.parametrize("kw,needle", [
+    (dict(shift_fraction=0.6, rescale_fraction=0.6), "at most 1"),
+    (dict(webp_fraction=1.5), "webp fraction"),
+    (dict(rescale_range=(0.0, 2.0)), "rescale range"),
+    (dict(init="/nonexistent/afd.safetensors"), "--init"),
+])
+def test_mixture_config_errors(kw, needle):
+    with pytest.raises((ValueError, FileNotFoundError), match=needle):
+        TrainConfig(data=[], **kw).validate()
+
+
+def test_evaluate_records_protocol_and_codec(photo_files):
+    model = afd_ext.attach(afd_ext.load_classifier("efficientnet_lite0"))  # a new AFD: the identity
+    for protocol in data.PROTOCOLS:
+        r = afd_ext.evaluate(model, [str(f) for f in photo_files], qualities=[10], progress=False,
+                             protocol=protocol, codec="webp", multi_compress=protocol == "full")
+        assert r["protocol"] == protocol and r["codec"] == "webp" and r["n_images"] == 4
+        assert r["qualities"][0]["top1_direct"] == r["qualities"][0]["top1_afd"]
+    with pytest.raises(ValueError, match="protocol"):
+        afd_ext.evaluate(model, [str(f) for f in photo_files], protocol="upload", progress=False)
+    with pytest.raises(ValueError, match="codec"):
+        afd_ext.evaluate(model, [str(f) for f in photo_files], codec="png", progress=False)
