@@ -46,6 +46,13 @@ def _float_in(lo: float, hi: float, what: str):
     return parse
 
 
+def _crop_size(text: str) -> int:
+    v = positive_int(text)
+    if v % 8:
+        raise argparse.ArgumentTypeError(f"crop must be a positive multiple of 8 (the DCT block), got {v}")
+    return v
+
+
 def _quality_or_none(text: str) -> Optional[int]:
     return None if text.lower() == "none" else _int_in(0, 100, "quality")(text)
 
@@ -78,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--block", default=TD.block, choices=["repconv", "conv"])
     t.add_argument("--steps", type=positive_int, default=TD.steps)
     t.add_argument("--batch-size", type=positive_int, default=TD.batch_size)
-    t.add_argument("--crop", type=positive_int, default=TD.crop)
+    t.add_argument("--crop", type=_crop_size, default=TD.crop)
     t.add_argument("--qualities", type=quality_type, nargs="+", default=list(TD.qualities))
     t.add_argument("--quality-range", type=quality_type, nargs=2, metavar=("LO", "HI"), default=None,
                    help="draw the quality uniformly from LO..HI instead of from --qualities")

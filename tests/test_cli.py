@@ -27,6 +27,10 @@ def _usage_error(argv, capsys):
     (["train", "--data", "x", "--steps", "-5"], "must be in >= 1, got -5"),
     (["train", "--data", "x", "--clean-fraction", "2"], "clean fraction"),
     (["demo", "--bogus"], "unrecognized arguments: --bogus"),
+    (["train", "--data", "x", "--crop", "7"], "multiple of 8"),
+    (["train", "--data", "x", "--webp-fraction", "1.5"], "fraction"),
+    (["eval", "x", "--protocol", "upload"], "invalid choice"),
+    (["predict", "x", "--skip-afd-above", "101"], "quality must be in 0..100"),
     (["frobnicate"], "invalid choice"),
     ([], "required"),
 ])
