@@ -5,7 +5,7 @@
 
     classifier            the classifier alone (``use_afd=False``)
     afd_train             AFD in training form (three-branch RepConvs), eager
-    afd_deploy_reference  re-parameterized AFD (``afd.reparameterize()``), reference ops
+    afd_deploy_reference  ``deploy("reference")``: re-parameterized AFD, reference ops
     afd_deploy_fused      ``deploy()``: re-parameterized + fused torch.ops.afd kernels
     afd_compile           ``torch.compile`` of the deployed model (skipped on CPU unless
                           ``compile=True``: compiling there takes minutes; the row says so)
@@ -32,12 +32,14 @@ import io
 import json
 import os
 import statistics
-import subprocess
+import contextlib
 import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import torch
+
+from .utils import git_commit
 
 CONFIGS = ("classifier", "afd_train", "afd_deploy_reference", "afd_deploy_fused", "afd_compile", "decode_included")
 BACKBONES = {"efficientnet_lite0": (32, "relu6"), "resnet50": (64, "relu")}
@@ -45,22 +47,16 @@ BACKBONES = {"efficientnet_lite0": (32, "relu6"), "resnet50": (64, "relu")}
 
 def build_model(backbone: str, width="small", seed: int = 0):
     """AFDClassifier (training form, eval mode, CPU) with a random non-trivial AFD."""
-    from .classifier import attach, load_classifier
-    from .modules import AFDModule
+    from .models import create_model
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; bench knows {sorted(BACKBONES)}")
-    if backbone == "resnet50":
-        import torchvision
-        classifier = torchvision.models.resnet50(weights=None)
-    else:
-        classifier = load_classifier(backbone)
-    channels, act = BACKBONES[backbone]
+    # ResNet-50's ImageNet weights are a download: its timings do not depend on them.
+    model = create_model(backbone, pretrained=backbone != "resnet50", afd={"width": width})
     g = torch.Generator().manual_seed(seed)
-    afd = AFDModule(channels, width=width, act=act)
     with torch.no_grad():  # a trained module has a non-zero last RepConv
-        for p in afd.fe.last.parameters():
+        for p in model.afd.fe.last.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.02)
-    return attach(classifier, afd=afd).eval()
+    return model
 
 
 def _variant(model, config: str):
@@ -68,8 +64,7 @@ def _variant(model, config: str):
     if config == "classifier":
         m.use_afd = False
     elif config == "afd_deploy_reference":
-        m.afd.reparameterize()
-        m.afd.fused = False
+        m.deploy("reference")
     elif config in ("afd_deploy_fused", "afd_compile", "decode_included"):
         m.deploy()
     return m.eval()
@@ -132,27 +127,6 @@ def _jpeg_batch(n: int, seed: int = 0, size=(375, 500), quality: int = 75) -> li
     return out
 
 
-def _git(*args) -> Optional[str]:
-    try:
-        here = Path(__file__).resolve().parent
-        r = subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=10)
-        return r.stdout.strip() if r.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _git_commit() -> Optional[str]:
-    """HEAD, with '-dirty' when tracked files under the package differ from it. AFD_COMMIT
-    overrides it (a copied working tree, as on a lent GPU machine, can carry a stale .git)."""
-    if os.environ.get("AFD_COMMIT"):
-        return os.environ["AFD_COMMIT"]
-    head = _git("rev-parse", "HEAD")
-    if not head:
-        return None
-    changed = _git("status", "--porcelain", "--untracked-files=no", ".")
-    return head + ("-dirty" if changed else "")
-
-
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -190,8 +164,7 @@ def count_flops(backbones: Sequence[str] = tuple(BACKBONES), widths: Sequence[st
             afd = AFDModule(channels, width=width, act=act).eval()
             train_flops = _flops(lambda: afd(feat, pixels))
             train_params = _n_params(afd)
-            afd.reparameterize()
-            afd.fused = False
+            afd.deploy("reference")
             dep_flops = _flops(lambda: afd(feat, pixels))
             dep_params = _n_params(afd)
             rows.append({
@@ -287,7 +260,7 @@ def run_e2e(device: str = "cpu", json_path: Optional[str] = None, batches: Optio
 
                             def fn(x=x, m=fn_model, dt=torch_dtype):
                                 with torch.inference_mode(), (torch.autocast(dev.type, dtype=dt)
-                                                              if dt != torch.float32 else _nullctx()):
+                                                              if dt != torch.float32 else contextlib.nullcontext()):
                                     return m(x)
                         times, first = time_fn(fn, dev, warmup, iters, budget_s)
                         med = statistics.median(times)
@@ -319,7 +292,7 @@ def run_e2e(device: str = "cpu", json_path: Optional[str] = None, batches: Optio
         "device": _device_name(dev), "device_type": dev.type, "torch": torch.__version__,
         "cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "commit": _git_commit(), "afd_backend": current_backend(dev), "threads": torch.get_num_threads(),
+        "commit": git_commit(), "afd_backend": current_backend(dev), "threads": torch.get_num_threads(),
         "afd_width": width, "channels_last": channels_last, "warmup": warmup, "iters": iters,
         "rows": rows, "flops": count_flops(backbones) if flops else [],
     }
@@ -331,14 +304,6 @@ def run_e2e(device: str = "cpu", json_path: Optional[str] = None, batches: Optio
 
 class _Skip(Exception):
     pass
-
-
-class _nullctx:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *a):
-        return False
 
 
 def _row(config, backbone, batch, dtype, dev, **kw) -> dict:
@@ -380,7 +345,7 @@ def format_markdown(result: dict) -> str:
 
 
 def write_result(result: dict, json_path) -> None:
-    from .checkpoint import atomic_write_bytes
+    from .utils import atomic_write_bytes, write_json
     p = Path(json_path)
-    atomic_write_bytes(p, (json.dumps(result, indent=2) + "\n").encode())
+    write_json(p, result)
     atomic_write_bytes(p.with_suffix(".md"), format_markdown(result).encode())

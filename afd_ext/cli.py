@@ -11,6 +11,10 @@ import sys
 from typing import Optional, Sequence
 
 from .data import CODECS, PROTOCOLS, SKIP_AFD_ABOVE_QUALITY
+from .export import FORMATS
+from .models import list_models
+from .modules import BLOCKS, FDM_MODES
+from .pipeline import AUTOCAST_DTYPES
 
 
 # -- argument types: a bad value is a usage error (exit 2) --------------------------------------
@@ -63,7 +67,7 @@ def _nonneg_float(text: str) -> float:
 
 def _add_model_args(p, checkpoint_default_help="the checkpoint shipped for the backbone"):
     p.add_argument("--backbone", default="efficientnet_lite0",
-                   choices=["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+                   choices=list_models())
     p.add_argument("--checkpoint", default=None, help=f"AFD checkpoint (.safetensors); default: {checkpoint_default_help}")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
 
@@ -79,13 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", nargs="+", required=True, help="image folders (recursive; no labels needed)")
     t.add_argument("--out", default=TD.out, help="output folder (afd.safetensors, last.safetensors, logs)")
     t.add_argument("--backbone", default=TD.backbone,
-                   choices=["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+                   choices=list_models())
     t.add_argument("--width", default=TD.width, help="FE-Net width: tiny, small, base or an integer")
-    t.add_argument("--fdm", default=TD.fdm, choices=["spatial", "global", "none"])
-    t.add_argument("--block", default=TD.block, choices=["repconv", "conv"])
+    t.add_argument("--fdm", default=TD.fdm, choices=FDM_MODES)
+    t.add_argument("--block", default=TD.block, choices=BLOCKS)
     t.add_argument("--steps", type=positive_int, default=TD.steps)
     t.add_argument("--batch-size", type=positive_int, default=TD.batch_size)
     t.add_argument("--crop", type=_crop_size, default=TD.crop)
+    t.add_argument("--scale", type=float, nargs=2, metavar=("LO", "HI"), default=list(TD.scale),
+                   help="short side resized to 256 x U(LO, HI) before the crop")
     t.add_argument("--qualities", type=quality_type, nargs="+", default=list(TD.qualities))
     t.add_argument("--quality-range", type=quality_type, nargs=2, metavar=("LO", "HI"), default=None,
                    help="draw the quality uniformly from LO..HI instead of from --qualities")
@@ -104,18 +110,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of JPEG compressions with 4:4:4 chroma (else 4:2:0)")
     t.add_argument("--init", default=TD.init, metavar="CHECKPOINT",
                    help="fine-tune this AFD checkpoint instead of training a new module")
+    t.add_argument("--flip", action=argparse.BooleanOptionalAction, default=TD.flip,
+                   help="random horizontal flips")
+    t.add_argument("--rotate", action=argparse.BooleanOptionalAction, default=TD.rotate,
+                   help="random 90-degree turns")
     t.add_argument("--lr", type=_nonneg_float, default=TD.lr)
     t.add_argument("--weight-decay", type=_nonneg_float, default=TD.weight_decay)
     t.add_argument("--warmup", type=nonneg_int, default=TD.warmup)
     t.add_argument("--clip", type=_nonneg_float, default=TD.clip)
-    t.add_argument("--l1", type=_nonneg_float, default=TD.l1_weight, help="weight of the feature L1 loss")
-    t.add_argument("--kl", type=_nonneg_float, default=TD.kl_weight, help="weight of the logit KL loss")
-    t.add_argument("--ce", type=_nonneg_float, default=TD.ce_weight, help="weight of cross-entropy on labelled images")
+    # --l1/--kl/--ce: the names of earlier releases, kept as aliases.
+    t.add_argument("--l1-weight", "--l1", type=_nonneg_float, default=TD.l1_weight,
+                   help="weight of the feature L1 loss")
+    t.add_argument("--kl-weight", "--kl", type=_nonneg_float, default=TD.kl_weight,
+                   help="weight of the logit KL loss")
+    t.add_argument("--ce-weight", "--ce", type=_nonneg_float, default=TD.ce_weight,
+                   help="weight of cross-entropy on labelled images")
     t.add_argument("--kl-temperature", type=_float_in(0.01, 100.0, "temperature"), default=TD.kl_temperature)
     t.add_argument("--holdout", type=_float_in(0.0, 0.99, "holdout"), default=TD.holdout,
                    help="fraction of labelled images held out for validation (stable split by file name)")
     t.add_argument("--val-every", type=positive_int, default=TD.val_every)
     t.add_argument("--val-images", type=positive_int, default=TD.val_images)
+    t.add_argument("--val-quality", type=quality_type, default=TD.val_quality,
+                   help="JPEG quality of the in-training validation")
     t.add_argument("--ckpt-every", type=positive_int, default=TD.ckpt_every)
     t.add_argument("--workers", type=nonneg_int, default=TD.workers)
     t.add_argument("--seed", type=int, default=TD.seed)
@@ -127,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fit the step count (at most --steps) to this wall time, fixed at the end of the "
                         "warm-up; the checkpoint records the count, and --steps N reproduces the run")
     t.add_argument("--device", default=None)
-    t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=TD.progress)
 
     e = sub.add_parser("eval", help="the evaluation protocol: top-1/top-5 per JPEG quality, direct vs AFD")
     e.add_argument("paths", nargs="+", help="labelled images: files or folders (synset in file/folder name)")
@@ -167,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--skip-afd-above", type=_quality_or_none, default=SKIP_AFD_ABOVE_QUALITY, metavar="Q",
                     help="JPEGs whose estimated quality (from their quantization tables) is above Q skip the "
                          f"AFD (default {SKIP_AFD_ABOVE_QUALITY}; 'none': run it on every image)")
-    pr.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
+    pr.add_argument("--dtype", choices=AUTOCAST_DTYPES, default=None,
                     help="autocast dtype (default: float16 on CUDA, float32 on CPU)")
     pr.add_argument("--compile", action="store_true", help="torch.compile the model")
     pr.add_argument("--cuda-graphs", action="store_true", help="replay the model as CUDA graphs (CUDA only)")
@@ -175,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     x = sub.add_parser("export", help="write the deployed classifier + AFD")
     _add_model_args(x)
-    x.add_argument("--format", choices=["torchscript", "export", "onnx"], default="export")
+    x.add_argument("--format", choices=FORMATS, default="export")
     x.add_argument("out")
 
     b = sub.add_parser("bench", help="benchmarks")
@@ -190,56 +206,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -- commands ----------------------------------------------------------------------------------
 
-def _device(name: Optional[str]):
-    import torch
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda: no CUDA device is available")
-    return dev
+def _model(a):
+    from .models import create_model
+    from .utils import resolve_device
+    return create_model(a.backbone, checkpoint=a.checkpoint, device=resolve_device(a.device))
 
 
-def load_model(backbone: str, checkpoint: Optional[str], device=None, afd: bool = True):
-    """(AFDClassifier with the checkpoint's AFD, checkpoint path or None)."""
-    from .checkpoint import load_checkpoint
-    from .classifier import attach, load_classifier
-    from .weights import shipped_checkpoint
-    classifier = load_classifier(backbone)
-    module, path = None, None
-    if afd:
-        path = str(checkpoint or shipped_checkpoint(backbone))
-        module, _ = load_checkpoint(path, backbone=backbone, channels=classifier._conv_stem.out_channels)
-    model = attach(classifier, afd=module)
-    if device is not None:
-        model = model.to(device)
-    return model.eval(), path
+def train_config(a):
+    """TrainConfig from parsed ``afd train`` flags: every field has the flag of the same name."""
+    import dataclasses
+
+    from .train import TrainConfig
+    values = {f.name: getattr(a, f.name) for f in dataclasses.fields(TrainConfig)}
+    values["width"] = int(a.width) if str(a.width).isdigit() else a.width
+    for name in ("qualities", "quality_range", "rescale_range", "scale"):
+        values[name] = tuple(values[name]) if values[name] is not None else None
+    return TrainConfig(**values)
 
 
 def cmd_train(a) -> int:
-    from .train import TrainConfig, train
-    width = int(a.width) if str(a.width).isdigit() else a.width
-    cfg = TrainConfig(data=a.data, out=a.out, backbone=a.backbone, width=width, fdm=a.fdm, block=a.block,
-                      steps=a.steps, batch_size=a.batch_size, crop=a.crop, qualities=tuple(a.qualities),
-                      quality_range=tuple(a.quality_range) if a.quality_range else None,
-                      max_compressions=a.max_compressions, clean_fraction=a.clean_fraction,
-                      shift_fraction=a.shift_fraction, rescale_fraction=a.rescale_fraction,
-                      rescale_range=tuple(a.rescale_range), webp_fraction=a.webp_fraction,
-                      chroma444_fraction=a.chroma444_fraction, init=a.init, lr=a.lr,
-                      weight_decay=a.weight_decay, warmup=a.warmup, clip=a.clip, l1_weight=a.l1, kl_weight=a.kl,
-                      ce_weight=a.ce, kl_temperature=a.kl_temperature, holdout=a.holdout, val_every=a.val_every,
-                      val_images=a.val_images, ckpt_every=a.ckpt_every, workers=a.workers, seed=a.seed,
-                      threads=a.threads, resume=a.resume, stop_after=a.stop_after, time_budget=a.time_budget,
-                      progress=not a.no_progress)
+    from .train import train
+    cfg = train_config(a)
     summary = train(cfg, device=a.device)
     print(json.dumps(summary, indent=2))
     return 0
 
 
 def cmd_eval(a) -> int:
-    import afd_ext.evaluate  # noqa: F401  (the package attribute of that name is the function)
-    ev = sys.modules["afd_ext.evaluate"]
-    model, ckpt = load_model(a.backbone, a.checkpoint, _device(a.device))
+    from . import evaluation as ev
+    model = _model(a)
+    ckpt = model.checkpoint_path
     paths = a.paths
     if a.holdout_only:
         from pathlib import Path
@@ -272,13 +268,14 @@ def _report_skipped(skipped) -> None:
 
 def cmd_demo(a) -> int:
     from .demo import run_demo
-    model, ckpt = load_model(a.backbone, a.checkpoint, _device(a.device))
+    model = _model(a)
+    ckpt = model.checkpoint_path
     result = run_demo(model, data_dir=a.data, qualities=a.quality, out_png=a.out, strict=a.strict, limit=a.limit)
     result["checkpoint"] = ckpt
     _report_skipped(result["skipped"])
     if a.json:
-        from .checkpoint import atomic_write_bytes
-        atomic_write_bytes(a.json, (json.dumps(result, indent=2) + "\n").encode())
+        from .utils import write_json
+        write_json(a.json, result)
     return 0
 
 
@@ -294,7 +291,7 @@ def cmd_predict(a) -> int:
         if a.json == "-":
             print(text)
         else:
-            from .checkpoint import atomic_write_bytes
+            from .utils import atomic_write_bytes
             atomic_write_bytes(a.json, (text + "\n").encode())
     else:
         for r in ok:

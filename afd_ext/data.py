@@ -131,6 +131,28 @@ def resize_center_crop(img: Image.Image, resize: int = RESIZE, crop: int = CROP)
     return img.crop((left, top, left + crop, top + crop))
 
 
+class EvalTransform:
+    """PIL image or uint8 tensor (3,H,W) -> uint8 tensor (3,crop,crop): short side to ``resize``
+    (bilinear, antialiased), centre crop; exactly the evaluation transform of ``afd eval``.
+    The model normalizes itself, so the output stays uint8 0..255."""
+
+    def __init__(self, resize: int = RESIZE, crop: int = CROP):
+        self.resize, self.crop = resize, crop
+
+    def __call__(self, image) -> torch.Tensor:
+        if isinstance(image, torch.Tensor):
+            if image.dtype != torch.uint8 or image.dim() != 3 or image.shape[0] != 3:
+                raise ValueError(f"a tensor image must be uint8 (3, H, W), got {image.dtype} "
+                                 f"{tuple(image.shape)}")
+            image = Image.fromarray(image.permute(1, 2, 0).cpu().numpy())
+        if not isinstance(image, Image.Image):
+            raise TypeError(f"transforms() takes a PIL image or a uint8 tensor, got {type(image).__name__}")
+        return to_tensor(resize_center_crop(_to_rgb(image), self.resize, self.crop))
+
+    def __repr__(self) -> str:
+        return f"EvalTransform(resize={self.resize}, crop={self.crop}, interpolation=bilinear, output=uint8)"
+
+
 CODECS = ("jpeg", "webp")
 CHROMA_SUBSAMPLING = {"4:2:0": 2, "4:4:4": 0}  # Pillow's `subsampling` codes
 

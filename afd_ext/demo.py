@@ -189,8 +189,7 @@ def _figure(photos, crops, rows, summary, qualities, path) -> None:
     fig.suptitle("top: clean crop; middle: JPEG at the lowest quality, direct (title) and with the AFD (below), "
                  "green = same top-1 as clean; bottom: means over the photos", fontsize=8)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
-    fig.savefig(tmp)
+    from .utils import atomic_path
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
-    tmp.replace(path)

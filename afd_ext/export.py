@@ -15,8 +15,8 @@ Which AFD implementation goes into the graph
       (``load_exported`` does it); the kernel that runs is the backend afd_ext picks there.
     * ``'torchscript'`` and ``'onnx'``: their consumers (libtorch without afd_ext, ONNX
       runtimes) do not have the custom ops, so these get a graph of standard ops only: the
-      AFD is re-parameterized (``afd.reparameterize()``, exact) but keeps the reference path
-      (``afd.fused = False``): block DCT as einsum, FDE-Net as linear layers, the last conv
+      AFD deployed on the reference path (``deploy(impl="reference")``: re-parameterized, exact,
+      no custom ops): block DCT as einsum, FDE-Net as linear layers, the last conv
       and the de-drift as conv + elementwise ops. Same function, slower than the fused ops.
       TorchScript is produced with ``torch.jit.trace`` (deprecated upstream, still the way to
       get a libtorch-loadable file); ONNX with the torch.export-based exporter (needs the
@@ -32,7 +32,6 @@ import contextlib
 import copy
 import json
 import os
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -40,6 +39,8 @@ from typing import Optional, Union
 
 import torch
 import torch.nn as nn
+
+from .utils import atomic_path
 
 FORMATS = ("export", "torchscript", "onnx")
 SUFFIX = {"export": ".pt2", "torchscript": ".pt", "onnx": ".onnx"}
@@ -67,34 +68,8 @@ def prepare(model, fmt: str) -> nn.Module:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
     model = copy.deepcopy(model).eval()
     if model.afd is not None:
-        if fmt == "export":
-            model.deploy()
-        else:
-            model.afd.reparameterize()
-            model.afd.fused = False
-            model.afd.eval()
+        model.deploy("fused" if fmt == "export" else "reference")
     return model
-
-
-@contextlib.contextmanager
-def atomic_path(out: Path):
-    """Yield a temporary path beside ``out`` (same suffix); renamed onto ``out`` on success,
-    removed on failure."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=f".tmp{out.suffix}", dir=out.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _quiet():
@@ -155,15 +130,16 @@ def export_model(model, fmt: str, out: Union[str, os.PathLike], image_size: int 
 
 def export(backbone: str, checkpoint: Optional[Union[str, os.PathLike]], fmt: str, out: Union[str, os.PathLike],
            device=None, use_afd: bool = True) -> Path:
-    """Export ``backbone`` (a name ``afd_ext.load_classifier`` knows) with the AFD of
+    """Export ``backbone`` (a name in ``afd_ext.list_models()``) with the AFD of
     ``checkpoint`` (default: the shipped one) to ``out`` in format ``fmt``
     ('export' | 'torchscript' | 'onnx'). ``device`` defaults to CPU (the graph is tied to
     the device it was exported on). Returns the path written."""
-    from .cli import load_model
+    from .models import create_model
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
     device = torch.device(device) if device is not None else torch.device("cpu")
-    model, ckpt = load_model(backbone, None if checkpoint is None else str(checkpoint), device, afd=use_afd)
+    model = create_model(backbone, afd=use_afd, checkpoint=checkpoint, device=device)
+    ckpt = model.checkpoint_path
     return export_model(model, fmt, out, image_size=224, device=device, use_afd=use_afd,
                         meta={"backbone": backbone, "checkpoint": ckpt})
 

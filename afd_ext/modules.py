@@ -11,6 +11,16 @@ from . import reference
 from .reference.constants import N_COEFF, N_DCT_CHANNELS
 
 FDM_MODES = ("spatial", "global", "none")
+# How a module computes its ops: the fused torch.ops.afd kernels or the pure-PyTorch reference.
+IMPLS = ("fused", "reference")
+# FE-Net building blocks: re-parameterizable RepConv (the paper's) or plain 3x3 convs (ablation).
+BLOCKS = ("repconv", "conv")
+
+
+def _check_impl(impl: str) -> str:
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    return impl
 # Width presets: FE-Net width w (the U-Net runs at w, 2w, 4w channels).
 WIDTH_PRESETS = {"tiny": 4, "small": 8, "base": 16}
 
@@ -116,16 +126,38 @@ class FDENet(nn.Module):
         scale = torch.full((3, N_COEFF), 1.0 / 16)
         scale[:, 0] = 1.0 / 256
         self.register_buffer("input_scale", scale.reshape(-1), persistent=False)
+        self.impl = "reference"
+        self._folded: Optional[tuple[str, ...]] = None  # names of the buffers deploy() folded
 
     def op_weights(self):
         """(w1, b1, w2, b2, w3, b3) in the layout of afd::block_dct_fdm, input scale folded into w1."""
+        if self._folded is not None:
+            return tuple(getattr(self, n) for n in self._folded)
         return (self.fc1.weight * self.input_scale, self.fc1.bias, self.fc2.weight, self.fc2.bias,
                 self.fc3.weight, self.fc3.bias)
 
-    def forward(self, img: torch.Tensor, fused: bool = False) -> torch.Tensor:
+    @torch.no_grad()
+    def deploy(self, impl: str = "fused", dtype: Optional[torch.dtype] = None) -> "FDENet":
+        """Fold the input scale into fc1 and cast the op weights to ``dtype`` once, as buffers (they
+        follow ``.to()``), instead of on every call. Training again (``train()``) drops the snapshot."""
+        self.impl = _check_impl(impl)
+        names = tuple(f"_op_w{i}" for i in range(6))
+        for name, w in zip(names, self.op_weights()):
+            self.register_buffer(name, w.detach().to(dtype or w.dtype).clone(), persistent=False)
+        self._folded = names
+        return self.eval()
+
+    def train(self, mode: bool = True):
+        if mode and self._folded is not None:
+            for name in self._folded:
+                delattr(self, name)
+            self._folded = None
+        return super().train(mode)
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
         """img (B,3,H,W) RGB 0..255, H and W multiples of 8 -> FDM (B,C,H/8,W/8)."""
-        weights = [w.to(img.dtype) for w in self.op_weights()]
-        if fused:
+        weights = [w if w.dtype == img.dtype else w.to(img.dtype) for w in self.op_weights()]
+        if self.impl == "fused":
             return torch.ops.afd.block_dct_fdm(img, *weights)
         return reference.block_dct_fdm(img, *weights)
 
@@ -187,8 +219,8 @@ class AFDModule(nn.Module):
     def __init__(self, channels: int, width: int | str = "small", act: str = "relu", fdm: str = "spatial",
                  h1: int = 128, h2: int = 64, bn: bool = False, block: str = "repconv"):
         super().__init__()
-        if block not in ("repconv", "conv"):
-            raise ValueError(f"block must be 'repconv' or 'conv', got {block!r}")
+        if block not in BLOCKS:
+            raise ValueError(f"block must be one of {BLOCKS}, got {block!r}")
         if isinstance(width, str):
             if width not in WIDTH_PRESETS:
                 raise ValueError(f"unknown width preset {width!r}; choose one of {sorted(WIDTH_PRESETS)} or an int")
@@ -202,7 +234,7 @@ class AFDModule(nn.Module):
         self.fde = FDENet(channels, h1, h2) if fdm != "none" else None
         self.fe = FENet(channels, int(width), bn=bn)
         self.fe.last.zero_init()
-        self.fused = False
+        self._impl = "reference"
         if block == "conv":
             use_plain_convs(self)
 
@@ -213,10 +245,36 @@ class AFDModule(nn.Module):
             rc.reparameterize()
         return self
 
-    def deploy(self) -> "AFDModule":
-        """Re-parameterize and switch to the fused ops torch.ops.afd.block_dct_fdm / repconv_dedrift."""
+    @property
+    def impl(self) -> str:
+        """'fused' (torch.ops.afd kernels) or 'reference' (pure PyTorch): set by deploy()/set_impl()."""
+        return self._impl
+
+    @property
+    def fused(self) -> bool:
+        return self._impl == "fused"
+
+    @property
+    def deployed(self) -> bool:
+        return all(rc.deployed for rc in self.fe.repconvs())
+
+    def set_impl(self, impl: str) -> "AFDModule":
+        """Compute with the fused ops or the reference without changing the form (the fused
+        de-drift needs the last RepConv re-parameterized; until then it runs the reference)."""
+        self._impl = _check_impl(impl)
+        if self.fde is not None:
+            self.fde.impl = impl
+        return self
+
+    def deploy(self, impl: str = "fused", dtype: Optional[torch.dtype] = None) -> "AFDModule":
+        """The inference form, in one call: every RepConv re-parameterized (exact), the FDE-Net's
+        op weights folded (and cast to ``dtype``) once, eval mode, and ``impl``: 'fused'
+        (torch.ops.afd.block_dct_fdm / repconv_dedrift) or 'reference' (the same function in
+        pure PyTorch ops, for export formats that cannot carry custom ops)."""
         self.reparameterize()
-        self.fused = True
+        self.set_impl(impl)
+        if self.fde is not None:
+            self.fde.deploy(impl, dtype)
         return self.eval()
 
     # -- forward ------------------------------------------------------------------------------
@@ -228,7 +286,7 @@ class AFDModule(nn.Module):
         pad_h, pad_w = (-h) % 8, (-w) % 8
         if pad_h or pad_w:
             img = F.pad(img, (0, pad_w, 0, pad_h), mode="replicate")
-        fdm = self.fde(img, fused=self.fused)
+        fdm = self.fde(img)
         if self.fdm_mode == "global":
             return fdm.mean(dim=(2, 3), keepdim=True)
         hf, wf = feat_size

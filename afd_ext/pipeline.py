@@ -44,23 +44,17 @@ from typing import Any, Iterable, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
+from .utils import resolve_device
 from .data import (CROP, IMAGE_EXTENSIONS, RESIZE, SKIP_AFD_ABOVE_QUALITY, ImageError, class_name, decode_image, jpeg_quality_of_bytes,
                    read_image_bytes, to_tensor)
 
 _JPEG_SOI = b"\xff\xd8\xff"
 _JPEG_EOI = b"\xff\xd9"
 _EXIF_ORIENTATION = 0x0112
+AUTOCAST_DTYPES = ("float32", "float16", "bfloat16")  # the names the CLI offers; DTYPES also takes aliases
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
           "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "half": torch.float16}
 
-
-def _resolve_device(device) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r}: no CUDA device is available")
-    return dev
 
 
 def _resolve_dtype(dtype, device: torch.device) -> torch.dtype:
@@ -205,7 +199,7 @@ class Pipeline:
                  cuda_graphs: bool = False, channels_last: bool = True, decoder: str = "auto", workers: Optional[int] = None,
                  deploy: bool = True, resize: int = RESIZE, crop: int = CROP,
                  skip_afd_above: Optional[int] = SKIP_AFD_ABOVE_QUALITY):
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         if skip_afd_above is not None and not (isinstance(skip_afd_above, int) and 0 <= skip_afd_above <= 100):
             raise ValueError(f"skip_afd_above must be an integer quality in 0..100 or None, got {skip_afd_above!r}")
         self.skip_afd_above = skip_afd_above
@@ -236,10 +230,11 @@ class Pipeline:
     def from_checkpoint(cls, backbone: str = "efficientnet_lite0", checkpoint=None, device=None,
                         use_afd: bool = True, dtype=None, compile: bool = False, channels_last: bool = True,
                         **kwargs) -> "Pipeline":
-        """The pipeline for a backbone ``afd_ext.load_classifier`` knows and an AFD checkpoint
+        """The pipeline for a backbone in ``afd_ext.list_models()`` and an AFD checkpoint
         (default: the one shipped for the backbone; not needed with ``use_afd=False``)."""
-        from .cli import load_model
-        model, ckpt = load_model(backbone, checkpoint, device=None, afd=use_afd)
+        from .models import create_model
+        model = create_model(backbone, afd=use_afd, checkpoint=checkpoint)
+        ckpt = model.checkpoint_path
         pipe = cls(model, device=device, use_afd=use_afd, dtype=dtype, compile=compile,
                    channels_last=channels_last, **kwargs)
         pipe.backbone, pipe.checkpoint = backbone, ckpt

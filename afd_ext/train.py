@@ -27,7 +27,9 @@ from tqdm import tqdm
 
 from . import __version__, data
 from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from .classifier import attach, load_classifier
+from .models import create_model
+from .modules import BLOCKS, FDM_MODES
+from .utils import resolve_device
 from .modules import AFDModule
 
 
@@ -124,8 +126,13 @@ class TrainConfig:
                              "(pass it as --steps)")
         if self.time_budget is not None and self.warmup < 10:
             raise ValueError("a time budget needs a warm-up of at least 10 steps (its speed is measured there)")
-        if self.block not in ("repconv", "conv"):
-            raise ValueError(f"block must be 'repconv' or 'conv', got {self.block!r}")
+        if self.block not in BLOCKS:
+            raise ValueError(f"block must be one of {BLOCKS}, got {self.block!r}")
+        if self.fdm not in FDM_MODES:
+            raise ValueError(f"fdm must be one of {FDM_MODES}, got {self.fdm!r}")
+        lo, hi = self.scale
+        if not 0.0 < lo <= hi:
+            raise ValueError(f"scale must satisfy 0 < lo <= hi, got {lo}-{hi}")
 
 
 def _is_holdout(path: Path, fraction: float) -> bool:
@@ -266,7 +273,7 @@ def afd_loss(model, clean: torch.Tensor, comp: torch.Tensor, labels: torch.Tenso
 @torch.no_grad()
 def validate(model, files: Sequence[Path], quality: int, limit: int) -> dict:
     """Top-1 at ``quality`` and on clean images, direct vs AFD, on held-out labelled images."""
-    from .evaluate import evaluate
+    from .evaluation import evaluate
     if not files:
         return {}
     r = evaluate(model, [str(f) for f in files[:limit]], qualities=[quality], progress=False, batch_size=50)
@@ -315,7 +322,7 @@ def train(cfg: TrainConfig, device: Optional[str] = None) -> dict:
     cfg.validate()
     cfg = dataclasses.replace(cfg)  # --time-budget sets cfg.steps; leave the caller's config alone
     rank, world = _dist_info()
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         torch.cuda.set_device(device)
@@ -327,11 +334,11 @@ def train(cfg: TrainConfig, device: Optional[str] = None) -> dict:
     if not train_files:
         raise ValueError("no training images left after the hold-out split")
 
-    classifier = load_classifier(cfg.backbone).to(device)
-    init_afd = None
-    if cfg.init is not None:  # fine-tune: the checkpoint's architecture replaces width/fdm/block
-        init_afd, _ = load_checkpoint(cfg.init, backbone=cfg.backbone)
-    model = attach(classifier, afd=init_afd, width=cfg.width, fdm=cfg.fdm, block=cfg.block).to(device)
+    # fine-tune: the checkpoint's architecture replaces width/fdm/block
+    new_afd = {"width": cfg.width, "fdm": cfg.fdm, "block": cfg.block}
+    model = create_model(cfg.backbone, afd=new_afd if cfg.init is None else True, checkpoint=cfg.init,
+                         device=device)
+    model.classifier.requires_grad_(False)  # ours, built here: only the AFD learns
     model.afd.train()
     afd = model.afd
     opt = torch.optim.AdamW([p for p in afd.parameters() if p.requires_grad], lr=cfg.lr,

@@ -73,7 +73,7 @@ def test_lite0_stem_and_real_weights():
     model = afd_ext.load_classifier("efficientnet_lite0")
     clf = afd_ext.attach(model)
     assert clf.adapter.channels == 32 and clf.afd.channels == 32 and clf.afd.act == "relu6"
-    assert all(not p.requires_grad for p in model.parameters())
+    assert all(p.requires_grad for p in model.parameters())  # attach() freezes nothing of the user's
     # real weights: BN statistics are not the defaults
     assert not torch.allclose(model._bn0.running_var, torch.ones(32))
     feat, _ = clf.stem_features(torch.rand(1, 3, 224, 224))
@@ -83,7 +83,7 @@ def test_lite0_stem_and_real_weights():
 def test_unknown_architecture_says_how_to_pass_stem_and_rest():
     with pytest.raises(ValueError, match="stem=.*rest="):
         afd_ext.attach(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Flatten()))
-    with pytest.raises(ValueError, match="unknown classifier"):
+    with pytest.raises(ValueError, match="unknown model"):
         afd_ext.load_classifier("vgg16")
 
 
@@ -112,3 +112,52 @@ def test_shapes_batch_and_layouts():
         x = torch.rand(2, 3, 64, 48)
         assert torch.allclose(clf(x.contiguous(memory_format=torch.channels_last)), clf(x), atol=1e-4)
         assert clf(torch.rand(1, 3, 57, 41)).shape == (1, 1000)  # odd sizes: the AFD pads for the DCT
+
+
+def _structure(model):
+    return [(n, type(m)) for n, m in model.named_modules()]
+
+
+@pytest.mark.parametrize("name", list(BUILDERS))
+def test_attach_leaves_the_users_classifier_unchanged(name):
+    """The classifier a user hands over computes bit-identically after attach(), in eval and in
+    training mode; no layer is replaced, no mode or requires_grad flag changes."""
+    torch.manual_seed(0)
+    model = BUILDERS[name]().eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        before_eval = model(x)
+    structure, flags = _structure(model), [p.requires_grad for p in model.parameters()]
+    clf = afd_ext.attach(model)
+    clf.train()  # the wrapper's mode never reaches the classifier
+    with torch.no_grad():
+        clf(torch.rand(2, 3, 64, 64))
+        assert torch.equal(model(x), before_eval)
+    assert not model.training and _structure(model) == structure
+    assert [p.requires_grad for p in model.parameters()] == flags
+
+
+def test_classifier_in_training_mode_runs_in_eval_inside_the_wrapper():
+    """A fresh torchvision model is in training mode: the wrapper neither uses nor updates its
+    BatchNorm statistics, and gives the model its mode back."""
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18()
+    stats = copy.deepcopy(model.bn1.running_mean)
+    clf = afd_ext.attach(model)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        out = clf(x)
+        assert torch.equal(model.bn1.running_mean, stats) and model.training
+        expect = copy.deepcopy(model).eval()(clf.normalize(x * 255))
+    assert torch.equal(out, expect)
+
+
+def test_wrapper_train_mode_keeps_classifier_statistics():
+    """AFDClassifier.train(): one forward must not move the classifier's BatchNorm statistics."""
+    clf = afd_ext.attach(afd_ext.load_classifier("efficientnet_lite0"))
+    before = {k: v.clone() for k, v in clf.classifier.state_dict().items()}
+    clf.train()
+    assert clf.training and clf.afd.training and not clf.classifier.training
+    clf(torch.rand(2, 3, 64, 64))
+    after = clf.classifier.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)

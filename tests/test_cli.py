@@ -133,3 +133,23 @@ def test_out_of_memory_is_one_clear_line(monkeypatch, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "out of device memory (CUDA out of memory. Tried to allocate 80.00 GiB)" in err
     assert "smaller --batch-size" in err and "Traceback" not in err
+
+
+def test_train_flags_are_the_train_config_fields():
+    """Every TrainConfig field has the `afd train` flag of the same name, and parsing no extra
+    flag gives TrainConfig's defaults."""
+    import dataclasses
+
+    from afd_ext.cli import build_parser, train_config
+    from afd_ext.train import TrainConfig
+    args = build_parser().parse_args(["train", "--data", "x"])
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert names <= set(vars(args)), names - set(vars(args))
+    cfg = train_config(args)
+    default = TrainConfig(data=["x"])
+    for f in dataclasses.fields(TrainConfig):
+        got, want = getattr(cfg, f.name), getattr(default, f.name)
+        assert (tuple(got) if isinstance(got, list) else got) == (tuple(want) if isinstance(want, list) else want), f.name
+    cfg = train_config(build_parser().parse_args(["train", "--data", "x", "--kl-weight", "0.7", "--no-flip",
+                                                  "--width", "12", "--no-progress"]))
+    assert cfg.kl_weight == 0.7 and cfg.flip is False and cfg.width == 12 and cfg.progress is False

@@ -42,7 +42,7 @@ def test_export_deployed_graph_uses_the_fused_ops():
 def test_training_through_the_fused_ops():
     m, feat, img = _module_and_inputs()
     m.fe.last.reparameterize()  # fused path needs the deployed last block
-    m.fused = True
+    m.set_impl("fused")
     m.train()
     loss = m(feat, img).square().mean()
     loss.backward()

@@ -166,10 +166,12 @@ def plot(result: dict, path: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
+    from .utils import atomic_path
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
 
 
 def write_json(result: dict, path: str) -> None:
-    from .checkpoint import atomic_write_bytes
-    atomic_write_bytes(path, (json.dumps(result, indent=2) + "\n").encode())
+    from .utils import write_json
+    write_json(path, result)

