@@ -1,4 +1,4 @@
-"""The evaluation protocol of DESIGN.md §1: resize 256, centre-crop 224, JPEG at each
+"""The evaluation protocol of docs/design.md §1: resize 256, centre-crop 224, JPEG at each
 quality, classify with and without the AFD in the same run."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""nn modules of the AFD method: RepConv, FDENet, FENet and AFDModule (DESIGN.md §1)."""
+"""nn modules of the AFD method: RepConv, FDENet, FENet and AFDModule (docs/design.md §1)."""
 from __future__ import annotations
 
 from typing import Optional
@@ -115,7 +115,7 @@ class FDENet(nn.Module):
 
     The coefficients are scaled by a fixed per-coefficient factor (DC ~ +-1024,
     AC much smaller) folded into ``fc1`` when the op is called, so the op
-    contract (raw coefficients in, nn.Linear layouts) stays as DESIGN.md fixes it.
+    contract (raw coefficients in, nn.Linear layouts) stays as docs/design.md §2 fixes it.
     """
 
     def __init__(self, channels: int, h1: int = 128, h2: int = 64):

@@ -1,6 +1,6 @@
 """High-throughput inference: image files or bytes -> top-k classes with the deployed AFD.
 
-``Pipeline`` runs the evaluation transform of DESIGN.md (short side to 256,
+``Pipeline`` runs the evaluation transform of docs/design.md §1 (short side to 256,
 bilinear with antialiasing, centre crop 224) *on the model's device* and feeds
 uint8 crops to a deployed :class:`~afd_ext.classifier.AFDClassifier`
 (re-parameterized AFD, fused ``torch.ops.afd`` kernels, channels_last, autocast

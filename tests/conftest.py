@@ -54,6 +54,6 @@ def backend_device_pairs():
 
 
 def tol(dtype):
-    """(rtol, atol) by dtype, as DESIGN.md §2 sets them."""
+    """(rtol, atol) by dtype, as docs/design.md §2 sets them."""
     return {torch.float64: (1e-10, 1e-9), torch.float32: (1e-5, 1e-4), torch.float16: (1e-2, 2e-2),
             torch.bfloat16: (2e-2, 5e-2)}[dtype]

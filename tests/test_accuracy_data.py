@@ -1,4 +1,4 @@
-"""The Lite0 loader and the JPEG path on real images (DESIGN.md §4 figures, measured independently)."""
+"""The Lite0 loader and the JPEG path on real images (the starting point the README's accuracy section reports)."""
 import pytest
 import torch
 
