@@ -67,6 +67,16 @@ def extensions():
     return [CppExtension("afd_ext._C", sources, extra_compile_args={"cxx": cxx}, **kw)]
 
 
+def _record_build_torch():
+    """afd_ext/_build_info.json: the torch _C is compiled against (named when _C fails to import)."""
+    import json
+
+    import torch
+    with open(os.path.join(ROOT, "afd_ext", "_build_info.json"), "w") as fh:
+        json.dump({"torch": torch.__version__, "cuda": torch.version.cuda}, fh)
+
+
+_record_build_torch()
 setup(
     ext_modules=extensions(),
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},

@@ -11,3 +11,7 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint  # noq
 from .weights import shipped_checkpoint  # noqa: F401,E402
 from .evaluation import evaluate  # noqa: F401,E402
 from .train import TrainConfig, train  # noqa: F401,E402
+
+from . import timm_models as _timm_models  # noqa: E402
+
+_timm_models.register_if_timm_loaded()  # timm users get timm.create_model("afd_efficientnet_lite0")

@@ -8,20 +8,77 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Optional
 
 import torch
 
-from .modules import AFDModule
+from .modules import BLOCKS, FDM_MODES, WIDTH_PRESETS, AFDModule
 from .utils import atomic_write_bytes, write_json
 
 FORMAT_VERSION = 1
 _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol 2+ / zip (torch.save)
+# What a checkpoint may ask for before anything is built (README "Errors"): a file of at most
+# MAX_CHECKPOINT_BYTES, and a module config whose integers lie in MODULE_INT_RANGES and whose
+# parameter count (counted on the meta device, nothing allocated) is at most MAX_AFD_PARAMS
+# (width 256 is ~33M; the shipped modules ~0.1M).
+MAX_CHECKPOINT_BYTES = 2 * 1024 ** 3
+MAX_AFD_PARAMS = 50_000_000
+MODULE_INT_RANGES = {"channels": (1, 4096), "width": (1, 1024), "h1": (1, 16384), "h2": (1, 16384)}
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used (names the file and the problem)."""
+
+
+def check_module_config(module_cfg, where: str = "module config") -> dict:
+    """The keyword arguments of ``AFDModule`` in ``module_cfg``, validated (types, names, ranges,
+    the parameter budget ``MAX_AFD_PARAMS``) before anything is built; CheckpointError naming
+    ``where`` (the file) and the first problem otherwise. Returns a copy."""
+    from .reference import ACTIVATIONS
+    if not isinstance(module_cfg, dict):
+        raise CheckpointError(f"{where}: the module config must be a JSON object, got {type(module_cfg).__name__}")
+    cfg = dict(module_cfg)
+    allowed = {"channels", "width", "act", "fdm", "h1", "h2", "bn", "block"}
+    unknown = sorted(set(cfg) - allowed)
+    if unknown:
+        raise CheckpointError(f"{where}: unknown module config key(s) {unknown}; AFDModule takes {sorted(allowed)}")
+    if "channels" not in cfg:
+        raise CheckpointError(f"{where}: the module config lacks 'channels'")
+    if isinstance(cfg.get("width"), str):
+        if cfg["width"] not in WIDTH_PRESETS:
+            raise CheckpointError(f"{where}: unknown width preset {cfg['width']!r}; choose one of "
+                                  f"{sorted(WIDTH_PRESETS)} or an integer")
+        cfg["width"] = WIDTH_PRESETS[cfg["width"]]
+    for key, (lo, hi) in MODULE_INT_RANGES.items():
+        if key not in cfg:
+            continue
+        v = cfg[key]
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise CheckpointError(f"{where}: module config {key!r} must be an integer, got {v!r}")
+        if not lo <= v <= hi:
+            raise CheckpointError(f"{where}: module config {key!r} must be in {lo}..{hi}, got {v}")
+    for key, choices in (("act", ACTIVATIONS), ("fdm", FDM_MODES), ("block", BLOCKS)):
+        if key in cfg and cfg[key] not in choices:
+            raise CheckpointError(f"{where}: module config {key!r} must be one of {list(choices)}, got {cfg[key]!r}")
+    if "bn" in cfg and not isinstance(cfg["bn"], bool):
+        raise CheckpointError(f"{where}: module config 'bn' must be true or false, got {cfg['bn']!r}")
+    with torch.device("meta"):  # count the parameters without allocating them
+        n = sum(p.numel() for p in AFDModule(**cfg).parameters())
+    if n > MAX_AFD_PARAMS:
+        raise CheckpointError(f"{where}: the module config {module_cfg} has {n} parameters, above the budget "
+                              f"afd_ext.checkpoint.MAX_AFD_PARAMS ({MAX_AFD_PARAMS})")
+    return cfg
+
+
+def check_tensors_finite(tensors: dict, where: str) -> None:
+    """CheckpointError naming ``where`` and the first tensor holding NaN or Inf."""
+    for k, v in tensors.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            n_bad = int((~torch.isfinite(v)).sum())
+            raise CheckpointError(f"{where}: tensor {k} holds {n_bad} non-finite value(s) (NaN/Inf) of {v.numel()}; "
+                                  "the run that wrote it diverged")
 
 
 def save_checkpoint(path: str | os.PathLike, afd: AFDModule, config: dict,
@@ -35,6 +92,7 @@ def save_checkpoint(path: str | os.PathLike, afd: AFDModule, config: dict,
     tensors = {k: v.detach().cpu().contiguous() for k, v in afd.state_dict().items()}
     for k, v in (extra_tensors or {}).items():
         tensors[k] = v.detach().cpu().contiguous()
+    check_tensors_finite(tensors, f"{path}: refusing to write")  # a checkpoint of NaNs is never written
     blob = save(tensors, metadata={"afd_config": json.dumps(config)})
     atomic_write_bytes(path, blob)
     write_json(path.with_suffix(".json"), config)
@@ -46,11 +104,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
     from safetensors import SafetensorError
     from safetensors.torch import load
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    if path.is_dir():
-        raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
-    blob = path.read_bytes()
+    blob = _read_regular(path, "checkpoint", MAX_CHECKPOINT_BYTES)
     looks_safetensors = len(blob) >= 9 and blob[8:9] == b"{"  # u64 header size, then the JSON header
     pickled = (blob[:1] == _PICKLE_MAGIC[0] and blob[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")) or \
         blob[:4] == _PICKLE_MAGIC[1]
@@ -72,14 +126,45 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
         side = path.with_suffix(".json")
         if not side.exists():
             raise CheckpointError(f"{path}: no AFD config (neither 'afd_config' metadata nor {side.name})")
-        raw = side.read_text()
+        raw = _read_regular(side, "config", 16 * 1024 ** 2).decode("utf-8", "replace")
     try:
         config = json.loads(raw)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise CheckpointError(f"{path}: the AFD config is not valid JSON: {exc}") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: the AFD config must be a JSON object, got {type(config).__name__}")
     if "module" not in config or "backbone" not in config:
         raise CheckpointError(f"{path}: the AFD config lacks 'module' or 'backbone'")
+    if not isinstance(config["backbone"], str):
+        raise CheckpointError(f"{path}: the AFD config's 'backbone' must be a string, got {config['backbone']!r}")
+    version = config.get("format_version", FORMAT_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format_version {version!r}; this afd_ext reads 1..{FORMAT_VERSION}")
+    check_module_config(config["module"], str(path))
+    check_tensors_finite(tensors, str(path))
     return tensors, config
+
+
+def _read_regular(path: Path, what: str, max_bytes: int) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes`` (a FIFO or device is never opened)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such {what} file") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read the {what} file: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise CheckpointError(f"{path}: is a directory, not a {what} file")
+    if not stat.S_ISREG(st.st_mode):
+        from .data import _not_regular
+        raise CheckpointError(f"{path}: {_not_regular(st.st_mode)}; the {what} must be a file")
+    if st.st_size > max_bytes:
+        raise CheckpointError(f"{path}: {st.st_size} bytes, above the {what} size cap of {max_bytes} bytes")
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(max_bytes + 1)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read the {what} file: {exc.strerror or exc}") from None
 
 
 def load_checkpoint(path: str | os.PathLike, backbone: Optional[str] = None,
@@ -98,8 +183,10 @@ def load_checkpoint(path: str | os.PathLike, backbone: Optional[str] = None,
         raise CheckpointError(f"{path}: checkpoint is for a stem of {module_cfg.get('channels')} channels, "
                               f"the classifier's stem has {channels}")
     try:
-        afd = AFDModule(**module_cfg)
-    except TypeError as exc:
+        afd = AFDModule(**check_module_config(module_cfg, str(path)))
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, CheckpointError):
+            raise
         raise CheckpointError(f"{path}: bad module config {module_cfg}: {exc}") from None
     state = {k: v for k, v in tensors.items() if not k.startswith("train_state.")}
     expected = afd.state_dict()
@@ -112,5 +199,10 @@ def load_checkpoint(path: str | os.PathLike, backbone: Optional[str] = None,
     if bad:
         raise CheckpointError(f"{path}: tensor {bad[0]} has shape {tuple(state[bad[0]].shape)}, the config "
                               f"{module_cfg} needs {tuple(expected[bad[0]].shape)}")
+    # float16/bfloat16/float64 weights are cast to the module's float32; integers or bools are not weights
+    bad = [k for k, v in expected.items() if v.is_floating_point() and not state[k].is_floating_point()]
+    if bad:
+        raise CheckpointError(f"{path}: tensor {bad[0]} has dtype {state[bad[0]].dtype}; AFD weights are floating "
+                              f"point ({expected[bad[0]].dtype})")
     afd.load_state_dict(state)
     return afd, config

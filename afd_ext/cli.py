@@ -1,17 +1,20 @@
 """The ``afd`` command: train, eval, demo, predict, export, bench.
 
 Usage errors (unknown flags, bad values) exit with status 2 and a usage line;
-problems with files or checkpoints print one ``afd: error: ...`` line and exit 1.
+problems with files, folders, checkpoints, missing optional packages or a run that
+cannot go on print one ``afd <command>: error: ...`` line and exit 1 (README "Errors").
+Output paths are checked before the work.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from typing import Optional, Sequence
 
 from .data import CODECS, PROTOCOLS, SKIP_AFD_ABOVE_QUALITY
-from .export import FORMATS
+from .export import FORMATS, check_output_file
 from .models import list_models
 from .modules import BLOCKS, FDM_MODES
 from .pipeline import AUTOCAST_DTYPES
@@ -44,10 +47,39 @@ def _float_in(lo: float, hi: float, what: str):
             v = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{what} must be a number, got {text!r}") from None
+        if not math.isfinite(v):
+            raise argparse.ArgumentTypeError(f"{what} must be a finite number, got {text!r}")
         if not lo <= v <= hi:
             raise argparse.ArgumentTypeError(f"{what} must be in [{lo}, {hi}], got {v}")
         return v
+    parse.__name__ = what
     return parse
+
+
+def _positive_float(what: str):
+    base = _float_in(0.0, float("inf"), what)
+
+    def parse(text: str) -> float:
+        v = base(text)
+        if v <= 0:
+            raise argparse.ArgumentTypeError(f"{what} must be a finite positive number, got {text!r}")
+        return v
+    parse.__name__ = what
+    return parse
+
+
+def _width(text: str):
+    from .modules import WIDTH_PRESETS
+    if text in WIDTH_PRESETS:
+        return text
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"width must be one of {', '.join(WIDTH_PRESETS)} or an integer, "
+                                         f"got {text!r}") from None
+    if not 1 <= v <= 1024:
+        raise argparse.ArgumentTypeError(f"width must be in 1..1024, got {v}")
+    return text
 
 
 def _crop_size(text: str) -> int:
@@ -84,13 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default=TD.out, help="output folder (afd.safetensors, last.safetensors, logs)")
     t.add_argument("--backbone", default=TD.backbone,
                    choices=list_models())
-    t.add_argument("--width", default=TD.width, help="FE-Net width: tiny, small, base or an integer")
+    t.add_argument("--width", type=_width, default=TD.width, help="FE-Net width: tiny, small, base or an integer")
     t.add_argument("--fdm", default=TD.fdm, choices=FDM_MODES)
     t.add_argument("--block", default=TD.block, choices=BLOCKS)
     t.add_argument("--steps", type=positive_int, default=TD.steps)
     t.add_argument("--batch-size", type=positive_int, default=TD.batch_size)
     t.add_argument("--crop", type=_crop_size, default=TD.crop)
-    t.add_argument("--scale", type=float, nargs=2, metavar=("LO", "HI"), default=list(TD.scale),
+    t.add_argument("--scale", type=_positive_float("scale"), nargs=2, metavar=("LO", "HI"), default=list(TD.scale),
                    help="short side resized to 256 x U(LO, HI) before the crop")
     t.add_argument("--qualities", type=quality_type, nargs="+", default=list(TD.qualities))
     t.add_argument("--quality-range", type=quality_type, nargs=2, metavar=("LO", "HI"), default=None,
@@ -103,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--rescale-fraction", type=frac, default=TD.rescale_fraction,
                    help="share of samples compressed at k x the classifier's scale, then resized (k in "
                         "--rescale-range, log-uniform)")
-    t.add_argument("--rescale-range", type=float, nargs=2, metavar=("LO", "HI"), default=list(TD.rescale_range))
+    t.add_argument("--rescale-range", type=_positive_float("rescale range"), nargs=2, metavar=("LO", "HI"),
+                   default=list(TD.rescale_range))
     t.add_argument("--webp-fraction", type=frac, default=TD.webp_fraction,
                    help="share of compressions through WebP instead of JPEG")
     t.add_argument("--chroma444-fraction", type=frac, default=TD.chroma444_fraction,
@@ -139,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors")
     t.add_argument("--stop-after", type=positive_int, default=None,
                    help="end this run after N steps (checkpointed); --resume continues")
-    t.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+    t.add_argument("--time-budget", type=_positive_float("time budget"), default=None, metavar="SECONDS",
                    help="fit the step count (at most --steps) to this wall time, fixed at the end of the "
                         "warm-up; the checkpoint records the count, and --steps N reproduces the run")
     t.add_argument("--device", default=None)
@@ -232,8 +265,18 @@ def cmd_train(a) -> int:
     return 0
 
 
+def _check_outputs(a, *flags) -> None:
+    """Every output file flag given, checked before the work (a directory, a path under a file,
+    an unwritable folder: one error line, exit 1, nothing computed)."""
+    for flag in flags:
+        value = getattr(a, flag, None)
+        if value is not None and value != "-":
+            check_output_file(value, f"--{flag}")
+
+
 def cmd_eval(a) -> int:
     from . import evaluation as ev
+    _check_outputs(a, "json", "plot")
     model = _model(a)
     ckpt = model.checkpoint_path
     paths = a.paths
@@ -268,6 +311,7 @@ def _report_skipped(skipped) -> None:
 
 def cmd_demo(a) -> int:
     from .demo import run_demo
+    _check_outputs(a, "out", "json")
     model = _model(a)
     ckpt = model.checkpoint_path
     result = run_demo(model, data_dir=a.data, qualities=a.quality, out_png=a.out, strict=a.strict, limit=a.limit)
@@ -281,6 +325,7 @@ def cmd_demo(a) -> int:
 
 def cmd_predict(a) -> int:
     from .pipeline import Pipeline
+    _check_outputs(a, "json")
     pipe = Pipeline.from_checkpoint(a.backbone, a.checkpoint, device=a.device, use_afd=not a.no_afd, dtype=a.dtype,
                                     compile=a.compile, cuda_graphs=a.cuda_graphs, skip_afd_above=a.skip_afd_above)
     results = pipe.predict_files(a.paths, topk=a.topk, batch_size=a.batch_size, strict=a.strict)
@@ -299,6 +344,9 @@ def cmd_predict(a) -> int:
             q = "" if r.get("jpeg_quality") is None else f"  [JPEG q~{r['jpeg_quality']}, AFD {'on' if r['afd'] else 'skipped'}]"
             print(f"{r['path']}: {top}{q}")
     _report_skipped([{"path": r["path"], "error": r["error"]} for r in bad])
+    if not ok:  # nothing classified (missing paths, empty folders, only unreadable files)
+        print(f"afd predict: error: no image could be classified ({len(bad)} path(s) failed)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -314,7 +362,8 @@ def cmd_bench(a) -> int:
         print("afd bench: only --e2e is implemented here; kernel microbenchmarks: "
               "python -m pytest bench/ (see README)", file=sys.stderr)
         return 2
-    from .bench import run_e2e
+    from .e2e_benchmark import run_e2e
+    _check_outputs(a, "json")
     run_e2e(device=a.device, json_path=a.json, batches=a.batch, compile=True if a.compile else None,
             threads=a.threads)
     return 0
@@ -322,6 +371,21 @@ def cmd_bench(a) -> int:
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "demo": cmd_demo, "predict": cmd_predict,
             "export": cmd_export, "bench": cmd_bench}
+
+
+def _os_error(exc: OSError) -> str:
+    """'PATH: reason' for an OSError from the system ('[Errno 21] Is a directory: ...' otherwise)."""
+    if exc.strerror and exc.filename is not None:
+        names = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 is not None else "")
+        return f"{names}: {exc.strerror}"
+    return str(exc) or type(exc).__name__
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and str(exc).startswith("[Errno"):
+        return _os_error(exc)
+    lines = (str(exc).strip() or type(exc).__name__).splitlines()
+    return lines[0] if len(lines) > 3 else " ".join(lines)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -333,14 +397,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .data import ImageError
     try:
         return COMMANDS[args.command](args)
-    except torch.OutOfMemoryError as exc:
+    except (torch.OutOfMemoryError, MemoryError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "out of memory"
+        where = "device memory" if isinstance(exc, torch.OutOfMemoryError) else "memory"
         hint = " use a smaller --batch-size" if hasattr(args, "batch_size") else ""
-        print(f"afd {args.command}: error: out of device memory ({first});{hint}", file=sys.stderr)
+        print(f"afd {args.command}: error: out of {where} ({first});{hint}", file=sys.stderr)
         return 1
     except (FileNotFoundError, NotADirectoryError, CheckpointError, ImageError, ValueError, TypeError,
-            RuntimeError) as exc:
-        print(f"afd {args.command}: error: {exc}", file=sys.stderr)
+            RuntimeError, ImportError) as exc:
+        print(f"afd {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # any other: a file where a folder should be, permissions, a full disk...
+        print(f"afd {args.command}: error: {_os_error(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("afd: interrupted", file=sys.stderr)

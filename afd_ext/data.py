@@ -2,7 +2,8 @@
 
 Every loader turns a file into an RGB PIL image or raises :class:`ImageError`
 (a ValueError) naming the file and the problem, so a caller can report it and
-go on with the other files.
+go on with the other files. Only regular files are opened, and nothing larger than
+the budgets below (MAX_FILE_BYTES, MAX_IMAGE_PIXELS, MAX_ASPECT_RATIO) is read or decoded.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import math
 import os
 import random
 import re
+import stat
 import warnings
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
@@ -24,6 +26,16 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 DEFAULT_QUALITIES = (25, 18, 15, 10, 7)  # ImageNet-C JPEG severities 1..5
 RESIZE, CROP = 256, 224
 _SYNSET = re.compile(r"^(n\d{8})")
+
+# Budgets every reader applies before it allocates (README "Errors"): a file is read only when it
+# is a regular file of at most MAX_FILE_BYTES; an image is decoded only when its header declares at
+# most MAX_IMAGE_PIXELS pixels (Pillow's own decompression-bomb error level, kept here so that it
+# holds whatever Image.MAX_IMAGE_PIXELS is set to) and a long side at most MAX_ASPECT_RATIO times
+# the short one (the evaluation transform scales the short side to 256: a 40000x1 strip would
+# become 10240000x256 pixels, gigabytes, before the crop).
+MAX_FILE_BYTES = 64 * 1024 * 1024
+MAX_IMAGE_PIXELS = 2 * 89_478_485
+MAX_ASPECT_RATIO = 64
 
 
 class ImageError(ValueError):
@@ -39,20 +51,19 @@ class ImageError(ValueError):
 
 def list_images(paths: str | os.PathLike | Sequence, recursive: bool = True) -> list[Path]:
     """Image files under the given files/folders (sorted, recursive). Missing paths raise
-    FileNotFoundError; no image at all raises ValueError. Broken symlinks and files with an
-    image extension are listed (loading reports them), so nothing is skipped silently."""
+    FileNotFoundError; no image at all raises ValueError. Everything that is not a folder is
+    listed: broken symlinks, FIFOs, devices and other special files with an image extension
+    inside a folder, and any such path named explicitly (loading reports each with its reason:
+    ``read_image_bytes``), so nothing is skipped silently. The one folder walk of the package."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
             it = p.rglob("*") if recursive else p.iterdir()
-            out += sorted(f for f in it if f.suffix.lower() in IMAGE_EXTENSIONS and (f.is_file() or f.is_symlink()))
-        elif p.is_file() or p.is_symlink():
-            if not p.exists():
-                out.append(p)  # a broken symlink named explicitly: reported when loaded
-            else:
-                out.append(p)
+            out += sorted(f for f in it if f.suffix.lower() in IMAGE_EXTENSIONS and not f.is_dir())
+        elif os.path.lexists(p):
+            out.append(p)  # a file, a broken symlink or a special file: reported when loaded
         else:
             raise FileNotFoundError(f"no such file or folder: {p}")
     if not out:
@@ -60,10 +71,63 @@ def list_images(paths: str | os.PathLike | Sequence, recursive: bool = True) -> 
     return out
 
 
+_SPECIAL_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                  (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _not_regular(mode: int) -> str:
+    kind = next((name for test, name in _SPECIAL_KINDS if test(mode)), "a special file")
+    return f"not a regular file but {kind}; only regular files are read"
+
+
+def file_problem(path: str | os.PathLike, max_bytes: int = MAX_FILE_BYTES) -> Optional[str]:
+    """Why ``path`` cannot be read as an image file, from its metadata alone (nothing is opened),
+    or None: missing, a broken symlink, a directory, not a regular file (FIFO, device, socket;
+    symlinks are followed), empty, or larger than ``max_bytes``."""
+    p = Path(path)
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        return "broken symbolic link" if os.path.islink(p) else "no such file"
+    except OSError as exc:
+        return f"cannot read: {exc.strerror or exc}"
+    if stat.S_ISDIR(st.st_mode):
+        return "is a directory, not an image file"
+    if not stat.S_ISREG(st.st_mode):
+        return _not_regular(st.st_mode)
+    if st.st_size == 0:
+        return "empty file"
+    if st.st_size > max_bytes:
+        return f"file of {st.st_size} bytes is above the size cap afd_ext.data.MAX_FILE_BYTES ({max_bytes} bytes)"
+    return None
+
+
+def check_image_size(width: int, height: int, name: str = "<image>") -> None:
+    """ImageError unless a ``width`` x ``height`` image fits the pixel budget
+    (``MAX_IMAGE_PIXELS``) and the aspect-ratio budget (``MAX_ASPECT_RATIO``). Call it with the
+    size a header declares, before decoding."""
+    if width < 1 or height < 1:
+        raise ImageError(name, f"empty image ({width}x{height})")
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageError(name, f"{width}x{height} image ({width * height} pixels) is too large: above the pixel "
+                               f"budget afd_ext.data.MAX_IMAGE_PIXELS ({MAX_IMAGE_PIXELS}, Pillow's "
+                               "decompression-bomb limit, Image.MAX_IMAGE_PIXELS x 2)")
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise ImageError(name, f"{width}x{height} image: aspect ratio above afd_ext.data.MAX_ASPECT_RATIO "
+                               f"({MAX_ASPECT_RATIO}:1); resized to a short side of {RESIZE} it would need "
+                               f"{round(max(width, height) * RESIZE / min(width, height))}x{RESIZE} pixels")
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        peak = 65535.0 if arr.max() > 255 else 255.0
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # 16/32-bit integers: 0..255 or 0..65535; 32-bit floats (TIFF): 0..1 when nothing exceeds 1
+        # (the float convention; Pillow's own convert() would clip them to black), else as integers.
+        arr = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        top = float(arr.max()) if arr.size else 0.0
+        if img.mode == "F" and top <= 1.0:
+            peak = 1.0
+        else:
+            peak = 255.0 if top <= 255 else (65535.0 if top <= 65535 else top)
         img = Image.fromarray(np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         img = img.convert("RGBA")
@@ -78,8 +142,11 @@ def decode_image(data: bytes, name: str = "<bytes>") -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(data))  # reads the header only
+            check_image_size(img.width, img.height, name)  # the declared size, before any pixel is decoded
             img.load()
+    except ImageError:
+        raise
     except Image.DecompressionBombError as exc:
         raise ImageError(name, f"too large for Pillow's safety limit (Image.MAX_IMAGE_PIXELS): {exc}") from None
     except (OSError, SyntaxError, ValueError) as exc:
@@ -95,21 +162,32 @@ def decode_image(data: bytes, name: str = "<bytes>") -> Image.Image:
     return _to_rgb(img)
 
 
-def read_image_bytes(path: str | os.PathLike) -> bytes:
-    """The bytes of an image file, or ImageError for a missing, empty or unreadable one."""
+def read_image_bytes(path: str | os.PathLike, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of an image file, or ImageError for a missing, empty, special (FIFO, device,
+    socket: never opened, so nothing blocks), oversized (``MAX_FILE_BYTES``) or unreadable one."""
     p = Path(path)
-    if p.is_symlink() and not p.exists():
-        raise ImageError(p, "broken symbolic link")
-    if p.is_dir():
-        raise ImageError(p, "is a directory, not an image file")
+    problem = file_problem(p, max_bytes)
+    if problem:
+        raise ImageError(p, problem)
     try:
-        data = p.read_bytes()
+        # O_NONBLOCK: should the path have become a FIFO since the check, opening it does not wait
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
     except FileNotFoundError:
         raise ImageError(p, "no such file") from None
     except OSError as exc:
         raise ImageError(p, f"cannot read: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):  # replaced between the check and the open
+            raise ImageError(p, _not_regular(st.st_mode))
+        try:
+            data = fh.read(max_bytes + 1)
+        except OSError as exc:
+            raise ImageError(p, f"cannot read: {exc.strerror or exc}") from None
     if not data:
         raise ImageError(p, "empty file")
+    if len(data) > max_bytes:
+        raise ImageError(p, f"file is above the size cap afd_ext.data.MAX_FILE_BYTES ({max_bytes} bytes)")
     return data
 
 
@@ -121,9 +199,21 @@ def load_image(path: str | os.PathLike) -> Image.Image:
 
 # -- transforms --------------------------------------------------------------------------------
 
+def check_resize(width: int, height: int) -> None:
+    """ValueError for an image the evaluation transform cannot resize within the budgets
+    (empty, or an aspect ratio above ``MAX_ASPECT_RATIO``), before anything is allocated."""
+    if width < 1 or height < 1:
+        raise ValueError(f"cannot resize an empty {width}x{height} image")
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise ValueError(f"a {width}x{height} image has an aspect ratio above afd_ext.data.MAX_ASPECT_RATIO "
+                         f"({MAX_ASPECT_RATIO}:1): resizing its short side to {RESIZE} would allocate "
+                         f"{round(max(width, height) * RESIZE / min(width, height))}x{RESIZE} pixels")
+
+
 def resize_center_crop(img: Image.Image, resize: int = RESIZE, crop: int = CROP) -> Image.Image:
     """The evaluation transform: short side to ``resize`` (bilinear), centre crop ``crop`` x ``crop``."""
     w, h = img.size
+    check_resize(w, h)
     scale = resize / min(w, h)
     nw, nh = max(crop, round(w * scale)), max(crop, round(h * scale))
     img = img.resize((nw, nh), Image.BILINEAR)

@@ -73,6 +73,9 @@ def evaluate(model, paths, qualities: Sequence[int] = data.DEFAULT_QUALITIES, *,
         if label is not None:
             labelled.append((f, label))
     if not labelled:
+        problems = [f"{f}: {why}" for f in files[:20] if (why := data.file_problem(f))]
+        if problems:  # e.g. a FIFO or a device named on the command line
+            raise ValueError(f"no readable labelled images: {'; '.join(problems[:3])}")
         raise ValueError("no labelled images: name files <synset>_... (n01440764_tench.JPEG) or put them in "
                          "folders named by synset or class index")
     if limit:
@@ -97,20 +100,25 @@ def evaluate(model, paths, qualities: Sequence[int] = data.DEFAULT_QUALITIES, *,
                                              file=sys.stderr)):
         try:
             photo = data.load_image(path)
+            rng = random.Random(seed * 1_000_003 + idx)
+            try:  # all of a file's variants or none: a failure here skips the file, never the run
+                variants = _variants(photo, qualities, multi_compress, rng, protocol, codec)
+            except (ValueError, OSError, MemoryError) as exc:
+                raise data.ImageError(path, f"cannot build its evaluation crops: {exc}") from None
         except data.ImageError as exc:
             if strict:
                 raise
             skipped.append({"path": exc.path, "error": exc.reason})
             continue
-        rng = random.Random(seed * 1_000_003 + idx)
-        for key, tensor in _variants(photo, qualities, multi_compress, rng, protocol, codec):
+        for key, tensor in variants:
             pending.setdefault(key, []).append((tensor, label))
             if len(pending[key]) >= batch_size:
                 flush(key)
     for key in list(pending):
         flush(key)
     if "clean" not in tallies:
-        raise ValueError(f"none of the {len(labelled)} labelled images could be read")
+        raise ValueError(f"none of the {len(labelled)} labelled images could be read (" + "; ".join(
+            f"{s['path']}: {s['error']}" for s in skipped[:3]) + ("; ..." if len(skipped) > 3 else "") + ")")
 
     result = {
         "backbone": backbone, "checkpoint": checkpoint, "protocol": protocol, "codec": codec,

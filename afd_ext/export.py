@@ -32,6 +32,7 @@ import contextlib
 import copy
 import json
 import os
+import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -47,6 +48,38 @@ SUFFIX = {"export": ".pt2", "torchscript": ".pt", "onnx": ".onnx"}
 ONNX_OPSET = 18
 META_NAME = "afd_export.json"
 INPUT_DOC = "float32 (B,3,H,W) RGB in [0,1]"
+
+
+def check_output_file(out: Union[str, os.PathLike], what: str = "output") -> Path:
+    """Fail before any work when a file cannot be written at ``out`` (ValueError naming ``what``
+    and the reason): a directory there, a file where a folder of the path should be, or a folder
+    where no file can be created (probed with a temporary file; missing folders are created, as
+    the atomic write would create them). Returns ``out`` as a Path."""
+    out = Path(out)
+    if out.is_dir():
+        raise ValueError(f"{what} {out}: is a directory; give a file name")
+    for folder in (out.parent, *out.parent.parents):
+        if os.path.lexists(folder):
+            if not folder.is_dir():
+                raise ValueError(f"{what} {out}: {folder} is not a folder")
+            break
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".probe", dir=out.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ValueError(f"{what} {out}: cannot write there ({exc.strerror or exc})") from None
+    return out
+
+
+def _check_onnx_packages() -> None:
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as exc:
+        raise ImportError("ONNX export needs the 'onnx' and 'onnxscript' packages: "
+                          "pip install onnx onnxscript") from exc
 
 
 class ExportWrapper(nn.Module):
@@ -91,8 +124,9 @@ def export_model(model, fmt: str, out: Union[str, os.PathLike], image_size: int 
     out = Path(out)
     if not out.suffix:
         out = out.with_suffix(SUFFIX[fmt])
-    if out.is_dir():
-        raise ValueError(f"{out}: is a directory; give a file name")
+    check_output_file(out, "export")
+    if fmt == "onnx":
+        _check_onnx_packages()
     device = torch.device(device) if device is not None else next(model.parameters()).device
     wrapper = ExportWrapper(prepare(model, fmt).to(device), use_afd=use_afd).eval()
     example = torch.rand(2, 3, image_size, image_size, device=device)
@@ -112,12 +146,6 @@ def export_model(model, fmt: str, out: Union[str, os.PathLike], image_size: int 
             with atomic_path(out) as tmp:
                 torch.jit.save(traced, str(tmp), _extra_files={META_NAME: json.dumps(info)})
         else:
-            try:
-                import onnx  # noqa: F401
-                import onnxscript  # noqa: F401
-            except ImportError as exc:
-                raise ImportError("ONNX export needs the 'onnx' and 'onnxscript' packages: "
-                                  "pip install onnx onnxscript") from exc
             with contextlib.redirect_stdout(None):
                 prog = torch.onnx.export(wrapper, (example,), input_names=["images"], output_names=["logits"],
                                          opset_version=ONNX_OPSET, dynamo=True, verbose=False,
@@ -137,6 +165,10 @@ def export(backbone: str, checkpoint: Optional[Union[str, os.PathLike]], fmt: st
     from .models import create_model
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    target = Path(out) if Path(out).suffix else Path(out).with_suffix(SUFFIX[fmt])
+    check_output_file(target, "export")  # before the model is built and traced
+    if fmt == "onnx":
+        _check_onnx_packages()
     device = torch.device(device) if device is not None else torch.device("cpu")
     model = create_model(backbone, afd=use_afd, checkpoint=checkpoint, device=device)
     ckpt = model.checkpoint_path

@@ -3,8 +3,9 @@
 Schemas and the C++/CUDA kernels live in the compiled extension (csrc/, kernels/*.cu).
 This module adds what belongs in Python, as pytorch/extension-cpp does:
 ``register_fake`` (so torch.compile / torch.export trace the ops) and
-``register_autograd`` (backward composed from the reference). When the
-extension is not built, the schemas are defined here and served by the
+``register_autograd`` (backward composed from the reference; double backward
+supported). When the extension is not built, the schemas are defined here from
+``csrc/afd_schemas.h`` (their one written definition) and served by the
 reference (CPU) and Triton (CUDA) kernels.
 
 Backend choice per device: CPU -> ``cpp``, else ``reference``; CUDA -> ``cuda``,
@@ -19,6 +20,8 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import re
+from pathlib import Path
 from typing import Callable, Dict, Optional
 
 import torch
@@ -27,11 +30,20 @@ from . import reference
 
 OP_NAMES = ("block_dct", "block_dct_fdm", "repconv_dedrift")
 BACKENDS = ("reference", "cpp", "cuda", "triton")
-_SCHEMAS = {
-    "block_dct": "block_dct(Tensor img) -> Tensor",
-    "block_dct_fdm": "block_dct_fdm(Tensor img, Tensor w1, Tensor b1, Tensor w2, Tensor b2, Tensor w3, Tensor b3) -> Tensor",
-    "repconv_dedrift": "repconv_dedrift(Tensor x, Tensor weight, Tensor? bias, Tensor fdm, Tensor feat, str act) -> Tensor",
-}
+#: The one written definition of the op schemas (C++ macros, one per line); csrc/ops.cpp compiles it.
+SCHEMA_HEADER = Path(__file__).resolve().parents[1] / "csrc" / "afd_schemas.h"
+
+
+def schemas_from_header(path: Path = SCHEMA_HEADER) -> Dict[str, str]:
+    """{op: schema} as ``csrc/afd_schemas.h`` writes them (``#define AFD_SCHEMA_<OP> "<schema>"``)."""
+    found = dict(re.findall(r'^#define AFD_SCHEMA_(\w+) "([^"]+)"$', path.read_text(), re.M))
+    return {name.lower(): schema for name, schema in found.items()}
+
+
+def compiled_schemas() -> Dict[str, str]:
+    """{op: schema} as registered with the dispatcher now, without the ``afd::`` namespace."""
+    return {op: str(getattr(torch.ops.afd, op).default._schema).removeprefix("afd::") for op in OP_NAMES}
+
 
 try:  # the compiled extension: schemas + C++ (and CUDA) kernels
     from . import _C  # noqa: F401
@@ -41,10 +53,15 @@ except ImportError as exc:  # pragma: no cover - exercised only without a build
     _EXTENSION_ERROR = str(exc)
 
 _lib_def = None
-if _C is None:
+if _C is None:  # pragma: no cover - a source tree without a build: define the schemas from the header
+    try:
+        _schemas = schemas_from_header()
+    except OSError as exc:
+        raise ImportError(f"afd_ext: the compiled extension did not import ({_EXTENSION_ERROR}) and the op "
+                          f"schemas to fall back on are missing ({exc})") from exc
     _lib_def = torch.library.Library("afd", "DEF")
-    for _schema in _SCHEMAS.values():
-        _lib_def.define(_schema)
+    for _op in OP_NAMES:
+        _lib_def.define(_schemas[_op])
 
 
 def _has_kernel(op: str, key: str) -> bool:
@@ -55,6 +72,24 @@ _COMPILED = {
     "cpp": _C is not None and all(_has_kernel(op, "CPU") for op in OP_NAMES),
     "cuda": _C is not None and all(_has_kernel(op, "CUDA") for op in OP_NAMES),
 }
+
+
+def _built_for_torch() -> str:
+    """The torch version afd_ext._C was compiled against (setup.py records it), or 'unknown'."""
+    try:
+        import json
+        return json.loads((Path(__file__).with_name("_build_info.json")).read_text())["torch"]
+    except (OSError, ValueError, KeyError):
+        return "unknown"
+
+
+if _C is None:  # say it once, at import: otherwise the ops silently run a slower backend
+    import warnings
+    warnings.warn(f"afd_ext: the compiled extension afd_ext._C did not import ({_EXTENSION_ERROR}); it was "
+                  f"built for torch {_built_for_torch()}, this is torch {torch.__version__}. torch.ops.afd.* "
+                  "use the Triton kernels where available, else the pure-PyTorch reference "
+                  "(afd_ext.available_backends() lists them); rebuild with "
+                  "`pip install --no-build-isolation -e .` against this torch.", RuntimeWarning, stacklevel=2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,15 +260,23 @@ def _repconv_dedrift_fake(x, weight, bias, fdm, feat, act):
 
 # ---------------------------------------------------------------------------------------------
 # Autograd: backward recomputes the reference under autograd (exact, and needs no extra kernels).
+# Double backward (create_graph=True, e.g. a gradient penalty) works too: autograd runs backward
+# with grad mode on, and the reference's vjp is then taken on the original inputs with
+# create_graph, so the gradients carry their own graph (reference ops all the way down).
 
 def _reference_vjp(fn, inputs, grad_out):
+    create_graph = torch.is_grad_enabled()
     with torch.enable_grad():
-        leaves = [t.detach().requires_grad_(True) if isinstance(t, torch.Tensor) and needs else None
-                  for t, needs in inputs]
+        if create_graph:
+            leaves = [t if isinstance(t, torch.Tensor) and needs else None for t, needs in inputs]
+        else:
+            leaves = [t.detach().requires_grad_(True) if isinstance(t, torch.Tensor) and needs else None
+                      for t, needs in inputs]
         args = [leaf if leaf is not None else t for leaf, (t, _) in zip(leaves, inputs)]
         out = fn(*args)
         wanted = [leaf for leaf in leaves if leaf is not None]
-        grads = torch.autograd.grad(out, wanted, grad_out, allow_unused=True) if wanted else []
+        grads = (torch.autograd.grad(out, wanted, grad_out, allow_unused=True, create_graph=create_graph)
+                 if wanted else [])
     it = iter(grads)
     return tuple(next(it) if leaf is not None else None for leaf in leaves)
 

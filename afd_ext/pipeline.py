@@ -25,7 +25,10 @@ Decoding
 
 Robustness
     A file that cannot be read or decoded gives ``{"path": ..., "error": ...}`` in its place
-    and never stops the others; ``strict=True`` raises the first such
+    and never stops the others: only regular files are read (FIFOs and devices are refused
+    unopened), within ``data.MAX_FILE_BYTES``, and every decoder route checks the header's size
+    against ``data.MAX_IMAGE_PIXELS`` / ``data.MAX_ASPECT_RATIO`` before decoding; an image a
+    batch cannot resize gets its own error row. ``strict=True`` raises the first such
     :class:`~afd_ext.data.ImageError` (in input order) instead. Folders are expanded in
     place (recursively, sorted, as :func:`afd_ext.data.list_images`) unless
     ``expand_dirs=False``.
@@ -45,8 +48,8 @@ import torch
 import torch.nn.functional as F
 
 from .utils import resolve_device
-from .data import (CROP, IMAGE_EXTENSIONS, RESIZE, SKIP_AFD_ABOVE_QUALITY, ImageError, class_name, decode_image, jpeg_quality_of_bytes,
-                   read_image_bytes, to_tensor)
+from .data import (CROP, IMAGE_EXTENSIONS, RESIZE, SKIP_AFD_ABOVE_QUALITY, ImageError, check_image_size, check_resize,
+                   class_name, decode_image, jpeg_quality_of_bytes, list_images, read_image_bytes, to_tensor)
 
 _JPEG_SOI = b"\xff\xd8\xff"
 _JPEG_EOI = b"\xff\xd9"
@@ -90,8 +93,10 @@ def nvjpeg_candidate(data: bytes) -> bool:
             with Image.open(io.BytesIO(data)) as im:
                 if im.format != "JPEG" or im.mode not in ("RGB", "L"):
                     return False
-                if Image.MAX_IMAGE_PIXELS and im.width * im.height > Image.MAX_IMAGE_PIXELS:
-                    return False  # Pillow's size limit applies to every path
+                try:  # the pixel budgets apply to every decoder: checked on the header, before decoding
+                    check_image_size(im.width, im.height)
+                except ImageError:
+                    return False  # Pillow's path reports it
                 return im.getexif().get(_EXIF_ORIENTATION, 1) in (0, 1)
     except Exception:  # anything odd: let Pillow decode it and report
         return False
@@ -135,6 +140,7 @@ def resize_center_crop_tensor(img: torch.Tensor, resize: int = RESIZE, crop: int
     (Pillow), pixel values within one grey level of it."""
     x = img if img.dim() == 4 else img.unsqueeze(0)
     h, w = x.shape[-2:]
+    check_resize(w, h)  # before the float copy and the resized tensor are allocated
     scale = resize / min(w, h)
     nw, nh = max(crop, round(w * scale)), max(crop, round(h * scale))
     y = x.float()
@@ -307,11 +313,9 @@ class Pipeline:
         items: list[_Item] = []
         for p in map(Path, paths):
             if expand_dirs and p.is_dir():
-                found = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS
-                               and (f.is_file() or f.is_symlink()))
-                if found:
-                    items += [_Item(str(f), path=f) for f in found]
-                else:
+                try:  # the package's one folder walk: special files inside are listed, then reported
+                    items += [_Item(str(f), path=f) for f in list_images(p)]
+                except ValueError:
                     items.append(_Item(str(p), error=ImageError(
                         p, f"folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")))
             else:
@@ -384,6 +388,26 @@ class Pipeline:
                 out[i] = t.to(self.device, non_blocking=True)
         return out
 
+    def _preprocess(self, chunk: list[_Item], decoded: list[Any], good: list[int]):
+        """(crops, indices) of the decoded images of a chunk; when the batch fails (an image that
+        cannot be resized within the budgets, memory), image by image: the failures become that
+        file's ImageError in ``decoded`` and never stop the others."""
+        if not good:
+            return None, good
+        try:
+            return preprocess_batch([decoded[i] for i in good], self.resize, self.crop), good
+        except Exception:
+            pass
+        crops, kept = [], []
+        for i in good:
+            try:
+                crops.append(preprocess_batch([decoded[i]], self.resize, self.crop))
+                kept.append(i)
+            except Exception as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                decoded[i] = ImageError(chunk[i].name, f"cannot resize to the model's input: {first}")
+        return (torch.cat(crops) if crops else None), kept
+
     def _run(self, items: list[_Item], topk: int, batch_size: int, strict: bool) -> list[dict]:
         results: list[dict] = []
         if not items:
@@ -407,8 +431,12 @@ class Pipeline:
                         raise first_bad
                 good = [i for i, v in enumerate(decoded) if isinstance(v, torch.Tensor)]
                 by_index = {}
+                crops, good = self._preprocess(chunk, decoded, good)
+                if strict and any(isinstance(v, ImageError) for v in decoded):  # failed in _preprocess
+                    for f in pending:
+                        f.cancel()
+                    raise next(v for v in decoded if isinstance(v, ImageError))
                 if good:
-                    crops = preprocess_batch([decoded[i] for i in good], self.resize, self.crop)
                     runs = [self._runs_afd(chunk[i].quality) for i in good]
                     for flag in (True, False):  # the files that skip the AFD never enter it
                         sel = [j for j, r in enumerate(runs) if r == flag]

@@ -8,12 +8,14 @@ under ``torchrun`` (DistributedDataParallel; gloo on CPU, nccl on GPU).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import math
 import os
 import random
+import re
 import sys
 import time
 from pathlib import Path
@@ -26,11 +28,20 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from . import __version__, data
-from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from .checkpoint import (MAX_AFD_PARAMS, CheckpointError, check_module_config, load_checkpoint, read_checkpoint,
+                         save_checkpoint)
 from .models import create_model
-from .modules import BLOCKS, FDM_MODES
-from .utils import resolve_device
+from .modules import BLOCKS, FDM_MODES, WIDTH_PRESETS
+from .utils import atomic_write_bytes, resolve_device, write_json
 from .modules import AFDModule
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the weights stopped being finite; nothing of it was written."""
+
+
+class OutputLocked(RuntimeError):
+    """Another ``afd train`` holds the output folder."""
 
 
 @dataclasses.dataclass
@@ -89,6 +100,28 @@ class TrainConfig:
     progress: bool = True
 
     def validate(self) -> None:
+        for name in ("lr", "weight_decay", "clip", "l1_weight", "kl_weight", "ce_weight", "kl_temperature"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"{name.replace('_', ' ')} must be a finite number >= 0, got {v!r}")
+        for name in ("scale", "rescale_range"):
+            if len(getattr(self, name)) != 2 or not all(math.isfinite(float(v)) for v in getattr(self, name)):
+                raise ValueError(f"{name.replace('_', ' ')} must be two finite numbers, got {getattr(self, name)!r}")
+        if self.time_budget is not None and not math.isfinite(self.time_budget):
+            raise ValueError(f"time budget must be a finite number of seconds, got {self.time_budget}")
+        w = self.width
+        if isinstance(w, str):
+            if w not in WIDTH_PRESETS:
+                raise ValueError(f"width must be one of {sorted(WIDTH_PRESETS)} or a positive integer, got {w!r}")
+        elif isinstance(w, bool) or not isinstance(w, int) or w < 1:
+            raise ValueError(f"width must be one of {sorted(WIDTH_PRESETS)} or a positive integer, got {w!r}")
+        if self.init is None:  # the parameter budget, with the smallest stem: nothing is allocated
+            try:
+                check_module_config({"channels": 1, "width": w,
+                                     "fdm": self.fdm if self.fdm in FDM_MODES else "spatial"})
+            except CheckpointError:
+                raise ValueError(f"width {w}: the AFD module would have more than "
+                                 f"afd_ext.checkpoint.MAX_AFD_PARAMS ({MAX_AFD_PARAMS}) parameters") from None
         if self.steps <= 0:
             raise ValueError(f"steps must be positive, got {self.steps}")
         if self.batch_size <= 0:
@@ -116,6 +149,8 @@ class TrainConfig:
         if not 0.0 < lo <= hi:
             raise ValueError(f"rescale range must satisfy 0 < lo <= hi, got {lo}-{hi}")
         if self.init is not None and not Path(self.init).is_file():
+            if Path(self.init).exists():  # a folder, a FIFO, a device
+                raise ValueError(f"--init {self.init}: not a regular file; give a checkpoint (.safetensors)")
             raise FileNotFoundError(f"--init: no checkpoint at {self.init}")
         if self.max_compressions < 1:
             raise ValueError(f"max compressions must be >= 1, got {self.max_compressions}")
@@ -133,6 +168,117 @@ class TrainConfig:
         lo, hi = self.scale
         if not 0.0 < lo <= hi:
             raise ValueError(f"scale must satisfy 0 < lo <= hi, got {lo}-{hi}")
+
+
+# -- the output folder: one run at a time, no stale temporary files, a log without repeats ----------
+
+LOCK_NAME = ".lock"
+# atomic_path's temporaries: .STEM.<8 random chars>.tmp[.SUFFIX] (tempfile.mkstemp)
+_STALE_TMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?$")
+
+
+def clean_stale_tmp(out: Path) -> list[Path]:
+    """Remove the temporary files an interrupted (killed) write left in ``out``; call it only
+    while holding the folder's lock. Returns what was removed."""
+    removed = []
+    for f in out.iterdir():
+        if _STALE_TMP.match(f.name) and f.is_file() and not f.is_symlink():
+            with contextlib.suppress(FileNotFoundError):
+                f.unlink()
+                removed.append(f)
+    return removed
+
+
+@contextlib.contextmanager
+def lock_output(out: str | os.PathLike):
+    """Hold ``out`` (created if needed) for one run: an exclusive ``flock`` on ``OUT/.lock``,
+    which holds the pid; a second holder gets :class:`OutputLocked` naming the first one's pid.
+    The lock goes with the process (exit, crash or SIGKILL). Stale temporary files of the folder
+    are removed once it is held."""
+    import fcntl
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: is a file, not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    fh = open(out / LOCK_NAME, "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        pid = fh.read().strip() or "unknown"
+        fh.close()
+        raise OutputLocked(f"--out {out}: another afd train (pid {pid}) is writing into this folder; wait for it "
+                           "to end or pass another --out") from None
+    try:
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        clean_stale_tmp(out)
+        yield out
+    finally:
+        with contextlib.suppress(OSError):
+            fh.seek(0)
+            fh.truncate()
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
+
+
+def _restart_log(log_path: Path, start: int) -> None:
+    """Keep the log entries of steps 1..``start`` (what the resumed checkpoint holds) and drop the
+    rest: the steps after it are run again, and a fresh run (start 0) starts a fresh log. A line
+    cut by a kill is dropped too."""
+    if not log_path.exists():
+        return
+    kept = []
+    for line in log_path.read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(entry, dict) and isinstance(entry.get("step"), int) and entry["step"] <= start:
+            kept.append(line)
+    atomic_write_bytes(log_path, "".join(line + "\n" for line in kept).encode())
+
+
+# Recipe fields a resumed run may change: they affect only what is logged and when it checkpoints.
+RESUME_MAY_CHANGE = ("val_every", "val_images", "val_quality", "ckpt_every")
+
+
+def _recipe(cfg: TrainConfig) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()
+            if k not in ("data", "out", "resume", "stop_after", "progress", "workers", "threads", "time_budget")}
+
+
+def _check_resume(path: Path, saved: dict, tensors: dict, cfg: TrainConfig) -> int:
+    """The step ``path`` (OUT/last.safetensors) was saved at, after checking that it holds training
+    state and that this run's recipe is the one it was trained with (CheckpointError naming the
+    file and every difference otherwise)."""
+    state = saved.get("train_state")
+    step = state.get("step") if isinstance(state, dict) else None
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise CheckpointError(f"--resume: {path} holds no training state (train_state.step): it is not a "
+                              "last.safetensors written by afd train")
+    if not any(k.startswith("train_state.") for k in tensors) and step > 0:
+        raise CheckpointError(f"--resume: {path} holds no optimizer state (train_state.* tensors)")
+    if saved.get("backbone") != cfg.backbone:
+        raise CheckpointError(f"--resume: {path} was trained for backbone {saved.get('backbone')!r}, this run "
+                              f"asks {cfg.backbone!r}")
+    old = saved.get("recipe")
+    if not isinstance(old, dict):
+        raise CheckpointError(f"--resume: {path} records no training recipe")
+    new = _recipe(cfg)
+
+    def norm(key, v):
+        if key == "width" and isinstance(v, str):
+            return WIDTH_PRESETS.get(v, v)
+        return list(v) if isinstance(v, tuple) else v
+    diffs = [f"{k}: {old[k]!r} there, {new[k]!r} here" for k in sorted(set(old) & set(new))
+             if k not in RESUME_MAY_CHANGE and norm(k, old[k]) != norm(k, new[k])]
+    if diffs:
+        raise CheckpointError(f"--resume: {path} was trained with another recipe ({'; '.join(diffs)}); resume "
+                              "with the flags of the first run, or train into another --out")
+    return step
 
 
 def _is_holdout(path: Path, fraction: float) -> bool:
@@ -182,15 +328,18 @@ class CompressedPairs(Dataset):
     def __getitem__(self, i):
         cfg = self.cfg
         rng = random.Random((cfg.seed * 1_000_003 + self.rank) * 10_000_019 + i)
-        for _ in range(20):  # an unreadable file: draw another (reported once by the trainer)
+        self.last_failures = []  # what this item met: the trainer reports them (see _Offset)
+        for _ in range(20):  # an unreadable file: draw another (reported by the trainer)
             path = self.files[rng.randrange(len(self.files))]
             try:
                 img = self._load(path)
                 break
-            except data.ImageError:
+            except data.ImageError as exc:
+                self.last_failures.append(f"{exc.path}: {exc.reason}")
                 continue
         else:
-            raise RuntimeError("20 unreadable images in a row; check the training folders")
+            raise RuntimeError("20 unreadable images in a row; check the training folders (e.g. "
+                               f"{self.last_failures[0]})")
         return self._pair(img, rng) + (-1 if (label := data.label_from_path(path)) is None else label,)
 
     def _pair(self, img, rng: random.Random):
@@ -313,7 +462,10 @@ def _load_optimizer_tensors(opt, tensors: dict) -> None:
         if not key.startswith("train_state."):
             continue
         _, i, name = key.split(".", 2)
-        opt.state[params[int(i)]][name] = v.to(params[int(i)].device)
+        p = params[int(i)]
+        if name in ("exp_avg", "exp_avg_sq") and v.shape != p.shape:
+            raise ValueError(f"optimizer state {key} has shape {tuple(v.shape)}, its weight {tuple(p.shape)}")
+        opt.state[p][name] = v.to(p.device)
 
 
 def train(cfg: TrainConfig, device: Optional[str] = None) -> dict:
@@ -331,8 +483,40 @@ def train(cfg: TrainConfig, device: Optional[str] = None) -> dict:
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
     train_files, held = split_files(cfg.data, cfg.holdout)
+    # Files that cannot be images (special, empty, oversized, broken links) leave before the run;
+    # those that fail to decode are met while drawing. Both are reported (log, summary, stderr).
+    unreadable: dict[str, None] = {}  # "path: reason", in the order met
+    problems = [(f, data.file_problem(f)) for f in train_files]
+    unreadable.update((f"{f}: {why}", None) for f, why in problems if why)
+    train_files = [f for f, why in problems if not why]
     if not train_files:
-        raise ValueError("no training images left after the hold-out split")
+        raise ValueError("no training images left after the hold-out split" + (
+            f" ({len(unreadable)} unreadable, e.g. {next(iter(unreadable))})" if unreadable else ""))
+    with lock_output(out) if rank == 0 else contextlib.nullcontext():
+        return _train_locked(cfg, device, rank, world, out, train_files, held, unreadable)
+
+
+def _nonfinite_tensor(module) -> Optional[str]:
+    """The name of the first weight or buffer of ``module`` holding NaN/Inf (one device sync)."""
+    items = [(k, v) for k, v in module.state_dict().items() if v.is_floating_point()]
+    if not items:
+        return None
+    ok = torch.stack([torch.isfinite(v).all() for _, v in items])
+    if bool(ok.all()):
+        return None
+    return next(k for (k, _), good in zip(items, ok.tolist()) if not good)
+
+
+def _train_locked(cfg: TrainConfig, device, rank: int, world: int, out: Path, train_files, held,
+                  unreadable: dict) -> dict:
+    start = 0
+    last = out / "last.safetensors"
+    resume_tensors = None
+    if cfg.resume:  # checked before anything is built
+        if not last.exists():
+            raise FileNotFoundError(f"--resume: no checkpoint to resume from at {last}")
+        resume_tensors, saved = read_checkpoint(last)
+        start = _check_resume(last, saved, resume_tensors, cfg)
 
     # fine-tune: the checkpoint's architecture replaces width/fdm/block
     new_afd = {"width": cfg.width, "fdm": cfg.fdm, "block": cfg.block}
@@ -343,15 +527,15 @@ def train(cfg: TrainConfig, device: Optional[str] = None) -> dict:
     afd = model.afd
     opt = torch.optim.AdamW([p for p in afd.parameters() if p.requires_grad], lr=cfg.lr,
                             weight_decay=cfg.weight_decay)
-    start = 0
-    last = out / "last.safetensors"
-    if cfg.resume:
-        if not last.exists():
-            raise FileNotFoundError(f"--resume: no checkpoint to resume from at {last}")
-        tensors, saved = read_checkpoint(last)
-        afd.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("train_state.")})
-        _load_optimizer_tensors(opt, tensors)
-        start = int(saved["train_state"]["step"])
+    if resume_tensors is not None:
+        try:
+            afd.load_state_dict({k: v for k, v in resume_tensors.items() if not k.startswith("train_state.")})
+            _load_optimizer_tensors(opt, resume_tensors)
+        except (RuntimeError, ValueError, KeyError, IndexError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise CheckpointError(f"--resume: {last}: its weights do not fit the module this run builds "
+                                  f"({first})") from None
+    saved_step = start if cfg.resume else None  # the step of the last checkpoint on disk
     ddp = afd
     if world > 1:
         ddp = torch.nn.parallel.DistributedDataParallel(afd, device_ids=[device.index] if device.type == "cuda"
@@ -365,9 +549,7 @@ def train(cfg: TrainConfig, device: Optional[str] = None) -> dict:
                         pin_memory=device.type == "cuda")
     config = {
         "backbone": cfg.backbone, "version": __version__,
-        "recipe": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()
-                   if k not in ("data", "out", "resume", "stop_after", "progress", "workers", "threads",
-                                "time_budget")},
+        "recipe": _recipe(cfg),
         "data": {"folders": [str(p) for p in cfg.data], "n_train": len(train_files),
                  "holdout_files": sorted(f.name for f in held)},
         "world_size": world, "device": device.type,
@@ -376,23 +558,41 @@ def train(cfg: TrainConfig, device: Optional[str] = None) -> dict:
     log_path = out / "train_log.jsonl"
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
+        _restart_log(log_path, start)  # a killed run's steps after the checkpoint are run (and logged) again
+    new_unreadable = list(unreadable)
     t0 = time.time()
     history = []
     bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step",
                disable=not cfg.progress or rank != 0, file=sys.stderr)
     step = start
     rate_from = None  # (step, time) where the speed measurement for --time-budget starts
-    for clean, comp, labels in loader:
+
+    def diverged(what: str) -> TrainingDiverged:
+        kept = (f"the last finite checkpoint is {last} (step {saved_step})" if saved_step is not None
+                else "no checkpoint was written")
+        return TrainingDiverged(f"training diverged at step {step + 1}: {what} (lr {opt.param_groups[0]['lr']:g}); "
+                                f"stopped without saving it, {kept}. Lower --lr or --clip")
+
+    for clean, comp, labels, failed in loader:
         if step >= cfg.steps:
             break
+        for line in (ln for f in failed if f for ln in f.split("\n")):
+            if line not in unreadable:
+                unreadable[line] = None
+                new_unreadable.append(line)
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, cfg)
         clean, comp, labels = clean.to(device), comp.to(device), labels.to(device)
         loss, parts = afd_loss(model, clean, comp, labels, cfg, afd=ddp)
+        if world == 1 and not math.isfinite(float(loss.detach())):  # (DDP: the weight check, on every rank)
+            raise diverged(f"the loss is {float(loss.detach())}")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(afd.parameters(), cfg.clip)
         opt.step()
+        bad = _nonfinite_tensor(afd)
+        if bad is not None:
+            raise diverged(f"weight {bad} is no longer finite")
         step += 1
         if cfg.time_budget is not None:
             if step == min(20, cfg.warmup // 2):  # past the workers' start-up
@@ -415,6 +615,12 @@ def train(cfg: TrainConfig, device: Optional[str] = None) -> dict:
         if rank == 0:
             entry = {"step": step, "loss": float(loss.detach()), **parts, "lr": opt.param_groups[0]["lr"],
                      "time_s": round(time.time() - t0, 1)}
+            if new_unreadable:  # skipped training images, reported where they were met (first few)
+                entry["unreadable"] = {"new": len(new_unreadable), "total": len(unreadable),
+                                       "first": new_unreadable[:5]}
+                for line in new_unreadable[:5]:
+                    tqdm.write(f"skipped unreadable training image {line}", file=sys.stderr)
+                new_unreadable = []
             if step % cfg.val_every == 0 or step == cfg.steps:
                 afd.eval()
                 entry["val"] = validate(model, held, cfg.val_quality, cfg.val_images)
@@ -426,6 +632,7 @@ def train(cfg: TrainConfig, device: Optional[str] = None) -> dict:
             if step % cfg.ckpt_every == 0 or step == cfg.steps or step == cfg.stop_after:
                 save_checkpoint(last, afd, {**config, "train_state": {"step": step}},
                                 extra_tensors=_optimizer_tensors(opt))
+                saved_step = step
         if cfg.stop_after is not None and step >= cfg.stop_after:
             break
     bar.close()
@@ -436,10 +643,14 @@ def train(cfg: TrainConfig, device: Optional[str] = None) -> dict:
         dist.all_gather_object(digests, digest)
     summary = {"steps": step, "total_steps": cfg.steps, "resumed_from": start, "wall_s": round(time.time() - t0, 1),
                "world_size": world, "param_digests": digests,
-               "final_val": next((h["val"] for h in reversed(history) if "val" in h), None)}
+               "final_val": next((h["val"] for h in reversed(history) if "val" in h), None),
+               "unreadable_files": {"count": len(unreadable), "first": list(unreadable)[:5]}}
+    if unreadable and rank == 0:
+        tqdm.write(f"skipped {len(unreadable)} unreadable training image(s) (train_summary.json: unreadable_files)",
+                   file=sys.stderr)
     if rank == 0 and step >= cfg.steps:
         save_checkpoint(out / "afd.safetensors", afd, {**config, "train_summary": summary})
-        (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(out / "train_summary.json", summary)
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
@@ -454,4 +665,6 @@ class _Offset(Dataset):
         return len(self.ds)
 
     def __getitem__(self, i):
-        return self.ds[i + self.offset]
+        """The dataset's item + the unreadable files it met ("" or lines "path: reason")."""
+        item = self.ds[i + self.offset]
+        return (*item, "\n".join(getattr(self.ds, "last_failures", [])))

@@ -1,5 +1,7 @@
 // Argument checks shared by the C++ and CUDA launchers. Same exception types and
 // wording as python/checks.py: ValueError for shapes and devices, TypeError for dtypes.
+// They carry the ops' shape contract (python/functional.py): empty outputs are allowed (every
+// launcher returns them before touching data), layers over no inputs (Cin, h1, h2 = 0) are not.
 #pragma once
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
@@ -54,17 +56,18 @@ inline void check_fde_weights(const at::Tensor& img, const at::Tensor& w1, const
   check_same("b3", b3, "img", img);
   TORCH_CHECK_VALUE(w1.dim() == 2 && w1.size(1) == kDctChannels, "w1 must have shape (h1, 192), got ", w1.sizes());
   const int64_t h1 = w1.size(0);
+  TORCH_CHECK_VALUE(h1 > 0, "w1 must have at least one row (h1 >= 1; a layer over no inputs is not defined), got ",
+                    w1.sizes());
   TORCH_CHECK_VALUE(b1.dim() == 1 && b1.size(0) == h1, "b1 must have shape (", h1, "), got ", b1.sizes());
   TORCH_CHECK_VALUE(w2.dim() == 2 && w2.size(1) == h1, "w2 must have shape (h2, ", h1, "), got ", w2.sizes());
   const int64_t h2 = w2.size(0);
+  TORCH_CHECK_VALUE(h2 > 0, "w2 must have at least one row (h2 >= 1; a layer over no inputs is not defined), got ",
+                    w2.sizes());
   TORCH_CHECK_VALUE(b2.dim() == 1 && b2.size(0) == h2, "b2 must have shape (", h2, "), got ", b2.sizes());
   TORCH_CHECK_VALUE(w3.dim() == 2 && w3.size(1) == h2, "w3 must have shape (C, ", h2, "), got ", w3.sizes());
   TORCH_CHECK_VALUE(b3.dim() == 1 && b3.size(0) == w3.size(0), "b3 must have shape (", w3.size(0), "), got ",
                     b3.sizes());
 }
-
-// act codes used by every kernel
-enum class Act : int { kRelu = 0, kRelu6 = 1, kIdentity = 2 };
 
 inline Act parse_act(c10::string_view act) {
   if (act == "relu") return Act::kRelu;
@@ -74,12 +77,17 @@ inline Act parse_act(c10::string_view act) {
   return Act::kIdentity;
 }
 
+// An FDM axis of `cells` tiles a feature axis of `pixels` (python/checks.py grid_divides).
+inline bool grid_divides(int64_t cells, int64_t pixels) { return cells > 0 ? pixels % cells == 0 : pixels == 0; }
+
 inline void check_repconv_dedrift(const at::Tensor& x, const at::Tensor& weight,
                                   const c10::optional<at::Tensor>& bias, const at::Tensor& fdm,
                                   const at::Tensor& feat) {
   check_float("x", x);
   TORCH_CHECK_VALUE(x.dim() == 4, "x must have shape (B, Cin, Hf, Wf), got ", x.sizes());
   const int64_t B = x.size(0), Cin = x.size(1), Hf = x.size(2), Wf = x.size(3);
+  TORCH_CHECK_VALUE(Cin > 0, "x must have at least one channel (Cin >= 1; a conv over no input channels is not "
+                    "defined), got ", x.sizes());
   check_same("weight", weight, "x", x);
   TORCH_CHECK_VALUE(weight.dim() == 4 && weight.size(1) == Cin && weight.size(2) == 3 && weight.size(3) == 3,
                     "weight must have shape (C, ", Cin, ", 3, 3), got ", weight.sizes());
@@ -97,7 +105,7 @@ inline void check_repconv_dedrift(const at::Tensor& x, const at::Tensor& weight,
   TORCH_CHECK_VALUE(fdm.dim() == 4 && fdm.size(0) == B && fdm.size(1) == C, "fdm must have shape (", B, ", ", C,
                     ", Hb, Wb), got ", fdm.sizes());
   const int64_t Hb = fdm.size(2), Wb = fdm.size(3);
-  TORCH_CHECK_VALUE(Hb > 0 && Wb > 0 && Hf % Hb == 0 && Wf % Wb == 0, "fdm grid ", Hb, "x", Wb,
+  TORCH_CHECK_VALUE(grid_divides(Hb, Hf) && grid_divides(Wb, Wf), "fdm grid ", Hb, "x", Wb,
                     " must divide the feature grid ", Hf, "x", Wf, " (Hf % Hb == Wf % Wb == 0)");
 }
 

@@ -1,5 +1,5 @@
 // The shared math of the C++ and CUDA kernels, in one place for C++:
-// JPEG's colour transform, the orthonormal 8x8 DCT-II matrix and the zig-zag order.
+// JPEG's colour transform, the orthonormal 8x8 DCT-II matrix, the zig-zag order and the activation codes.
 // Python twin: python/constants.py (tests/test_constants.py checks they agree).
 #pragma once
 
@@ -41,5 +41,8 @@ constexpr double kDct[8][8] = {
 
 // kZigzag[k] = row * 8 + col of zig-zag index k.
 constexpr int kZigzag[64] = {0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13, 6, 7, 14, 21, 28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59, 52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63};
+
+// Activation codes of every kernel (the Triton kernel's ACT too): python/constants.py ACT_CODES.
+enum class Act : int { kRelu = 0, kRelu6 = 1, kIdentity = 2 };
 
 }  // namespace afd

@@ -1,7 +1,9 @@
-// The afd op schemas: one per op. Kernels register in their own files
+// The afd op schemas (text: afd_schemas.h). Kernels register in their own files
 // (csrc/*_cpu.cpp for CPU, csrc/cuda/*_cuda.cpp for CUDA); fake kernels and
 // autograd are registered from Python (afd_ext/ops.py).
 #include <torch/library.h>
+
+#include "afd_schemas.h"
 
 #ifdef AFD_PYTHON_MODULE
 #include <Python.h>
@@ -15,7 +17,7 @@ PyObject* PyInit__C(void) {
 #endif
 
 TORCH_LIBRARY(afd, m) {
-  m.def("block_dct(Tensor img) -> Tensor");
-  m.def("block_dct_fdm(Tensor img, Tensor w1, Tensor b1, Tensor w2, Tensor b2, Tensor w3, Tensor b3) -> Tensor");
-  m.def("repconv_dedrift(Tensor x, Tensor weight, Tensor? bias, Tensor fdm, Tensor feat, str act) -> Tensor");
+  m.def(AFD_SCHEMA_BLOCK_DCT);
+  m.def(AFD_SCHEMA_BLOCK_DCT_FDM);
+  m.def(AFD_SCHEMA_REPCONV_DEDRIFT);
 }

@@ -48,6 +48,13 @@ def device_guard(t: torch.Tensor):
     return contextlib.nullcontext()
 
 
+def check_block_count(op: str, n_blocks: int, block_m: int) -> None:
+    """The flat block index of the DCT kernels is int32 (an int64 one costs registers); 2^31 blocks
+    would be a 1.6 TB image, so this only guards against a size nothing could allocate."""
+    if n_blocks + block_m > 2 ** 31 - 1:
+        raise ValueError(f"afd triton {op}: too many 8x8 blocks ({n_blocks}) for one call; split the batch")
+
+
 def next_pow2(n: int, lo: int = 16, hi: int | None = None) -> int:
     """Smallest power of two >= n, clamped to [lo, hi] (tl.dot needs every dim >= 16)."""
     p = max(lo, triton.next_power_of_2(max(int(n), 1)))
@@ -84,8 +91,11 @@ def block_dct_tile(img_ptr, basis_t_ptr, ycc_ptr, pid, n_blocks, n_hb, n_wb, s_b
                    BLOCK_M: tl.constexpr, ACC: tl.constexpr):
     """The DCT of the program's BLOCK_M 8x8 blocks (flat index over (B, Hb, Wb)), shared by the
     block_dct and block_dct_fdm kernels: returns the (BLOCK_M, 64) zig-zag coefficient tiles of Y,
-    Cb and Cr, the blocks' (b, hb, wb) as int64 and the (BLOCK_M, 1) validity mask."""
-    rm = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    Cb and Cr, the blocks' (b, hb, wb) as int64 and the (BLOCK_M, 1) validity mask.
+    Offsets are int64: an int32 stride (Triton passes an int that fits as int32) times an index
+    can pass 2^31 on large images and views."""
+    s_c = tl.cast(s_c, tl.int64)
+    rm = pid * BLOCK_M + tl.arange(0, BLOCK_M)  # int32: check_block_count bounds it
     wb = (rm % n_wb).to(tl.int64)
     t = rm // n_wb
     hb = (t % n_hb).to(tl.int64)

@@ -1,6 +1,7 @@
 // Device-side helpers shared by kernels/*.cu: number traits (load/convert, float32 accumulation),
 // the DCT / colour / zig-zag tables in __constant__ memory (built at compile time from
-// csrc/afd_constants.h), and thin PTX wrappers (cp.async, ldmatrix, mma.sync).
+// csrc/afd_constants.h), the 8-point DCT of both block-DCT kernels, and thin PTX wrappers
+// (cp.async, ldmatrix, mma.sync).
 //
 // When AFD_EMU is defined (a CPU emulation harness compiles these files as plain C++), the PTX
 // wrappers and the launch macro are supplied by that harness instead.
@@ -89,6 +90,23 @@ __device__ __forceinline__ double ycc_offset<double>(int cc) {
   return c_tab.ycc_off_d[cc];
 }
 
+// One 8-point DCT-II, the building block of every separable 8x8 DCT here (a row pass, then a
+// column pass): out[u * out_stride] = sum_x kDct[u][x] * in[x * in_stride]. All 8 inputs are read
+// before any output is written, so in == out (in place) is fine.
+template <typename A>
+__device__ __forceinline__ void dct8(const A* in, int in_stride, A* out, int out_stride) {
+  A v[8];
+#pragma unroll
+  for (int x = 0; x < 8; ++x) v[x] = in[x * in_stride];
+#pragma unroll
+  for (int u = 0; u < 8; ++u) {
+    A s = 0;
+#pragma unroll
+    for (int x = 0; x < 8; ++x) s += dct_coef<A>(u, x) * v[x];
+    out[u * out_stride] = s;
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Number traits: storage type T, accumulation type Acc (float for the half types).
 template <typename T>
@@ -129,9 +147,9 @@ __device__ __forceinline__ typename Num<T>::Acc load_acc(const T* p) {
 
 template <typename A>
 __device__ __forceinline__ A apply_act(A v, int act) {
-  // NaN-propagating like torch.relu / relu6.
-  if (act == 0) return v < A(0) ? A(0) : v;
-  if (act == 1) return v < A(0) ? A(0) : (v > A(6) ? A(6) : v);
+  // act: an afd::Act code (csrc/afd_constants.h). NaN-propagating like torch.relu / relu6.
+  if (act == static_cast<int>(Act::kRelu)) return v < A(0) ? A(0) : v;
+  if (act == static_cast<int>(Act::kRelu6)) return v < A(0) ? A(0) : (v > A(6) ? A(6) : v);
   return v;
 }
 

@@ -65,16 +65,7 @@ __global__ void __launch_bounds__(kThreads) block_dct_kernel(const T* __restrict
     const int y = t & 7, blk = (t >> 3) % TW, cc = t / (8 * TW);
     if (blk < nblk) {
       A* row = s_pix + (cc * 8 + y) * RS + blk * 8;
-      A v[8];
-#pragma unroll
-      for (int x = 0; x < 8; ++x) v[x] = row[x];
-#pragma unroll
-      for (int u = 0; u < 8; ++u) {
-        A s = 0;
-#pragma unroll
-        for (int x = 0; x < 8; ++x) s += dct_coef<A>(u, x) * v[x];
-        row[u] = s;
-      }
+      dct8<A>(row, 1, row, 1);
     }
   }
   __syncthreads();
@@ -82,19 +73,8 @@ __global__ void __launch_bounds__(kThreads) block_dct_kernel(const T* __restrict
   // 3. column pass (vertical frequencies) -> s_out[(cc*64 + u*8 + col) * OS + blk].
   for (int t = tid; t < 3 * TW * 8; t += kThreads) {
     const int col = t & 7, blk = (t >> 3) % TW, cc = t / (8 * TW);
-    if (blk < nblk) {
-      const A* cp = s_pix + cc * 8 * RS + blk * 8 + col;
-      A v[8];
-#pragma unroll
-      for (int y = 0; y < 8; ++y) v[y] = cp[y * RS];
-#pragma unroll
-      for (int u = 0; u < 8; ++u) {
-        A s = 0;
-#pragma unroll
-        for (int y = 0; y < 8; ++y) s += dct_coef<A>(u, y) * v[y];
-        s_out[(cc * 64 + u * 8 + col) * OS + blk] = s;
-      }
-    }
+    if (blk < nblk)
+      dct8<A>(s_pix + cc * 8 * RS + blk * 8 + col, RS, s_out + (cc * 64 + col) * OS + blk, 8 * OS);
   }
   __syncthreads();
 

@@ -164,32 +164,14 @@ __global__ void __launch_bounds__(kGenThreads) fdm_generic_kernel(const T* __res
   for (int t = tid; t < 3 * 8 * NB; t += kGenThreads) {
     const int j = t % NB, y = (t / NB) & 7, cc = t / (8 * NB);
     A* base = sD + (cc * 64 + y * 8) * NBP + j;
-    A v[8];
-#pragma unroll
-    for (int x = 0; x < 8; ++x) v[x] = base[x * NBP];
-#pragma unroll
-    for (int u = 0; u < 8; ++u) {
-      A s = 0;
-#pragma unroll
-      for (int x = 0; x < 8; ++x) s += dct_coef<A>(u, x) * v[x];
-      base[u * NBP] = s;
-    }
+    dct8<A>(base, NBP, base, NBP);
   }
   __syncthreads();
   // Column pass: task (cc, col, j): natural index u*8 + col.
   for (int t = tid; t < 3 * 8 * NB; t += kGenThreads) {
     const int j = t % NB, col = (t / NB) & 7, cc = t / (8 * NB);
     A* base = sD + (cc * 64 + col) * NBP + j;
-    A v[8];
-#pragma unroll
-    for (int y = 0; y < 8; ++y) v[y] = base[y * 8 * NBP];
-#pragma unroll
-    for (int u = 0; u < 8; ++u) {
-      A s = 0;
-#pragma unroll
-      for (int y = 0; y < 8; ++y) s += dct_coef<A>(u, y) * v[y];
-      base[u * 8 * NBP] = s;
-    }
+    dct8<A>(base, 8 * NBP, base, 8 * NBP);
   }
   __syncthreads();
   gen_dense<T, true>(w1, b1, h1, 192, sD, sH1, s_izz, 0, nullptr, nullptr, 0, nvalid);

@@ -65,6 +65,7 @@ def block_dct(img: torch.Tensor) -> torch.Tensor:
         block_m, warps = U.next_pow2(n_blocks, 16, INTERP_MAX_BLOCK_M), 4
     else:
         block_m, warps = GPU_BLOCK_M, GPU_NUM_WARPS
+    U.check_block_count("block_dct", n_blocks, block_m)
     grid = (triton.cdiv(n_blocks, block_m),)
     with U.device_guard(img):
         _block_dct_kernel[grid](

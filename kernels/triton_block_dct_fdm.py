@@ -13,7 +13,8 @@ per 8x8 block, D the block's 192 DCT coefficients. D never goes to memory:
 
 h1, h2, C are padded to powers of two (>= 16, tl.dot's minimum) with masked loads; padded
 hidden units are forced to 0 after the ReLU so a NaN/Inf in D cannot leak through them.
-Accumulation is float32 (float64 for float64 input) with IEEE precision (no TF32). As in the
+Offsets are int64 (strides cast on entry). Accumulation is float32 (float64 for float64 input)
+with IEEE precision (no TF32). As in the
 reference (which stores D in the input dtype before the MLP), D is rounded to the input dtype;
 for float16/bfloat16, layer 1 then multiplies half D by half W1 on tensor cores with float32
 accumulation (exact products), layers 2-3 run in float32.
@@ -58,6 +59,17 @@ def _block_dct_fdm_kernel(
 ):
     IN: tl.constexpr = img_ptr.dtype.element_ty
     ACC: tl.constexpr = tl.float64 if IN == tl.float64 else tl.float32
+    # int64 strides: an int32 stride times an index can pass 2^31 (strided views, big outputs).
+    w1_s0 = tl.cast(w1_s0, tl.int64)
+    w1_s1 = tl.cast(w1_s1, tl.int64)
+    b1_s = tl.cast(b1_s, tl.int64)
+    w2_s0 = tl.cast(w2_s0, tl.int64)
+    w2_s1 = tl.cast(w2_s1, tl.int64)
+    b2_s = tl.cast(b2_s, tl.int64)
+    w3_s0 = tl.cast(w3_s0, tl.int64)
+    w3_s1 = tl.cast(w3_s1, tl.int64)
+    b3_s = tl.cast(b3_s, tl.int64)
+    o_c = tl.cast(o_c, tl.int64)
     d0, d1, d2, b, hb64, wb64, mask = block_dct_tile(img_ptr, basis_t_ptr, ycc_ptr, tl.program_id(0), n_blocks,
                                                      n_hb, n_wb, s_b, s_c, s_h, s_w, BLOCK_M, ACC)
     k = tl.arange(0, 64)  # zig-zag coefficient index within a colour
@@ -76,11 +88,11 @@ def _block_dct_fdm_kernel(
     n2 = tl.arange(0, H2P)
     n2_mask = n2 < H2
     acc2 = tl.zeros((BLOCK_M, H2P), dtype=ACC)
-    kcol = k.to(tl.int64) * w1_s1
+    kcol = k * w1_s1
     for j0 in range(0, H1, BLOCK_H1):
         j = j0 + tl.arange(0, BLOCK_H1)
         j_mask = j < H1
-        w1_rows = w1_ptr + j.to(tl.int64)[None, :] * w1_s0 + kcol[:, None]  # (64, BLOCK_H1): W1^T chunk
+        w1_rows = w1_ptr + j[None, :] * w1_s0 + kcol[:, None]  # (64, BLOCK_H1): W1^T chunk
         w1_m = j_mask[None, :]
         h = tl.dot(d0, tl.load(w1_rows, mask=w1_m, other=0.0).to(L1), input_precision="ieee", out_dtype=ACC)
         h = tl.dot(d1, tl.load(w1_rows + 64 * w1_s1, mask=w1_m, other=0.0).to(L1), h, input_precision="ieee")
@@ -107,7 +119,7 @@ def _block_dct_fdm_kernel(
         # sigmoid via e = exp(-|o|): no overflow, exact limits at +-inf, NaN stays NaN
         e = tl.exp(-tl.abs(o))
         o = tl.where(o >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-        tl.store(out_base + cc.to(tl.int64)[None, :] * o_c, o.to(out_ptr.dtype.element_ty),
+        tl.store(out_base + cc[None, :] * o_c, o.to(out_ptr.dtype.element_ty),
                  mask=mask & c_mask[None, :])
 
 
@@ -137,6 +149,7 @@ def block_dct_fdm(img: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: tor
         block_m, warps = GPU_BLOCK_M, GPU_NUM_WARPS
         block_h1 = U.next_pow2(h1, 16, GPU_BLOCK_H1)
         block_c = U.next_pow2(c, 16, GPU_MAX_BLOCK_C)
+    U.check_block_count("block_dct_fdm", n_blocks, block_m)
     grid = (triton.cdiv(n_blocks, block_m),)
     with U.device_guard(img):
         _block_dct_fdm_kernel[grid](

@@ -8,7 +8,7 @@ centre tap, so the per-tap work is two loads and a tl.dot); each step loads an x
 accumulates with tl.dot. The epilogue adds the bias, multiplies by the FDM cell
 fdm[b, c, h // (Hf/Hb), w // (Wf/Wb)], adds feat, applies the activation (constexpr; ReLU and
 ReLU6 keep NaN like torch) and stores through the output's strides. Every input is read through
-its own strides (contiguous, channels_last or any view).
+its own strides (contiguous, channels_last or any view), with int64 offsets.
 
 Under TRITON_INTERPRET=1 the tiles are large (few programs: the interpreter's cost is per op)
 and half-precision dot operands are upcast (the interpreter's tl.dot mishandles bfloat16).
@@ -28,10 +28,13 @@ import triton
 import triton.language as tl
 
 from afd_ext.reference import checks
+from afd_ext.reference.constants import ACT_CODES
 
 from . import _triton_utils as U
 
-ACT_CODES = {"identity": 0, "relu": 1, "relu6": 2}
+# The ACT constexpr takes the codes of every kernel (python/constants.py, csrc/afd_constants.h).
+_RELU = tl.constexpr(ACT_CODES["relu"])
+_RELU6 = tl.constexpr(ACT_CODES["relu6"])
 
 #: GPU tiles per input dtype class: (BLOCK_P, max BLOCK_C, max BLOCK_K, num_warps, num_stages).
 #: Chosen so that the kernel compiles for sm_90 (ptxas 12.9) without register spills for NCHW
@@ -41,6 +44,8 @@ GPU_TILES = {
     "float32": (64, 64, 16, 8, 1),  # IEEE fp32 (FMA); ~120-150 regs, 16 KB smem
     "float64": (32, 32, 16, 4, 1),  # fp64 mma; ~90 regs, 8 KB smem
 }
+#: Flat pixel indices (B*Hf*Wf plus one tile) above this run in int64 (tests lower it).
+INT32_INDEX_LIMIT = 2 ** 31 - 1
 #: Interpreter tiles: big tiles, few programs (numpy vectorizes inside a program).
 INTERP_MAX_BLOCK_P = 1024
 INTERP_MAX_BLOCK_C = 128
@@ -57,31 +62,36 @@ def _repconv_dedrift_kernel(
     fs_b, fs_c, fs_h, fs_w,
     es_b, es_c, es_h, es_w,
     os_b, os_c, os_h, os_w,
-    HAS_BIAS: tl.constexpr, ACT: tl.constexpr, UPCAST_DOT: tl.constexpr,
+    HAS_BIAS: tl.constexpr, ACT: tl.constexpr, UPCAST_DOT: tl.constexpr, INDEX64: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     ACC: tl.constexpr = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
+    # int64 offsets: an int32 stride times an index can pass 2^31. The flat pixel index is int32
+    # unless it can pass 2^31 itself (INDEX64): int64 division there costs ~100 registers.
+    xs_h = tl.cast(xs_h, tl.int64)
+    ws_h = tl.cast(ws_h, tl.int64)
+    ws_w = tl.cast(ws_w, tl.int64)
     pid_p = tl.program_id(0)
+    if INDEX64:
+        pid_p = tl.cast(pid_p, tl.int64)
     pid_c = tl.program_id(1)
     rp = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
     p_mask = rp < n_pix
-    w = rp % WF
+    w = tl.cast(rp % WF, tl.int64)
     t = rp // WF
-    h = t % HF
-    b = (t // HF).to(tl.int64)
+    h = tl.cast(t % HF, tl.int64)
+    b = tl.cast(t // HF, tl.int64)
     rc = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     c_mask = rc < C
     rc64 = rc.to(tl.int64)
     rk = tl.arange(0, BLOCK_K)
 
-    h64 = h.to(tl.int64)
-    w64 = w.to(tl.int64)
     # Tap validity (zero padding): row above / below, column left / right exist.
     up_ok = h > 0
     down_ok = h < HF - 1
     left_ok = w > 0
     right_ok = w < WF - 1
-    x_c = x_ptr + b * xs_b + h64 * xs_h + w64 * xs_w  # (BLOCK_P,) centre-tap pointers
+    x_c = x_ptr + b * xs_b + h * xs_h + w * xs_w  # (BLOCK_P,) centre-tap pointers
     w_c = w_ptr + rc64 * ws_o  # (BLOCK_C,)
 
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)
@@ -115,16 +125,16 @@ def _repconv_dedrift_kernel(
     if HAS_BIAS:
         acc = acc + tl.load(bias_ptr + rc64 * bias_s, mask=c_mask, other=0.0).to(ACC)[None, :]
     mask = p_mask[:, None] & c_mask[None, :]
-    fdm = tl.load(fdm_ptr + (b * fs_b + (h // RH).to(tl.int64) * fs_h + (w // RW).to(tl.int64) * fs_w)[:, None] + rc64[None, :] * fs_c,
+    fdm = tl.load(fdm_ptr + (b * fs_b + (h // RH) * fs_h + (w // RW) * fs_w)[:, None] + rc64[None, :] * fs_c,
                   mask=mask, other=0.0).to(ACC)
-    feat = tl.load(feat_ptr + (b * es_b + h64 * es_h + w64 * es_w)[:, None] + rc64[None, :] * es_c,
+    feat = tl.load(feat_ptr + (b * es_b + h * es_h + w * es_w)[:, None] + rc64[None, :] * es_c,
                    mask=mask, other=0.0).to(ACC)
     y = feat + acc * fdm
-    if ACT == 1:  # relu (NaN-propagating, like torch)
+    if ACT == _RELU:  # NaN-propagating, like torch
         y = tl.where(y < 0, 0.0, y)
-    elif ACT == 2:  # relu6
+    elif ACT == _RELU6:
         y = tl.where(y < 0, 0.0, tl.where(y > 6, 6.0, y))
-    tl.store(out_ptr + (b * os_b + h64 * os_h + w64 * os_w)[:, None] + rc64[None, :] * os_c,
+    tl.store(out_ptr + (b * os_b + h * os_h + w * os_w)[:, None] + rc64[None, :] * os_c,
              y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
@@ -166,6 +176,7 @@ def repconv_dedrift(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
             *x.stride(), *weight.stride(), bias.stride(0) if has_bias else 0,
             *fdm.stride(), *feat.stride(), *out.stride(),
             HAS_BIAS=has_bias, ACT=ACT_CODES[act], UPCAST_DOT=interp,
+            INDEX64=n_pix + block_p > INT32_INDEX_LIMIT,
             BLOCK_P=block_p, BLOCK_C=block_c, BLOCK_K=block_k,
             num_warps=warps, num_stages=stages,
         )

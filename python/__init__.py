@@ -1,5 +1,5 @@
 """afd_ext.reference: the pure-PyTorch definition of every afd op."""
-from .constants import (ACTIVATIONS, BLOCK, N_COEFF, N_DCT_CHANNELS, YCBCR_MATRIX, YCBCR_OFFSET, ZIGZAG,
+from .constants import (ACT_CODES, ACTIVATIONS, BLOCK, N_COEFF, N_DCT_CHANNELS, YCBCR_MATRIX, YCBCR_OFFSET, ZIGZAG,
                         dct_basis_zigzag, dct_matrix, ycbcr_matrix)
 from .functional import (apply_act, block_dct, block_dct_fdm, block_idct, dedrift, fde_net, repconv_dedrift,
                          rgb_to_ycbcr, upsample_fdm, ycbcr_to_rgb)
@@ -7,7 +7,7 @@ from . import checks  # noqa: F401
 from .repconv import fold_bn, repconv, repconv_reparam
 
 __all__ = [
-    "ACTIVATIONS", "BLOCK", "N_COEFF", "N_DCT_CHANNELS", "YCBCR_MATRIX", "YCBCR_OFFSET", "ZIGZAG",
+    "ACT_CODES", "ACTIVATIONS", "BLOCK", "N_COEFF", "N_DCT_CHANNELS", "YCBCR_MATRIX", "YCBCR_OFFSET", "ZIGZAG",
     "dct_basis_zigzag", "dct_matrix", "ycbcr_matrix", "rgb_to_ycbcr", "ycbcr_to_rgb", "block_dct", "block_idct",
     "fde_net", "block_dct_fdm", "apply_act", "upsample_fdm", "dedrift", "repconv_dedrift", "repconv",
     "repconv_reparam", "fold_bn",

@@ -1,7 +1,9 @@
-"""Argument checks shared by the Python backends (reference, Triton).
+"""Argument checks shared by the Python backends (reference, Triton) and the fake kernels.
 
 The C++/CUDA kernels raise the same exception types with the same wording
 (``csrc/afd_checks.h``): ValueError for shapes and devices, TypeError for dtypes.
+These checks are where the shape contract of every op (see ``functional``) is enforced:
+empty outputs are allowed, layers over no inputs (Cin, h1 or h2 = 0) are not.
 """
 from __future__ import annotations
 
@@ -47,14 +49,26 @@ def check_fde_weights(img, w1, b1, w2, b2, w3, b3) -> None:
     if w1.dim() != 2 or w1.shape[1] != N_DCT_CHANNELS:
         raise ValueError(f"w1 must have shape (h1, {N_DCT_CHANNELS}), got {tuple(w1.shape)}")
     h1 = w1.shape[0]
+    if h1 == 0:
+        raise ValueError(f"w1 must have at least one row (h1 >= 1; a layer over no inputs is not defined), "
+                         f"got {tuple(w1.shape)}")
     check_shape("b1", b1, (h1,))
     if w2.dim() != 2 or w2.shape[1] != h1:
         raise ValueError(f"w2 must have shape (h2, {h1}), got {tuple(w2.shape)}")
     h2 = w2.shape[0]
+    if h2 == 0:
+        raise ValueError(f"w2 must have at least one row (h2 >= 1; a layer over no inputs is not defined), "
+                         f"got {tuple(w2.shape)}")
     check_shape("b2", b2, (h2,))
     if w3.dim() != 2 or w3.shape[1] != h2:
         raise ValueError(f"w3 must have shape (C, {h2}), got {tuple(w3.shape)}")
     check_shape("b3", b3, (w3.shape[0],))
+
+
+def grid_divides(cells: int, pixels: int) -> bool:
+    """An FDM axis of ``cells`` tiles a feature axis of ``pixels``: cells divides pixels, and an
+    empty FDM axis goes only with an empty feature axis."""
+    return pixels % cells == 0 if cells else pixels == 0
 
 
 def check_repconv_dedrift(x, weight, bias, fdm, feat, act) -> None:
@@ -62,6 +76,9 @@ def check_repconv_dedrift(x, weight, bias, fdm, feat, act) -> None:
     if x.dim() != 4:
         raise ValueError(f"x must have shape (B, Cin, Hf, Wf), got {tuple(x.shape)}")
     b, cin, hf, wf = x.shape
+    if cin == 0:
+        raise ValueError(f"x must have at least one channel (Cin >= 1; a conv over no input channels is not "
+                         f"defined), got {tuple(x.shape)}")
     check_same("weight", weight, "x", x)
     if weight.dim() != 4 or weight.shape[1] != cin or tuple(weight.shape[2:]) != (3, 3):
         raise ValueError(f"weight must have shape (C, {cin}, 3, 3), got {tuple(weight.shape)}")
@@ -75,7 +92,7 @@ def check_repconv_dedrift(x, weight, bias, fdm, feat, act) -> None:
     if fdm.dim() != 4 or fdm.shape[0] != b or fdm.shape[1] != c:
         raise ValueError(f"fdm must have shape ({b}, {c}, Hb, Wb), got {tuple(fdm.shape)}")
     hb, wb = fdm.shape[2:]
-    if hb == 0 or wb == 0 or hf % hb or wf % wb:
+    if not (grid_divides(hb, hf) and grid_divides(wb, wf)):
         raise ValueError(
             f"fdm grid {hb}x{wb} must divide the feature grid {hf}x{wf} (Hf % Hb == Wf % Wb == 0)")
     if act not in ACTIVATIONS:

@@ -1,7 +1,7 @@
 """The shared math of every backend, in one place for Python.
 
-JPEG's colour transform, the orthonormal 8x8 DCT-II basis and the zig-zag
-order. The C++/CUDA twin is ``csrc/afd_constants.h``; a test checks that the
+JPEG's colour transform, the orthonormal 8x8 DCT-II basis, the zig-zag
+order and the activation codes. The C++/CUDA twin is ``csrc/afd_constants.h``; a test checks that the
 two agree.
 """
 from __future__ import annotations
@@ -66,4 +66,7 @@ def ycbcr_matrix(dtype: torch.dtype = torch.float64, device=None) -> tuple[torch
     return mat, off
 
 
-ACTIVATIONS = ("relu", "relu6", "identity")
+# Activation name -> the integer code every kernel uses (C++/CUDA: afd::Act in csrc/afd_constants.h;
+# Triton: its ACT constexpr). One table, tested against the header.
+ACT_CODES = {"relu": 0, "relu6": 1, "identity": 2}
+ACTIVATIONS = tuple(ACT_CODES)

@@ -2,6 +2,18 @@
 
 Readable rather than fast; works in any floating dtype (half types are
 computed in float32 and cast back, like the kernels that accumulate in float32).
+
+Shape contract of the ops (``block_dct``, ``block_dct_fdm``, ``repconv_dedrift``), the same in
+every backend because the checks are shared (``checks`` here, ``csrc/afd_checks.h`` in C++/CUDA):
+
+* A size that only counts outputs may be 0: batch B, image height/width H, W (so Hb, Wb),
+  feature height/width Hf, Wf, output channels C. The result is then an empty tensor of the
+  right shape, dtype and memory format; nothing is read.
+* A size that a layer sums over may not: ``repconv_dedrift`` with Cin = 0, ``block_dct_fdm``
+  with h1 = 0 or h2 = 0 raise ValueError (a layer over no inputs is not defined; torch's own
+  conv2d mishandles it).
+* The FDM grid of ``repconv_dedrift`` must divide the feature grid (Hf % Hb == Wf % Wb == 0);
+  an empty FDM axis (Hb or Wb = 0) goes only with an empty feature axis.
 """
 from __future__ import annotations
 
@@ -34,6 +46,7 @@ def block_dct(img: torch.Tensor) -> torch.Tensor:
     """(B,3,H,W) RGB 0..255 -> (B,192,H/8,W/8) JPEG block-DCT coefficients.
 
     Channel c*64 + k holds zig-zag coefficient k of colour plane c (Y, Cb, Cr).
+    B, H or W = 0 gives an empty result (module docstring).
     """
     checks.check_image(img)
     out_dtype = img.dtype
@@ -70,7 +83,10 @@ def fde_net(coeffs: torch.Tensor, w1, b1, w2, b2, w3, b3) -> torch.Tensor:
 
 
 def block_dct_fdm(img: torch.Tensor, w1, b1, w2, b2, w3, b3) -> torch.Tensor:
-    """(B,3,H,W) RGB -> (B,C,H/8,W/8) feature-drift map in (0,1): FDE-Net on the block DCT."""
+    """(B,3,H,W) RGB -> (B,C,H/8,W/8) feature-drift map in (0,1): FDE-Net on the block DCT.
+
+    B, H, W or C = 0 gives an empty result; h1 = 0 or h2 = 0 raises (module docstring).
+    """
     checks.check_image(img)
     checks.check_fde_weights(img, w1, b1, w2, b2, w3, b3)
     return fde_net(block_dct(img), w1, b1, w2, b2, w3, b3)
@@ -100,9 +116,17 @@ def dedrift(feat: torch.Tensor, d: torch.Tensor, fdm: torch.Tensor, act: str) ->
 
 def repconv_dedrift(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
                     fdm: torch.Tensor, feat: torch.Tensor, act: str) -> torch.Tensor:
-    """act(feat + (conv3x3(x, weight, pad 1) + bias) * nearest_up(fdm))."""
+    """act(feat + (conv3x3(x, weight, pad 1) + bias) * nearest_up(fdm)).
+
+    Empty ``feat`` (B, C, Hf or Wf = 0): an empty result; Cin = 0 raises (module docstring).
+    """
     checks.check_repconv_dedrift(x, weight, bias, fdm, feat, act)
     out_dtype = x.dtype
     cd = _compute_dtype(x.dtype)
+    if feat.numel() == 0:
+        # F.conv2d rejects some empty shapes (C = 0, Hf = 0); the result is empty either way. The
+        # zero term keeps it on every input's graph, so autograd gives zero (not missing) gradients.
+        zero = sum(t.sum() for t in (x, weight, bias, fdm) if t is not None) * 0
+        return (feat.to(cd) + zero.to(cd)).to(out_dtype)
     d = F.conv2d(x.to(cd), weight.to(cd), None if bias is None else bias.to(cd), padding=1)
     return dedrift(feat.to(cd), d, fdm.to(cd), act).to(out_dtype)

@@ -34,3 +34,26 @@ def test_compiled_error_message_keeps_its_numbers_in_a_child_process():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, f"child died with {r.returncode}: {r.stderr[-500:]}"
     assert "multiples of 8, got 12x16" in r.stdout, r.stdout
+
+
+def test_a_missing_extension_warns_with_both_torch_versions(tmp_path):
+    """When afd_ext._C cannot import, afd_ext warns once, naming the torch it was built for, the
+    running one and the error, and the ops still work through another backend."""
+    import subprocess
+    import sys
+    code = ("import sys, warnings\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'afd_ext._C': raise ImportError('blocked for the test')\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "with warnings.catch_warnings(record=True) as w:\n"
+            "    warnings.simplefilter('always')\n"
+            "    import torch, afd_ext\n"
+            "msgs = [str(x.message) for x in w if 'afd_ext._C did not import' in str(x.message)]\n"
+            "assert len(msgs) == 1, msgs\n"
+            "assert 'blocked for the test' in msgs[0] and torch.__version__ in msgs[0] and 'built for torch' in msgs[0]\n"
+            "assert 'cpp' not in afd_ext.available_backends()\n"
+            "print(torch.ops.afd.block_dct(torch.rand(1, 3, 8, 8)).shape)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "torch.Size([1, 192, 1, 1])" in r.stdout

@@ -43,3 +43,28 @@ def test_basis_rows_follow_zigzag(k):
     # the basis row k is the DCT coefficient (r, c) as a function of the block's pixels
     spatial = scipy.fft.idctn(block, type=2, norm="ortho")
     assert np.allclose(R.dct_basis_zigzag()[k].numpy(), spatial.reshape(-1), atol=1e-14)
+
+
+def test_activation_codes_are_one_table():
+    # C++/CUDA afd::Act, Triton's ACT constexpr and Python's ACT_CODES: the same numbers.
+    enum = re.search(r"enum class Act : int \{(.*?)\};", HEADER.read_text(), re.S).group(1)
+    cpp = {name: int(code) for name, code in re.findall(r"k(\w+) = (\d+)", enum)}
+    assert cpp == {"Relu": R.ACT_CODES["relu"], "Relu6": R.ACT_CODES["relu6"], "Identity": R.ACT_CODES["identity"]}
+    assert R.ACTIVATIONS == tuple(R.ACT_CODES) == ("relu", "relu6", "identity")
+    assert len(set(R.ACT_CODES.values())) == len(R.ACT_CODES)
+    pytest.importorskip("triton")
+    from afd_ext.kernels import triton_repconv_dedrift as T
+    assert T.ACT_CODES is R.ACT_CODES
+    assert (T._RELU.value, T._RELU6.value) == (R.ACT_CODES["relu"], R.ACT_CODES["relu6"])
+    # The CUDA epilogue compares against afd::Act, not against literal codes.
+    device = (HEADER.parents[1] / "kernels" / "afd_device.cuh").read_text()
+    assert "act == static_cast<int>(Act::kRelu)" in device and not re.search(r"act == \d", device)
+
+
+def test_cuda_block_dcts_share_one_8_point_dct():
+    # Both CUDA block-DCT kernels run their row and column passes through afd_device.cuh's dct8.
+    kernels = HEADER.parents[1] / "kernels"
+    assert "void dct8(" in (kernels / "afd_device.cuh").read_text()
+    for name in ("block_dct.cu", "block_dct_fdm.cu"):
+        src = (kernels / name).read_text()
+        assert src.count("dct8<A>(") == 2 and "dct_coef" not in src, name

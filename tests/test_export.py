@@ -36,9 +36,7 @@ def ckpt(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def eager(ckpt):
-    from afd_ext.cli import load_model
-    model, _ = load_model("efficientnet_lite0", str(ckpt), "cpu")
-    return model
+    return afd_ext.create_model("efficientnet_lite0", checkpoint=ckpt, device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
-import subprocess
 from pathlib import Path
 
 import torch
 
 import afd_ext
-from afd_ext.checkpoint import load_checkpoint, read_checkpoint
+from afd_ext.checkpoint import read_checkpoint
 from afd_ext.data import list_images
+from afd_ext.utils import git_commit, write_json
 
 SETTINGS = (("crop", "jpeg"), ("resized", "jpeg"), ("full", "jpeg"), ("crop", "webp"))
 
@@ -29,31 +28,30 @@ def main() -> None:
     ap.add_argument("--checkpoint", action="append", required=True, metavar="NAME=PATH")
     ap.add_argument("--out", required=True, help="output path without extension")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--multi-compress", action="store_true", help="also 1..5 successive compressions (crop, JPEG)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     names = set(read_checkpoint(a.holdout_of)[1]["data"]["holdout_files"])
     files = [str(f) for f in list_images(a.images) if f.name in names]
-    classifier = afd_ext.load_classifier("efficientnet_lite0")
     runs = {}
     for spec in a.checkpoint:
         name, path = spec.split("=", 1)
-        afd, _ = load_checkpoint(path, backbone="efficientnet_lite0")
-        model = afd_ext.attach(classifier, afd)
+        model = afd_ext.create_model("efficientnet_lite0", checkpoint=path)
         runs[name] = {"checkpoint": path, "results": []}
         for protocol, codec in SETTINGS:
             r = afd_ext.evaluate(model, files, protocol=protocol, codec=codec, progress=False,
-                                 multi_compress=(protocol, codec) == ("crop", "jpeg"), checkpoint=path,
+                                 multi_compress=a.multi_compress and (protocol, codec) == ("crop", "jpeg"), checkpoint=path,
                                  backbone="efficientnet_lite0")
             runs[name]["results"].append(r)
             print(name, protocol, codec, f"clean {r['clean']['top1_direct']:.1f}->{r['clean']['top1_afd']:.1f}",
                   f"mean {r['mean']['top1_direct']:.1f}->{r['mean']['top1_afd']:.1f}", flush=True)
     n = runs[next(iter(runs))]["results"][0]["n_images"]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = git_commit()
     out = {"date": datetime.date.today().isoformat(), "commit": commit, "n_images": n,
            "one_image_points": 100.0 / n, "images": "held-out files of " + Path(a.holdout_of).name,
            "qualities": [25, 18, 15, 10, 7], "torch": torch.__version__, "device": "cpu", "runs": runs}
-    Path(a.out + ".json").write_text(json.dumps(out, indent=2) + "\n")
+    write_json(a.out + ".json", out)
     lines = [f"Direct vs AFD on {n} held-out labelled dev images (one image = {100.0 / n:.2f} points), "
              f"mean top-1 over JPEG/WebP quality 25/18/15/10/7; commit {commit}, {out['date']}.", "",
              "| checkpoint | protocol | codec | clean direct | clean AFD | mean direct | mean AFD | gain |"

@@ -7,7 +7,7 @@ launchers as torch.ops.afd_emu.* on CPU tensors and compares them with the refer
 Slow (minutes): every CTA runs as 128-256 threads. Numerics are the host's, not the GPU's
 (no fast-math), so this checks indexing, tiling, padding and fragment layouts, not speed.
 
-    python kernels/emu/check.py [dct] [fdm] [repconv] [sweep]
+    python kernels/emu/check.py [dct] [fdm] [repconv] [redteam] [sweep]
 """
 import os
 import random
@@ -174,8 +174,66 @@ def check_repconv(E):
         run(dt, 1, 5, 6, 7, 9, 7, 3, "slice", "relu")  # generic fallback (odd width, NCHW)
 
 
+def huge_view(values, strides, offset=2 ** 31):
+    """``values`` as a view whose offsets pass 2^31 elements, in a sparse file mapped shared (only the
+    pages touched become memory); it starts 2^31 in, so a wrapped int32 offset reads wrong values."""
+    extent = offset + sum((n - 1) * s for n, s in zip(values.shape, strides)) + 1
+    path = os.path.join(tempfile.gettempdir(), f"afd_emu_huge_{os.getpid()}.bin")
+    storage = torch.from_file(path, shared=True, size=extent, dtype=values.dtype)
+    os.unlink(path)
+    view = storage.as_strided(values.shape, strides, offset)
+    view.copy_(values)
+    return view
+
+
+def check_redteam(E):
+    """The ops' shape contract (python/functional.py) and offsets past 2^31 elements, through the
+    CUDA launchers and kernels (tests/test_redteam_ops.py checks the CPU backends the same way)."""
+    g = torch.Generator().manual_seed(0)
+
+    def img(b, h, w):
+        return torch.rand(b, 3, h, w, generator=g) * 255
+
+    def rc(b, cin, c, hf, wf, hb, wb):
+        return [torch.randn(b, cin, hf, wf, generator=g), torch.randn(c, cin, 3, 3, generator=g) * 0.3,
+                torch.randn(c, generator=g), torch.rand(b, c, hb, wb, generator=g),
+                torch.randn(b, c, hf, wf, generator=g)]
+
+    def fde(h1, h2, c):
+        return fdm_weights(h1, h2, c, torch.float32, g)
+    empty = [("block_dct B=0", E.block_dct, R.block_dct, [img(0, 16, 8)]),
+             ("block_dct H=0", E.block_dct, R.block_dct, [img(2, 0, 16)]),
+             ("block_dct_fdm W=0", E.block_dct_fdm, R.block_dct_fdm, [img(1, 8, 0), *fde(4, 3, 2)]),
+             ("block_dct_fdm C=0", E.block_dct_fdm, R.block_dct_fdm, [img(1, 16, 8), *fde(4, 3, 0)]),
+             ("repconv_dedrift B=0", E.repconv_dedrift, R.repconv_dedrift, [*rc(0, 2, 4, 6, 4, 3, 2), "relu"]),
+             ("repconv_dedrift C=0", E.repconv_dedrift, R.repconv_dedrift, [*rc(2, 2, 0, 6, 4, 3, 2), "relu"]),
+             ("repconv_dedrift Hf=Hb=0", E.repconv_dedrift, R.repconv_dedrift, [*rc(2, 2, 4, 0, 4, 0, 2), "relu"])]
+    for name, op, ref, args in empty:
+        out, want = op(*args), ref(*args)
+        report(out.shape == want.shape and out.numel() == 0, f"redteam empty {name} -> {tuple(out.shape)}")
+    raising = [("repconv_dedrift Cin=0", E.repconv_dedrift, [*rc(2, 0, 4, 6, 4, 3, 2), "relu"], "Cin >= 1"),
+               ("block_dct_fdm h1=0", E.block_dct_fdm, [img(1, 8, 8), *fde(0, 3, 2)], "h1 >= 1"),
+               ("block_dct_fdm h2=0", E.block_dct_fdm, [img(1, 8, 8), *fde(4, 0, 2)], "h2 >= 1")]
+    for name, op, args, words in raising:
+        try:
+            op(*args)
+            report(False, f"redteam {name} did not raise")
+        except ValueError as exc:
+            report(words in str(exc), f"redteam {name} raises ValueError: {str(exc).splitlines()[0]}")
+    s = 2 ** 30
+    big_img = huge_view(img(1, 8, 16), (3 * s, s, 16, 1))
+    x, w, b, fdm, feat = rc(2, 2, 3, 4, 4, 2, 2)
+    big = [huge_view(x, (2 * s, s, 4, 1)), w, b, huge_view(fdm, (3 * s, s, 2, 1)), huge_view(feat, (3 * s, s, 4, 1))]
+    fw = fde(4, 3, 2)
+    for name, op, ref, args in [("block_dct", E.block_dct, R.block_dct, [big_img]),
+                                ("block_dct_fdm", E.block_dct_fdm, R.block_dct_fdm, [big_img, *fw]),
+                                ("repconv_dedrift", E.repconv_dedrift, R.repconv_dedrift, [*big, "relu6"])]:
+        d = (op(*args) - ref(*args)).abs().max().item()
+        report(d <= 1e-3, f"redteam {name} with offsets past 2^31 maxabs={d:.3g}")
+
+
 def main():
-    which = set(sys.argv[1:]) or {"dct", "fdm", "repconv"}
+    which = set(sys.argv[1:]) or {"dct", "fdm", "repconv", "redteam"}
     t = time.time()
     build()
     torch.ops.load_library(os.path.join(tempfile.gettempdir(), "afd_emu_build", "afd_emu_ext.so"))
@@ -189,6 +247,8 @@ def main():
         sweep_fdm(E)
     if "repconv" in which:
         check_repconv(E)
+    if "redteam" in which:
+        check_redteam(E)
     print(f"{len(FAILS)} failures")
     sys.exit(1 if FAILS else 0)
 

@@ -7,6 +7,7 @@
 #define AFD_CUDA_CHECK(expr) do { cudaError_t e_ = (expr); TORCH_CHECK(e_ == cudaSuccess, "emu: launch returned ", (int)e_); } while (0)
 #define AFD_KERNEL_LAUNCH_CHECK() (void)0
 #include "../../csrc/cuda/afd_cuda_launch.h"
+#include "../../csrc/afd_schemas.h"
 namespace afd { namespace cuda_launch {
 int g_emu_sms = 2;
 DeviceInfo device_info() { DeviceInfo d{}; d.num_sms = g_emu_sms; d.max_smem_optin = 232448; return d; }
@@ -15,9 +16,9 @@ DeviceInfo device_info() { DeviceInfo d{}; d.num_sms = g_emu_sms; d.max_smem_opt
 #include "../../csrc/cuda/block_dct_fdm_cuda.cpp"
 #include "../../csrc/cuda/repconv_dedrift_cuda.cpp"
 TORCH_LIBRARY(afd_emu, m) {
-  m.def("block_dct(Tensor img) -> Tensor");
-  m.def("block_dct_fdm(Tensor img, Tensor w1, Tensor b1, Tensor w2, Tensor b2, Tensor w3, Tensor b3) -> Tensor");
-  m.def("repconv_dedrift(Tensor x, Tensor weight, Tensor? bias, Tensor fdm, Tensor feat, str act) -> Tensor");
+  m.def(AFD_SCHEMA_BLOCK_DCT);
+  m.def(AFD_SCHEMA_BLOCK_DCT_FDM);
+  m.def(AFD_SCHEMA_REPCONV_DEDRIFT);
   m.def("set_sms(int n) -> ()");
 }
 static void set_sms(int64_t n) { afd::cuda_launch::g_emu_sms = (int)n; }

@@ -1,9 +1,9 @@
 """One-shot GPU check of the CUDA kernels: parity (both kernel paths) and timings.
 
-    python bench/cuda_check.py            # parity + timings
-    python bench/cuda_check.py parity     # parity only (~1 min)
-    python bench/cuda_check.py bench      # timings only
-    python bench/cuda_check.py tiny       # one small call per kernel (for compute-sanitizer)
+    python tools/cuda_check.py            # parity + timings
+    python tools/cuda_check.py parity     # parity only (~1 min)
+    python tools/cuda_check.py bench      # timings only
+    python tools/cuda_check.py tiny       # one small call per kernel (for compute-sanitizer)
 
 Parity compares torch.ops.afd.* (CUDA) with the reference computed in float64 on the same
 inputs, with the tests' tolerances, over dtypes, layouts, odd sizes, default path and

@@ -1,11 +1,11 @@
-"""afd_ext.bench: a minimal end-to-end run writes JSON + Markdown with honest skipped rows (CPU)."""
+"""afd_ext.e2e_benchmark: a minimal end-to-end run writes JSON + Markdown with honest skipped rows (CPU)."""
 from __future__ import annotations
 
 import json
 
 import torch
 
-from afd_ext.bench import _percentile, run_e2e
+from afd_ext.e2e_benchmark import _percentile, run_e2e
 
 
 def test_percentile():

@@ -7,7 +7,7 @@ there: they travel at short side 256 (the protocol's resize) and quality 75. Fil
 so labels and the hold-out split, are kept. The accuracy figures are measured afterwards on
 the original files.
 
-    python bench/prepare_gpu_data.py [--out gpu_data]      # gpu_data/ is git-ignored
+    python tools/prepare_gpu_data.py [--out gpu_data]      # gpu_data/ is git-ignored
 """
 import argparse
 from pathlib import Path

