@@ -12,6 +12,7 @@ import shutil
 import sys
 
 from setuptools import setup
+from setuptools.command.build_py import build_py
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -76,8 +77,19 @@ def _record_build_torch():
         json.dump({"torch": torch.__version__, "cuda": torch.version.cuda}, fh)
 
 
+class BuildPyWithSchemas(build_py):
+    """Ship csrc/afd_schemas.h inside the package as afd_ext/afd_schemas.h: afd_ext.ops defines the
+    op schemas from it when _C does not import (e.g. built for another torch), and an installed
+    wheel has no csrc/."""
+
+    def run(self):
+        super().run()
+        self.copy_file(os.path.join(ROOT, "csrc", "afd_schemas.h"),
+                       os.path.join(self.build_lib, "afd_ext", "afd_schemas.h"))
+
+
 _record_build_torch()
 setup(
     ext_modules=extensions(),
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True), "build_py": BuildPyWithSchemas},
 )

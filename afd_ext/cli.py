@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "classification")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    from .train import TrainConfig
+    from .train import AUTOCAST_CHOICES as TRAIN_AUTOCAST, TrainConfig
     TD = TrainConfig(data=[])  # every default lives in TrainConfig (the shipped checkpoint's recipe)
     t = sub.add_parser("train", help="train an AFD module for a frozen classifier on folders of photos")
     t.add_argument("--data", nargs="+", required=True, help="image folders (recursive; no labels needed)")
@@ -176,6 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fit the step count (at most --steps) to this wall time, fixed at the end of the "
                         "warm-up; the checkpoint records the count, and --steps N reproduces the run")
     t.add_argument("--device", default=None)
+    t.add_argument("--autocast", choices=TRAIN_AUTOCAST, default=TD.autocast,
+                   help="dtype of the frozen classifier (auto: bfloat16 on CUDA, float32 on CPU); the AFD "
+                        "trains in float32")
+    t.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=TD.channels_last,
+                   help="run the frozen classifier channels_last (default: on CUDA only)")
     t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=TD.progress)
 
     e = sub.add_parser("eval", help="the evaluation protocol: top-1/top-5 per JPEG quality, direct vs AFD")
@@ -393,6 +398,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     import torch
 
+    from . import ops
+    try:
+        ops.check_environment()
+    except ValueError as exc:  # a bad setting, like a bad flag: exit 2 before any work
+        print(f"afd {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     from .checkpoint import CheckpointError
     from .data import ImageError
     try:

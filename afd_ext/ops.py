@@ -30,13 +30,25 @@ from . import reference
 
 OP_NAMES = ("block_dct", "block_dct_fdm", "repconv_dedrift")
 BACKENDS = ("reference", "cpp", "cuda", "triton")
-#: The one written definition of the op schemas (C++ macros, one per line); csrc/ops.cpp compiles it.
-SCHEMA_HEADER = Path(__file__).resolve().parents[1] / "csrc" / "afd_schemas.h"
+#: Where the one written definition of the op schemas (C++ macros, one per line) is found: the copy
+#: setup.py ships inside the package (installed wheels), else csrc/ (a source tree, editable installs).
+#: csrc/ops.cpp compiles the same file.
+SCHEMA_HEADERS = (Path(__file__).with_name("afd_schemas.h"),
+                  Path(__file__).resolve().parents[1] / "csrc" / "afd_schemas.h")
 
 
-def schemas_from_header(path: Path = SCHEMA_HEADER) -> Dict[str, str]:
+def schema_header() -> Path:
+    """The schema header this install reads (FileNotFoundError naming the places looked in)."""
+    for path in SCHEMA_HEADERS:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"afd_schemas.h not found (looked in {', '.join(map(str, SCHEMA_HEADERS))})")
+
+
+def schemas_from_header(path: Optional[Path] = None) -> Dict[str, str]:
     """{op: schema} as ``csrc/afd_schemas.h`` writes them (``#define AFD_SCHEMA_<OP> "<schema>"``)."""
-    found = dict(re.findall(r'^#define AFD_SCHEMA_(\w+) "([^"]+)"$', path.read_text(), re.M))
+    text = (path or schema_header()).read_text()
+    found = dict(re.findall(r'^#define AFD_SCHEMA_(\w+) "([^"]+)"$', text, re.M))
     return {name.lower(): schema for name, schema in found.items()}
 
 
@@ -151,6 +163,7 @@ def _default_backend(device_type: str) -> str:
 
 
 _forced: list[str] = []  # stack of forced backends (process-wide)
+_ENV_BACKEND_ERROR: Optional[str] = None  # why AFD_BACKEND could not be applied (end of this module)
 
 
 def current_backend(device: str | torch.device = "cpu") -> str:
@@ -158,6 +171,8 @@ def current_backend(device: str | torch.device = "cpu") -> str:
     device_type = torch.device(device).type
     if _forced:
         return _forced[-1]
+    if _ENV_BACKEND_ERROR is not None:
+        raise RuntimeError(_ENV_BACKEND_ERROR)
     return _default_backend(device_type)
 
 
@@ -282,24 +297,34 @@ def _reference_vjp(fn, inputs, grad_out):
 
 
 def _setup_saving_all(ctx, inputs, output):
-    ctx.saved_inputs = inputs
-    ctx.needs = ctx.needs_input_grad
+    """Tensors through ``save_for_backward`` (version-checked: an in-place change of an input
+    before backward is an error, not a wrong gradient); the rest (``act``, a None bias) on ctx."""
+    is_tensor = [isinstance(t, torch.Tensor) for t in inputs]
+    ctx.save_for_backward(*(t for t, keep in zip(inputs, is_tensor) if keep))
+    ctx.is_tensor = is_tensor
+    ctx.others = [t for t, keep in zip(inputs, is_tensor) if not keep]
+
+
+def _saved_inputs(ctx) -> list:
+    tensors, others = iter(ctx.saved_tensors), iter(ctx.others)
+    return [next(tensors) if keep else next(others) for keep in ctx.is_tensor]
 
 
 def _block_dct_backward(ctx, grad):
-    (img,) = ctx.saved_inputs
-    return _reference_vjp(reference.block_dct, [(img, ctx.needs[0])], grad)
+    (img,) = _saved_inputs(ctx)
+    return _reference_vjp(reference.block_dct, [(img, ctx.needs_input_grad[0])], grad)
 
 
 def _block_dct_fdm_backward(ctx, grad):
-    pairs = list(zip(ctx.saved_inputs, ctx.needs))
+    pairs = list(zip(_saved_inputs(ctx), ctx.needs_input_grad))
     return _reference_vjp(reference.block_dct_fdm, pairs, grad)
 
 
 def _repconv_dedrift_backward(ctx, grad):
-    x, weight, bias, fdm, feat, act = ctx.saved_inputs
-    tensors = [(x, ctx.needs[0]), (weight, ctx.needs[1]), (bias, bias is not None and ctx.needs[2]),
-               (fdm, ctx.needs[3]), (feat, ctx.needs[4])]
+    x, weight, bias, fdm, feat, act = _saved_inputs(ctx)
+    needs = ctx.needs_input_grad
+    tensors = [(x, needs[0]), (weight, needs[1]), (bias, bias is not None and needs[2]),
+               (fdm, needs[3]), (feat, needs[4])]
     grads = _reference_vjp(lambda *a: reference.repconv_dedrift(*a, act), tensors, grad)
     return (*grads, None)
 
@@ -314,7 +339,7 @@ torch.library.register_autograd("afd::repconv_dedrift", _repconv_dedrift_backwar
 # Thin Python wrappers (documented entry points).
 
 def block_dct(img: torch.Tensor) -> torch.Tensor:
-    """(B,3,H,W) RGB 0..255 -> (B,192,H/8,W/8) JPEG block-DCT coefficients (see DESIGN.md §2)."""
+    """(B,3,H,W) RGB 0..255 -> (B,192,H/8,W/8) JPEG block-DCT coefficients (docs/design.md §2)."""
     return torch.ops.afd.block_dct(img)
 
 
@@ -328,7 +353,26 @@ def repconv_dedrift(x, weight, bias, fdm, feat, act: str = "relu") -> torch.Tens
     return torch.ops.afd.repconv_dedrift(x, weight, bias, fdm, feat, act)
 
 
+# AFD_BACKEND: applied at import. A value that names no usable backend must not break the import
+# (the CLI could not even report it): every op, and current_backend(), raise the error instead,
+# so nothing silently runs another backend. check_environment() raises it up front.
 _env_backend = os.environ.get("AFD_BACKEND")
 if _env_backend:
-    _activate(_env_backend)
-    _forced.append(_env_backend)
+    try:
+        _activate(_env_backend)
+        _forced.append(_env_backend)
+    except (ValueError, RuntimeError) as exc:
+        _ENV_BACKEND_ERROR = f"environment variable AFD_BACKEND={_env_backend!r}: {exc}"
+
+        def _env_error_kernel(*args, **kwargs):
+            raise RuntimeError(_ENV_BACKEND_ERROR)
+        _env_error_lib = torch.library.Library("afd", "IMPL")
+        for _op in OP_NAMES:
+            for _key in ("CPU", "CUDA"):
+                _env_error_lib.impl(_op, _env_error_kernel, _key, allow_override=True)
+
+
+def check_environment() -> None:
+    """Raise ValueError if ``AFD_BACKEND`` names no backend this install can use."""
+    if _ENV_BACKEND_ERROR is not None:
+        raise ValueError(_ENV_BACKEND_ERROR)

@@ -36,6 +36,15 @@ from .utils import atomic_write_bytes, resolve_device, write_json
 from .modules import AFDModule
 
 
+#: ``TrainConfig.autocast`` choices: the dtype the frozen classifier runs in ("auto": bfloat16 on
+#: CUDA, float32 elsewhere). The AFD module and the losses stay in float32 whatever the choice.
+AUTOCAST_CHOICES = ("auto", "bfloat16", "off")
+#: ``train_log.csv`` columns, one row per step (the same entries as ``train_log.jsonl``, flat; the
+#: validation cells are empty on steps without validation, ``ce`` on batches without labels).
+CSV_COLUMNS = ("step", "loss", "l1", "kl", "ce", "lr", "time_s", "val_n", "val_quality", "val_clean_direct",
+               "val_clean_afd", "val_q_direct", "val_q_afd")
+
+
 class TrainingDiverged(RuntimeError):
     """The loss or the weights stopped being finite; nothing of it was written."""
 
@@ -97,6 +106,10 @@ class TrainConfig:
     # (at most `steps`). The learning rate of the warm-up does not depend on the step count, so the
     # run equals one started with --steps N (N is recorded in the checkpoint's recipe).
     time_budget: Optional[float] = None
+    # The frozen classifier's precision and layout, as the field trains on GPUs: bfloat16 autocast
+    # and channels_last ("auto" / None: on for CUDA, off on CPU). The AFD trains in float32.
+    autocast: str = "auto"
+    channels_last: Optional[bool] = None
     progress: bool = True
 
     def validate(self) -> None:
@@ -165,6 +178,10 @@ class TrainConfig:
             raise ValueError(f"block must be one of {BLOCKS}, got {self.block!r}")
         if self.fdm not in FDM_MODES:
             raise ValueError(f"fdm must be one of {FDM_MODES}, got {self.fdm!r}")
+        if self.autocast not in AUTOCAST_CHOICES:
+            raise ValueError(f"autocast must be one of {AUTOCAST_CHOICES}, got {self.autocast!r}")
+        if self.channels_last not in (None, True, False):
+            raise ValueError(f"channels_last must be True, False or None (auto), got {self.channels_last!r}")
         lo, hi = self.scale
         if not 0.0 < lo <= hi:
             raise ValueError(f"scale must satisfy 0 < lo <= hi, got {lo}-{hi}")
@@ -224,21 +241,48 @@ def lock_output(out: str | os.PathLike):
         fh.close()
 
 
+def classifier_precision(cfg: TrainConfig, device: torch.device) -> tuple[Optional[torch.dtype], bool]:
+    """(autocast dtype of the frozen classifier or None, channels_last) for ``cfg`` on ``device``."""
+    on_cuda = device.type == "cuda"
+    dtype = {"auto": torch.bfloat16 if on_cuda else None, "bfloat16": torch.bfloat16, "off": None}[cfg.autocast]
+    return dtype, on_cuda if cfg.channels_last is None else cfg.channels_last
+
+
+def csv_row(entry: dict) -> list:
+    """One ``train_log.jsonl`` entry as a ``train_log.csv`` row (CSV_COLUMNS)."""
+    row = {k: entry.get(k, "") for k in ("step", "loss", "l1", "kl", "ce", "lr", "time_s")}
+    val = entry.get("val") or {}
+    quality = next((int(m.group(1)) for k in val if (m := re.fullmatch(r"q(\d+)_direct", k))), None)
+    if val:
+        row.update(val_n=val.get("n", ""), val_quality=quality if quality is not None else "",
+                   val_clean_direct=val.get("clean_direct", ""), val_clean_afd=val.get("clean_afd", ""),
+                   val_q_direct=val.get(f"q{quality}_direct", ""), val_q_afd=val.get(f"q{quality}_afd", ""))
+    return [row.get(c, "") for c in CSV_COLUMNS]
+
+
+def _csv_text(rows: list) -> str:
+    import csv
+    import io
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()
+
+
 def _restart_log(log_path: Path, start: int) -> None:
     """Keep the log entries of steps 1..``start`` (what the resumed checkpoint holds) and drop the
     rest: the steps after it are run again, and a fresh run (start 0) starts a fresh log. A line
-    cut by a kill is dropped too."""
-    if not log_path.exists():
-        return
+    cut by a kill is dropped too. ``train_log.csv`` (beside it) is rewritten from the kept entries."""
     kept = []
-    for line in log_path.read_text(errors="replace").splitlines():
+    for line in (log_path.read_text(errors="replace").splitlines() if log_path.exists() else []):
         try:
             entry = json.loads(line)
         except json.JSONDecodeError:
             continue
         if isinstance(entry, dict) and isinstance(entry.get("step"), int) and entry["step"] <= start:
-            kept.append(line)
-    atomic_write_bytes(log_path, "".join(line + "\n" for line in kept).encode())
+            kept.append((line, entry))
+    atomic_write_bytes(log_path, "".join(line + "\n" for line, _ in kept).encode())
+    rows = [list(CSV_COLUMNS)] + [csv_row(entry) for _, entry in kept]
+    atomic_write_bytes(log_path.with_suffix(".csv"), _csv_text(rows).encode())
 
 
 # Recipe fields a resumed run may change: they affect only what is logged and when it checkpoints.
@@ -395,19 +439,26 @@ def _lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 def afd_loss(model, clean: torch.Tensor, comp: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
-             afd=None) -> tuple[torch.Tensor, dict]:
-    """The training objective; ``afd`` may be a DDP wrapper of ``model.afd``."""
+             afd=None, autocast: Optional[torch.dtype] = None) -> tuple[torch.Tensor, dict]:
+    """The training objective; ``afd`` may be a DDP wrapper of ``model.afd``. ``autocast``: the dtype
+    the frozen classifier's stem and rest run in (None: their own); the AFD and losses stay float32."""
+    from . import reference
     afd = afd if afd is not None else model.afd
-    with torch.no_grad():
+    device_type = clean.device.type
+
+    def classifier_ctx():
+        return torch.autocast(device_type, dtype=autocast) if autocast is not None else contextlib.nullcontext()
+    with torch.no_grad(), classifier_ctx():
         feat_clean, _ = model.stem_features(clean)
-        from . import reference
-        target = reference.apply_act(feat_clean, model.adapter.act)
-        logits_clean = model.adapter.rest(target) if (cfg.kl_weight > 0) else None
-    feat, pixels = model.stem_features(comp)
-    out = afd(feat, pixels)
+        target = reference.apply_act(feat_clean.float(), model.adapter.act)
+        logits_clean = model.adapter.rest(target).float() if (cfg.kl_weight > 0) else None
+    with classifier_ctx():
+        feat, pixels = model.stem_features(comp)
+    out = afd(feat.float(), pixels)
     losses = {"l1": F.l1_loss(out, target)}
     if cfg.kl_weight > 0 or cfg.ce_weight > 0:
-        logits = model.adapter.rest(out)
+        with classifier_ctx():
+            logits = model.adapter.rest(out).float()
         if cfg.kl_weight > 0:
             t = cfg.kl_temperature
             losses["kl"] = F.kl_div(F.log_softmax(logits / t, 1), F.log_softmax(logits_clean / t, 1),
@@ -523,6 +574,9 @@ def _train_locked(cfg: TrainConfig, device, rank: int, world: int, out: Path, tr
     model = create_model(cfg.backbone, afd=new_afd if cfg.init is None else True, checkpoint=cfg.init,
                          device=device)
     model.classifier.requires_grad_(False)  # ours, built here: only the AFD learns
+    autocast, channels_last = classifier_precision(cfg, device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    model.classifier.to(memory_format=memory_format)  # ours too; the AFD keeps its own layout
     model.afd.train()
     afd = model.afd
     opt = torch.optim.AdamW([p for p in afd.parameters() if p.requires_grad], lr=cfg.lr,
@@ -553,9 +607,11 @@ def _train_locked(cfg: TrainConfig, device, rank: int, world: int, out: Path, tr
         "data": {"folders": [str(p) for p in cfg.data], "n_train": len(train_files),
                  "holdout_files": sorted(f.name for f in held)},
         "world_size": world, "device": device.type,
+        "classifier_precision": {"autocast": str(autocast).removeprefix("torch.") if autocast else "float32",
+                                 "channels_last": channels_last},
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
     }
-    log_path = out / "train_log.jsonl"
+    log_path = out / "train_log.jsonl"  # and train_log.csv, the same entries flat
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         _restart_log(log_path, start)  # a killed run's steps after the checkpoint are run (and logged) again
@@ -582,8 +638,9 @@ def _train_locked(cfg: TrainConfig, device, rank: int, world: int, out: Path, tr
                 new_unreadable.append(line)
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, cfg)
-        clean, comp, labels = clean.to(device), comp.to(device), labels.to(device)
-        loss, parts = afd_loss(model, clean, comp, labels, cfg, afd=ddp)
+        clean, comp = (t.to(device).contiguous(memory_format=memory_format) for t in (clean, comp))
+        labels = labels.to(device)
+        loss, parts = afd_loss(model, clean, comp, labels, cfg, afd=ddp, autocast=autocast)
         if world == 1 and not math.isfinite(float(loss.detach())):  # (DDP: the weight check, on every rank)
             raise diverged(f"the loss is {float(loss.detach())}")
         opt.zero_grad(set_to_none=True)
@@ -628,6 +685,8 @@ def _train_locked(cfg: TrainConfig, device, rank: int, world: int, out: Path, tr
                 tqdm.write(f"step {step}: {entry['val']}", file=sys.stderr)
             with open(log_path, "a") as fh:
                 fh.write(json.dumps(entry) + "\n")
+            with open(log_path.with_suffix(".csv"), "a") as fh:
+                fh.write(_csv_text([csv_row(entry)]))
             history.append(entry)
             if step % cfg.ckpt_every == 0 or step == cfg.steps or step == cfg.stop_after:
                 save_checkpoint(last, afd, {**config, "train_state": {"step": step}},

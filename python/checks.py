@@ -46,23 +46,16 @@ def check_shape(name: str, t: torch.Tensor, expected: tuple) -> None:
 def check_fde_weights(img, w1, b1, w2, b2, w3, b3) -> None:
     for name, t in (("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2), ("w3", w3), ("b3", b3)):
         check_same(name, t, "img", img)
-    if w1.dim() != 2 or w1.shape[1] != N_DCT_CHANNELS:
-        raise ValueError(f"w1 must have shape (h1, {N_DCT_CHANNELS}), got {tuple(w1.shape)}")
-    h1 = w1.shape[0]
-    if h1 == 0:
-        raise ValueError(f"w1 must have at least one row (h1 >= 1; a layer over no inputs is not defined), "
-                         f"got {tuple(w1.shape)}")
-    check_shape("b1", b1, (h1,))
-    if w2.dim() != 2 or w2.shape[1] != h1:
-        raise ValueError(f"w2 must have shape (h2, {h1}), got {tuple(w2.shape)}")
-    h2 = w2.shape[0]
-    if h2 == 0:
-        raise ValueError(f"w2 must have at least one row (h2 >= 1; a layer over no inputs is not defined), "
-                         f"got {tuple(w2.shape)}")
-    check_shape("b2", b2, (h2,))
-    if w3.dim() != 2 or w3.shape[1] != h2:
-        raise ValueError(f"w3 must have shape (C, {h2}), got {tuple(w3.shape)}")
-    check_shape("b3", b3, (w3.shape[0],))
+    fan_in = N_DCT_CHANNELS
+    for w_name, w, b_name, b, rows in (("w1", w1, "b1", b1, "h1"), ("w2", w2, "b2", b2, "h2"),
+                                        ("w3", w3, "b3", b3, "C")):
+        if w.dim() != 2 or w.shape[1] != fan_in:
+            raise ValueError(f"{w_name} must have shape ({rows}, {fan_in}), got {tuple(w.shape)}")
+        if rows != "C" and w.shape[0] == 0:  # a hidden layer of no units: the next one has no inputs
+            raise ValueError(f"{w_name} must have at least one row ({rows} >= 1; a layer over no inputs is not "
+                             f"defined), got {tuple(w.shape)}")
+        check_shape(b_name, b, (w.shape[0],))
+        fan_in = w.shape[0]
 
 
 def grid_divides(cells: int, pixels: int) -> bool:

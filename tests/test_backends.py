@@ -71,6 +71,34 @@ def test_env_var_forces_backend():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "reference"
-    env["AFD_BACKEND"] = "nonsense"
+
+
+def test_env_var_naming_no_backend_fails_at_use_not_at_import():
+    # The import works (so the CLI can report it); every op and current_backend() raise, naming the
+    # variable; nothing silently runs another backend; use_backend() still works inside it.
+    code = ("import torch, afd_ext\n"
+            "for call in (lambda: torch.ops.afd.block_dct(torch.rand(1, 3, 8, 8)),\n"
+            "             lambda: afd_ext.current_backend('cpu')):\n"
+            "    try:\n"
+            "        call()\n"
+            "    except RuntimeError as exc:\n"
+            "        print('raised:', exc)\n"
+            "    else:\n"
+            "        print('ran')\n"
+            "with afd_ext.use_backend('reference'):\n"
+            "    print(tuple(torch.ops.afd.block_dct(torch.rand(1, 3, 8, 8)).shape))\n")
+    env = {**os.environ, "AFD_BACKEND": "nonsense"}
     bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert bad.returncode != 0 and "unknown afd backend 'nonsense'" in bad.stderr
+    assert bad.returncode == 0, bad.stderr
+    lines = bad.stdout.strip().splitlines()
+    assert len(lines) == 3 and lines[2] == "(1, 192, 1, 1)", lines
+    for line in lines[:2]:
+        assert line.startswith("raised: environment variable AFD_BACKEND='nonsense'"), line
+        assert "unknown afd backend 'nonsense'" in line
+    # the CLI: one error line naming the variable, exit 2 (a bad setting, like a bad flag), no traceback
+    cli = subprocess.run([sys.executable, "-m", "afd_ext", "predict", "nowhere.jpg"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 2, (cli.returncode, cli.stderr)
+    assert "Traceback" not in cli.stderr
+    assert cli.stderr.strip() == ("afd predict: error: environment variable AFD_BACKEND='nonsense': unknown afd "
+                                  "backend 'nonsense'; choose one of ('reference', 'cpp', 'cuda', 'triton')")

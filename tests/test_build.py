@@ -57,3 +57,18 @@ def test_a_missing_extension_warns_with_both_torch_versions(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "torch.Size([1, 192, 1, 1])" in r.stdout
+
+
+def test_the_built_package_carries_the_schema_header(tmp_path):
+    """An installed wheel has no csrc/: build_py ships the header inside afd_ext/, where afd_ext.ops
+    looks first, so a _C that does not import (built for another torch) still has its schemas."""
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(tmp_path)], cwd=root,
+                       capture_output=True, text=True, timeout=300, env={**__import__("os").environ,
+                                                                          "AFD_BUILD_CUDA": "0"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    shipped = tmp_path / "afd_ext" / "afd_schemas.h"
+    assert shipped.read_bytes() == (root / "csrc" / "afd_schemas.h").read_bytes()
+    assert afd_ext.ops.SCHEMA_HEADERS[0].name == shipped.name
+    assert afd_ext.ops.schemas_from_header(shipped) == afd_ext.ops.compiled_schemas()

@@ -40,6 +40,28 @@ def test_train_writes_checkpoint_and_logs(photos, tmp_path, capsys):
     assert cfg["recipe"]["quality_range"] == [5, 30] and cfg["data"]["holdout_files"]
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in log] == [1, 2, 3, 4] and "kl" in log[0] and "val" in log[1]
+    # the same entries as CSV, for pandas / spreadsheets / plotting tools
+    rows = _csv(out)
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    for r, e in zip(rows, log):
+        assert float(r["loss"]) == pytest.approx(e["loss"]) and float(r["kl"]) == pytest.approx(e["kl"])
+        assert r["ce"] == ""  # no cross-entropy in this recipe
+        if "val" in e:
+            q = [k for k in e["val"] if k.endswith("_afd") and k.startswith("q")][0]
+            assert int(r["val_quality"]) == int(q[1:-4]) and float(r["val_q_afd"]) == pytest.approx(e["val"][q])
+            assert int(r["val_n"]) == e["val"]["n"]
+        else:
+            assert r["val_n"] == "" and r["val_q_afd"] == ""
+    assert cfg["classifier_precision"] == {"autocast": "float32", "channels_last": False}  # CPU defaults
+
+
+def _csv(out):
+    import csv
+    from afd_ext.train import CSV_COLUMNS
+    with open(out / "train_log.csv", newline="") as fh:
+        reader = csv.DictReader(fh)
+        assert tuple(reader.fieldnames) == CSV_COLUMNS
+        return list(reader)
 
 
 def test_resume_equals_uninterrupted(photos, tmp_path):
@@ -50,6 +72,39 @@ def test_resume_equals_uninterrupted(photos, tmp_path):
     assert main(["train", "--data", str(photos), "--out", str(b), "--resume"] + COMMON) == 0
     assert _summary(b)["resumed_from"] == 3
     assert _summary(a)["param_digests"] == _summary(b)["param_digests"]
+    assert [int(r["step"]) for r in _csv(b)] == [1, 2, 3, 4]  # no step logged twice
+
+
+def test_classifier_precision_defaults_follow_the_device():
+    import torch
+    from afd_ext.train import TrainConfig, classifier_precision
+    cfg = TrainConfig(data=["x"])
+    assert classifier_precision(cfg, torch.device("cpu")) == (None, False)
+    assert classifier_precision(cfg, torch.device("cuda")) == (torch.bfloat16, True)
+    cfg = TrainConfig(data=["x"], autocast="off", channels_last=False)
+    assert classifier_precision(cfg, torch.device("cuda")) == (None, False)
+    cfg = TrainConfig(data=["x"], autocast="bfloat16", channels_last=True)
+    assert classifier_precision(cfg, torch.device("cpu")) == (torch.bfloat16, True)
+    with pytest.raises(ValueError, match="autocast must be one of"):
+        TrainConfig(data=["x"], autocast="fp8").validate()
+
+
+def test_bfloat16_channels_last_classifier_trains(photos, tmp_path):
+    """The option the CUDA default turns on, run on CPU: the classifier's bfloat16 changes the
+    losses (so it is applied) by a little (so it is right), and the AFD still trains in float32."""
+    a, b = tmp_path / "fp32", tmp_path / "bf16"
+    assert main(["train", "--data", str(photos), "--out", str(a)] + COMMON) == 0
+    assert main(["train", "--data", str(photos), "--out", str(b), "--autocast", "bfloat16", "--channels-last"]
+                + COMMON) == 0
+    cfg = json.loads((b / "afd.json").read_text())
+    assert cfg["classifier_precision"] == {"autocast": "bfloat16", "channels_last": True}
+    assert cfg["recipe"]["autocast"] == "bfloat16" and cfg["recipe"]["channels_last"] is True
+    la, lb = ([json.loads(line) for line in (d / "train_log.jsonl").read_text().splitlines()] for d in (a, b))
+    assert la[0]["l1"] != lb[0]["l1"]
+    assert lb[0]["l1"] == pytest.approx(la[0]["l1"], rel=0.05)
+    from safetensors.torch import load_file
+    import torch
+    assert all(t.dtype == torch.float32 for t in load_file(b / "afd.safetensors").values())
 
 
 def test_time_budget_run_equals_fixed_step_run(photos, tmp_path):
