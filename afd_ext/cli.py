@@ -238,7 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", default=None)
     b.add_argument("--batch", type=positive_int, nargs="+", default=None)
     b.add_argument("--compile", action="store_true", help="also time torch.compile on CPU (slow to compile)")
-    b.add_argument("--threads", type=positive_int, default=None)
+    b.add_argument("--threads", type=positive_int, nargs="+", default=None,
+                   help="torch CPU threads (--interleave: one A/B per count, e.g. --threads 1 2)")
+    b.add_argument("--interleave", action="store_true",
+                   help="classifier alone vs deployed fused AFD, taking turns (robust to the machine's drift)")
+    b.add_argument("--repeats", type=positive_int, default=7, help="--interleave: turns per row")
     return parser
 
 
@@ -365,12 +369,20 @@ def cmd_export(a) -> int:
 def cmd_bench(a) -> int:
     if not a.e2e:
         print("afd bench: only --e2e is implemented here; kernel microbenchmarks: "
-              "python -m pytest bench/ (see README)", file=sys.stderr)
+              "python bench/report.py (see README)", file=sys.stderr)
         return 2
-    from .e2e_benchmark import run_e2e
+    from .e2e_benchmark import run_e2e, run_interleaved
+    if a.interleave:
+        _check_outputs(a, "json")
+        run_interleaved(device=a.device, json_path=a.json, batches=a.batch or (1, 32), threads=a.threads or (1, 2),
+                        repeats=a.repeats)
+        return 0
+    if a.threads and len(a.threads) > 1:
+        print("afd bench: error: several --threads need --interleave", file=sys.stderr)
+        return 2
     _check_outputs(a, "json")
     run_e2e(device=a.device, json_path=a.json, batches=a.batch, compile=True if a.compile else None,
-            threads=a.threads)
+            threads=a.threads[0] if a.threads else None)
     return 0
 
 

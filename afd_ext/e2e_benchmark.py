@@ -302,6 +302,86 @@ def run_e2e(device: str = "cpu", json_path: Optional[str] = None, batches: Optio
     return result
 
 
+def run_interleaved(device: str = "cpu", json_path: Optional[str] = None,
+                    configs: Sequence[str] = ("classifier", "afd_deploy_fused"),
+                    backbones: Sequence[str] = ("efficientnet_lite0", "resnet50"), batches: Sequence[int] = (1, 32),
+                    threads: Sequence[int] = (1, 2), repeats: int = 7, calls: int = 3, warmup: int = 1,
+                    width="small", channels_last: bool = True, verbose: bool = True) -> dict:
+    """A/B of ``configs`` that the machine's drift cannot bias: per (threads, backbone, batch) the
+    configs take turns, ``repeats`` times (the order reversed every other turn), each turn timing
+    ``calls`` calls of each (after ``warmup`` untimed ones per config). A config's latency is the
+    median over turns of its turn medians; ``vs_first`` is the median over turns of the turn's
+    ratio of the first config's latency to this one's (> 1: faster than the first config, which is
+    the classifier alone by default), with its min..max over turns as the spread.
+    Rows use ``run_e2e``'s schema plus ``threads``, ``vs_first`` and ``vs_first_min/max``."""
+    if repeats < 1 or calls < 1:
+        raise ValueError(f"repeats and calls must be >= 1, got {repeats} and {calls}")
+    unknown = set(configs) - {"classifier", "afd_train", "afd_deploy_reference", "afd_deploy_fused"}
+    if unknown:
+        raise ValueError(f"run_interleaved times model configs only; not {sorted(unknown)}")
+    from .ops import current_backend
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("run_interleaved(device='cuda'): no CUDA device is available")
+    before = torch.get_num_threads()
+    rows: list[dict] = []
+
+    def log(msg):
+        if verbose:
+            print(msg, flush=True)
+    try:
+        for backbone in backbones:
+            base = build_model(backbone, width=width)
+            models = {}
+            for config in configs:
+                m = _variant(base, config).to(dev)
+                models[config] = m.to(memory_format=torch.channels_last) if channels_last else m
+            for n_threads in threads:
+                torch.set_num_threads(n_threads)
+                for b in batches:
+                    x = torch.randint(0, 256, (b, 3, 224, 224), dtype=torch.uint8, device=dev)
+                    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+                    def fn(m):
+                        with torch.inference_mode():
+                            return m(x)
+                    for config in configs:
+                        time_fn(lambda m=models[config]: fn(m), dev, warmup, 1, 0.0)
+                    turns = {c: [] for c in configs}
+                    for r in range(repeats):
+                        for config in (configs if r % 2 == 0 else tuple(reversed(configs))):
+                            times, _ = time_fn(lambda m=models[config]: fn(m), dev, 0, calls, 0.0)
+                            turns[config].append(statistics.median(times))
+                    first = turns[configs[0]]
+                    for config in configs:
+                        med = statistics.median(turns[config])
+                        ratios = [f / t for f, t in zip(first, turns[config])]
+                        row = _row(config, backbone, b, "float32", dev, images_per_s=b / med,
+                                   latency_ms_median=1e3 * med, latency_ms_p95=1e3 * _percentile(turns[config], 0.95),
+                                   runs=repeats * calls, threads=n_threads, vs_first=statistics.median(ratios),
+                                   vs_first_min=min(ratios), vs_first_max=max(ratios))
+                        rows.append(row)
+                        log(f"{backbone:18s} {config:22s} b={b:<4d} threads={n_threads} {row['images_per_s']:8.1f} "
+                            f"img/s  median {row['latency_ms_median']:9.2f} ms  vs {configs[0]} "
+                            f"{row['vs_first']:.3f} ({row['vs_first_min']:.3f}..{row['vs_first_max']:.3f})")
+    finally:
+        torch.set_num_threads(before)
+    result = {
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
+        "device_type": dev.type, "torch": torch.__version__, "cuda": torch.version.cuda,
+        "cuda_available": torch.cuda.is_available(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "commit": git_commit(), "afd_backend": current_backend(dev), "threads": list(threads),
+        "afd_width": width, "channels_last": channels_last, "warmup": warmup, "iters": calls,
+        "interleaved": {"configs": list(configs), "repeats": repeats, "calls_per_turn": calls},
+        "rows": rows, "flops": [],
+    }
+    if json_path:
+        write_result(result, json_path)
+        log(f"wrote {json_path} and {Path(json_path).with_suffix('.md')}")
+    return result
+
+
 class _Skip(Exception):
     pass
 
@@ -317,9 +397,22 @@ def format_markdown(result: dict) -> str:
     lines = [f"# End-to-end benchmark: {result['device']}", "",
              f"torch {result['torch']}, CUDA {result['cuda']}, afd backend `{result['afd_backend']}`, "
              f"{result['date']}, commit {result['commit'] or 'n/a'}; AFD width `{result['afd_width']}`, "
-             f"uint8 224x224 inputs, channels_last={result['channels_last']}.", "",
-             "| backbone | config | batch | dtype | images/s | median ms | p95 ms | runs | note |",
-             "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | --- |"]
+             f"uint8 224x224 inputs, channels_last={result['channels_last']}.", ""]
+    inter = result.get("interleaved")
+    if inter:
+        first = inter["configs"][0]
+        lines += [f"Interleaved: the configs take turns, {inter['repeats']} turns of {inter['calls_per_turn']} "
+                  f"calls each (order reversed every other turn); latency = median of the turn medians; "
+                  f"x {first} = median over turns of ({first} latency / this latency), min..max over turns.", "",
+                  f"| backbone | config | batch | threads | images/s | median ms | x {first} | min..max |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+        for r in result["rows"]:
+            lines.append(f"| {r['backbone']} | {r['config']} | {r['batch']} | {r['threads']} | "
+                         f"{r['images_per_s']:.1f} | {r['latency_ms_median']:.2f} | {r['vs_first']:.3f} | "
+                         f"{r['vs_first_min']:.3f}..{r['vs_first_max']:.3f} |")
+        return "\n".join(lines) + "\n"
+    lines += ["| backbone | config | batch | dtype | images/s | median ms | p95 ms | runs | note |",
+              "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | --- |"]
     for r in result["rows"]:
         if r.get("images_per_s"):
             lines.append(f"| {r['backbone']} | {r['config']} | {r['batch']} | {r['dtype']} | "

@@ -289,9 +289,24 @@ def _restart_log(log_path: Path, start: int) -> None:
 RESUME_MAY_CHANGE = ("val_every", "val_images", "val_quality", "ckpt_every")
 
 
+def portable_path(path: str | os.PathLike) -> str:
+    """``path`` as a checkpoint records it: relative paths as given; an absolute one relative to the
+    working directory when it lies below it, else only its last two parts (``.../parent/name``).
+    Checkpoints travel; the training machine's folder tree does not belong in them."""
+    p = Path(path)
+    if not p.is_absolute():
+        return str(path)
+    with contextlib.suppress(ValueError):
+        return str(p.relative_to(Path.cwd()))
+    return str(Path("...", *p.parts[-2:]))
+
+
 def _recipe(cfg: TrainConfig) -> dict:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()
-            if k not in ("data", "out", "resume", "stop_after", "progress", "workers", "threads", "time_budget")}
+    recipe = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()
+              if k not in ("data", "out", "resume", "stop_after", "progress", "workers", "threads", "time_budget")}
+    if recipe["init"] is not None:
+        recipe["init"] = portable_path(recipe["init"])
+    return recipe
 
 
 def _check_resume(path: Path, saved: dict, tensors: dict, cfg: TrainConfig) -> int:
@@ -604,7 +619,7 @@ def _train_locked(cfg: TrainConfig, device, rank: int, world: int, out: Path, tr
     config = {
         "backbone": cfg.backbone, "version": __version__,
         "recipe": _recipe(cfg),
-        "data": {"folders": [str(p) for p in cfg.data], "n_train": len(train_files),
+        "data": {"folders": [portable_path(p) for p in cfg.data], "n_train": len(train_files),
                  "holdout_files": sorted(f.name for f in held)},
         "world_size": world, "device": device.type,
         "classifier_precision": {"autocast": str(autocast).removeprefix("torch.") if autocast else "float32",

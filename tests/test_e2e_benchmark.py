@@ -5,7 +5,7 @@ import json
 
 import torch
 
-from afd_ext.e2e_benchmark import _percentile, run_e2e
+from afd_ext.e2e_benchmark import _percentile, run_e2e, run_interleaved
 
 
 def test_percentile():
@@ -32,3 +32,29 @@ def test_run_e2e_minimal(tmp_path):
     md = out.with_suffix(".md").read_text()
     assert "| efficientnet_lite0 | afd_deploy_fused | 1 | float32 |" in md and "skipped" in md
     assert result["rows"] == data["rows"]
+
+
+def test_run_interleaved_minimal(tmp_path):
+    """Turns alternate between the configs; each row carries the thread count and its ratio to the
+    first config (the first config's own ratio is exactly 1); the caller's thread setting returns."""
+    before = torch.get_num_threads()
+    out = tmp_path / "inter.json"
+    result = run_interleaved("cpu", str(out), backbones=("efficientnet_lite0",), batches=(1,), threads=(1, 2),
+                             repeats=3, calls=1, verbose=False)
+    assert torch.get_num_threads() == before
+    data = json.loads(out.read_text())
+    assert data["rows"] == result["rows"] and data["interleaved"]["repeats"] == 3
+    rows = {(r["config"], r["threads"]): r for r in data["rows"]}
+    assert set(rows) == {(c, t) for c in ("classifier", "afd_deploy_fused") for t in (1, 2)}
+    for t in (1, 2):
+        assert rows[("classifier", t)]["vs_first"] == 1.0
+        fused = rows[("afd_deploy_fused", t)]
+        assert fused["vs_first_min"] <= fused["vs_first"] <= fused["vs_first_max"] and fused["runs"] == 3
+        assert fused["images_per_s"] > 0
+    assert "x classifier" in out.with_suffix(".md").read_text()
+
+
+def test_cli_bench_threads_need_interleave(capsys):
+    from afd_ext.cli import main
+    assert main(["bench", "--e2e", "--threads", "1", "2"]) == 2
+    assert "need --interleave" in capsys.readouterr().err

@@ -22,3 +22,14 @@ def test_shipped_checkpoint_gains_at_quality_10_on_held_out_images():
     # gain at q10 on images the module never saw, and clean accuracy kept within 2 images
     assert q10["top1_afd"] > q10["top1_direct"], q10
     assert r["clean"]["top1_afd"] >= r["clean"]["top1_direct"] - 200.0 / len(files), r["clean"]
+
+
+@pytest.mark.parametrize("name", ["afd_efficientnet_lite0", "afd_efficientnet_lite0_v1"])
+def test_shipped_checkpoints_record_no_absolute_paths(name):
+    import json
+    from pathlib import Path
+    weights = Path(afd_ext.weights.__file__).parent
+    configs = [json.loads((weights / f"{name}.json").read_text()), read_checkpoint(weights / f"{name}.safetensors")[1]]
+    for cfg in configs:
+        text = json.dumps(cfg)
+        assert '"/' not in text and "/work/" not in text and "/home/" not in text, name

@@ -173,3 +173,34 @@ def test_mixture_flags_and_init_are_recorded(photos, tmp_path):
     assert recipe["shift_fraction"] == 0.2 and recipe["rescale_fraction"] == 0.5
     assert recipe["rescale_range"] == [0.8, 2.5] and recipe["webp_fraction"] == 0.3
     assert recipe["chroma444_fraction"] == 0.4 and recipe["init"] == str(first / "afd.safetensors")
+
+
+def _strings(obj):
+    if isinstance(obj, dict):
+        for v in obj.values():
+            yield from _strings(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _strings(v)
+    elif isinstance(obj, str):
+        yield obj
+
+
+def test_checkpoints_record_no_absolute_paths(photos, tmp_path):
+    """The config (JSON and safetensors metadata) names the training folders and --init without the
+    training machine's folder tree; a path below the working directory stays relative."""
+    from afd_ext.checkpoint import read_checkpoint
+    from afd_ext.train import portable_path
+    first, out = tmp_path / "first", tmp_path / "run"
+    assert main(["train", "--data", str(photos.resolve()), "--out", str(first)] + COMMON) == 0
+    assert main(["train", "--data", str(photos.resolve()), "--out", str(out),
+                 "--init", str((first / "afd.safetensors").resolve())] + COMMON) == 0
+    for run in (first, out):
+        configs = [json.loads((run / "afd.json").read_text()), read_checkpoint(run / "afd.safetensors")[1]]
+        for cfg in configs:
+            leaked = [s for s in _strings(cfg) if str(tmp_path) in s or s.startswith("/")]
+            assert not leaked, leaked
+        assert configs[0]["data"]["folders"] == [str(os.path.join("...", *photos.resolve().parts[-2:]))]
+    assert json.loads((out / "afd.json").read_text())["recipe"]["init"].endswith("first/afd.safetensors")
+    assert portable_path("runs/x") == "runs/x"
+    assert portable_path(os.path.join(os.getcwd(), "a", "b")) == os.path.join("a", "b")
