@@ -3,7 +3,9 @@
 Environment:
   AFD_BUILD_CUDA=0|1   force the CUDA part off / on (default: on when nvcc is found
                        in CUDA_HOME or /usr/local/cuda)
-  TORCH_CUDA_ARCH_LIST  GPU architectures (default "9.0" when no GPU is visible)
+  TORCH_CUDA_ARCH_LIST  GPU architectures, e.g. "8.0;9.0+PTX" (default: the visible GPUs'
+                       architectures; with none visible, DEFAULT_CUDA_ARCHS). The kernels need
+                       compute capability 8.0 or newer (mma.sync m16n8k16, cp.async, ldmatrix).
   MAX_JOBS              parallel compile jobs (ninja)
 """
 import glob
@@ -35,20 +37,45 @@ def _want_cuda():
     return home
 
 
-CUDA_HOME = _want_cuda()
-if CUDA_HOME:
-    # torch.utils.cpp_extension reads CUDA_HOME when imported.
-    os.environ["CUDA_HOME"] = CUDA_HOME
-    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0")
+#: With no GPU visible at build time: native code for A100-class (8.0) and H100-class (9.0) GPUs
+#: (8.0 code also runs on 8.6/8.9), and 9.0 PTX that newer GPUs (Blackwell) compile when loading it.
+DEFAULT_CUDA_ARCHS = "8.0;9.0+PTX"
+MIN_CUDA_ARCH = (8, 0)
 
-from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
+
+def cuda_arch_list() -> str:
+    """TORCH_CUDA_ARCH_LIST if set, else the visible GPUs' architectures, else DEFAULT_CUDA_ARCHS;
+    ValueError for an architecture older than MIN_CUDA_ARCH (nvcc would fail deep in the build)."""
+    archs = os.environ.get("TORCH_CUDA_ARCH_LIST", "").strip()
+    if not archs:
+        try:
+            import torch
+            caps = sorted({torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})
+        except Exception:  # no driver, no GPU: the documented default
+            caps = []
+        archs = ";".join(f"{major}.{minor}" for major, minor in caps) or DEFAULT_CUDA_ARCHS
+    for arch in archs.replace(" ", ";").split(";"):
+        if not arch:
+            continue
+        try:
+            major, minor = (int(v) for v in arch.split("+")[0].split("."))
+        except ValueError:
+            raise ValueError(f"TORCH_CUDA_ARCH_LIST: cannot read architecture {arch!r} (e.g. 8.0, 9.0+PTX)") from None
+        if (major, minor) < MIN_CUDA_ARCH:
+            raise ValueError(f"TORCH_CUDA_ARCH_LIST: {arch} is older than the kernels need "
+                             f"({MIN_CUDA_ARCH[0]}.{MIN_CUDA_ARCH[1]}: mma.sync m16n8k16, cp.async); build without "
+                             "CUDA (AFD_BUILD_CUDA=0: Triton kernels instead) or for 8.0+")
+    return archs
+
+
 
 
 def _rel(paths):
     return sorted(os.path.relpath(p, ROOT) for p in paths)
 
 
-def extensions():
+def extensions(cuda_home):
+    from torch.utils.cpp_extension import CppExtension, CUDAExtension
     cxx = ["-O3", "-std=c++20", "-fopenmp", "-DAFD_PYTHON_MODULE"]
     sources = _rel(glob.glob(os.path.join(ROOT, "csrc", "*.cpp")))
     link = ["-fopenmp"]
@@ -59,7 +86,7 @@ def extensions():
         # formats a number loses the number or crashes the process (seen on a GPU image).
         link.append("-l:libstdc++.so.6")
     kw = dict(include_dirs=[os.path.join(ROOT, "csrc"), os.path.join(ROOT, "kernels")], extra_link_args=link)
-    if CUDA_HOME:
+    if cuda_home:
         sources += _rel(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cpp")))
         sources += _rel(glob.glob(os.path.join(ROOT, "kernels", "*.cu")))
         nvcc = ["-O3", "-std=c++20", "--use_fast_math", "-lineinfo"]
@@ -68,13 +95,14 @@ def extensions():
     return [CppExtension("afd_ext._C", sources, extra_compile_args={"cxx": cxx}, **kw)]
 
 
-def _record_build_torch():
+def _record_build_torch(cuda_home):
     """afd_ext/_build_info.json: the torch _C is compiled against (named when _C fails to import)."""
     import json
 
     import torch
     with open(os.path.join(ROOT, "afd_ext", "_build_info.json"), "w") as fh:
-        json.dump({"torch": torch.__version__, "cuda": torch.version.cuda}, fh)
+        json.dump({"torch": torch.__version__, "cuda": torch.version.cuda,
+                   "cuda_archs": os.environ.get("TORCH_CUDA_ARCH_LIST") if cuda_home else None}, fh)
 
 
 class BuildPyWithSchemas(build_py):
@@ -88,8 +116,19 @@ class BuildPyWithSchemas(build_py):
                        os.path.join(self.build_lib, "afd_ext", "afd_schemas.h"))
 
 
-_record_build_torch()
-setup(
-    ext_modules=extensions(),
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True), "build_py": BuildPyWithSchemas},
-)
+def main():
+    cuda_home = _want_cuda()
+    if cuda_home:
+        # torch.utils.cpp_extension reads both when imported.
+        os.environ["CUDA_HOME"] = cuda_home
+        os.environ["TORCH_CUDA_ARCH_LIST"] = cuda_arch_list()
+    from torch.utils.cpp_extension import BuildExtension
+    _record_build_torch(cuda_home)
+    setup(
+        ext_modules=extensions(cuda_home),
+        cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True), "build_py": BuildPyWithSchemas},
+    )
+
+
+if __name__ == "__main__":  # setuptools runs setup.py as __main__; tests import it for cuda_arch_list
+    main()

@@ -9,10 +9,16 @@
     afd_deploy_fused      ``deploy()``: re-parameterized + fused torch.ops.afd kernels
     afd_compile           ``torch.compile`` of the deployed model (skipped on CPU unless
                           ``compile=True``: compiling there takes minutes; the row says so)
+    afd_cuda_graphs       the deployed model replayed as CUDA graphs
+                          (``torch.compile(mode="reduce-overhead")``; CUDA only)
+    classifier_compile,   the classifier alone, compiled / as CUDA graphs: the baselines of
+    classifier_cuda_graphs  the two rows above
     decode_included       JPEG bytes -> ``Pipeline.predict_bytes`` (decode, resize, crop,
                           deployed model, softmax/top-5)
 
-On GPU each runs in float32 and under bfloat16 autocast. Latency is per batch
+On GPU each runs in float32 and under bfloat16 autocast. Each AFD row's ``vs_classifier`` is
+its images/s over its baseline's in the same run (the classifier alone, eager / compiled / as
+CUDA graphs, same batch and dtype). Latency is per batch
 (``time.perf_counter``, ``torch.cuda.synchronize`` on GPU, warm-up excluded): the median and
 95th percentile of repeated runs; images/s = batch / median. EfficientNet-Lite0 has its real
 ImageNet weights; ResNet-50 (torchvision) random ones (AFD with 64 channels, act relu). The
@@ -41,7 +47,14 @@ import torch
 
 from .utils import git_commit
 
-CONFIGS = ("classifier", "afd_train", "afd_deploy_reference", "afd_deploy_fused", "afd_compile", "decode_included")
+CONFIGS = ("classifier", "afd_train", "afd_deploy_reference", "afd_deploy_fused", "afd_compile", "decode_included",
+           "classifier_compile", "afd_cuda_graphs", "classifier_cuda_graphs")
+#: config -> the classifier-alone config its ratio is taken against
+BASELINES = {"afd_train": "classifier", "afd_deploy_reference": "classifier", "afd_deploy_fused": "classifier",
+             "decode_included": "classifier", "afd_compile": "classifier_compile",
+             "afd_cuda_graphs": "classifier_cuda_graphs"}
+COMPILE_MODES = {"afd_compile": "default", "classifier_compile": "default", "afd_cuda_graphs": "reduce-overhead",
+                 "classifier_cuda_graphs": "reduce-overhead"}
 BACKBONES = {"efficientnet_lite0": (32, "relu6"), "resnet50": (64, "relu")}
 
 
@@ -61,11 +74,11 @@ def build_model(backbone: str, width="small", seed: int = 0):
 
 def _variant(model, config: str):
     m = copy.deepcopy(model)
-    if config == "classifier":
+    if config.startswith("classifier"):
         m.use_afd = False
     elif config == "afd_deploy_reference":
         m.deploy("reference")
-    elif config in ("afd_deploy_fused", "afd_compile", "decode_included"):
+    elif config in ("afd_deploy_fused", "afd_compile", "afd_cuda_graphs", "decode_included"):
         m.deploy()
     return m.eval()
 
@@ -229,7 +242,9 @@ def run_e2e(device: str = "cpu", json_path: Optional[str] = None, batches: Optio
             model = None
             compile_s = None
             try:
-                if config == "afd_compile" and not compile:
+                if config.endswith("cuda_graphs") and not gpu:
+                    raise _Skip("CUDA graphs need a CUDA device")
+                if config in COMPILE_MODES and not compile:
                     raise _Skip("torch.compile not run on CPU by default (compiling takes minutes there); "
                                 "pass compile=True")
                 model = _variant(base, config).to(dev)
@@ -241,7 +256,7 @@ def run_e2e(device: str = "cpu", json_path: Optional[str] = None, batches: Optio
                         rows.append(_row(config, backbone, b, dtype, dev, skipped=str(s)))
                         log(f"{backbone:18s} {config:22s} b={b:<4d} {dtype:9s} skipped: {s}")
                 continue
-            fn_model = torch.compile(model) if config == "afd_compile" else model
+            fn_model = torch.compile(model, mode=COMPILE_MODES[config]) if config in COMPILE_MODES else model
             pipe = None
             if config == "decode_included":
                 pipe = Pipeline(model, device=dev, dtype="float32", channels_last=channels_last, deploy=False)
@@ -267,7 +282,7 @@ def run_e2e(device: str = "cpu", json_path: Optional[str] = None, batches: Optio
                         row = _row(config, backbone, b, dtype, dev, images_per_s=b / med,
                                    latency_ms_median=1e3 * med, latency_ms_p95=1e3 * _percentile(times, 0.95),
                                    runs=len(times), first_call_s=first)
-                        if config == "afd_compile":
+                        if config in COMPILE_MODES:
                             row["note"] = "first_call_s includes compilation"
                         if config == "decode_included":
                             row["note"] = f"{pipe.decoder} decode of {b} JPEGs 500x375 q75 + resize/crop + model"
@@ -288,6 +303,7 @@ def run_e2e(device: str = "cpu", json_path: Optional[str] = None, batches: Optio
             if gpu:
                 torch.cuda.empty_cache()
 
+    add_ratios(rows)
     result = {
         "device": _device_name(dev), "device_type": dev.type, "torch": torch.__version__,
         "cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available(),
@@ -386,6 +402,17 @@ class _Skip(Exception):
     pass
 
 
+def add_ratios(rows: list) -> list:
+    """Each AFD row's ``vs_classifier``: its images/s over its baseline's (BASELINES), same backbone,
+    batch and dtype, measured in the same run; None where either was not measured."""
+    speed = {(r["config"], r["backbone"], r["batch"], r["dtype"]): r.get("images_per_s") for r in rows}
+    for r in rows:
+        base = BASELINES.get(r["config"])
+        ref = speed.get((base, r["backbone"], r["batch"], r["dtype"])) if base else None
+        r["vs_classifier"] = r["images_per_s"] / ref if (ref and r.get("images_per_s")) else None
+    return rows
+
+
 def _row(config, backbone, batch, dtype, dev, **kw) -> dict:
     row = {"config": config, "backbone": backbone, "batch": batch, "dtype": dtype, "device": dev.type,
            "images_per_s": None, "latency_ms_median": None, "latency_ms_p95": None}
@@ -411,16 +438,18 @@ def format_markdown(result: dict) -> str:
                          f"{r['images_per_s']:.1f} | {r['latency_ms_median']:.2f} | {r['vs_first']:.3f} | "
                          f"{r['vs_first_min']:.3f}..{r['vs_first_max']:.3f} |")
         return "\n".join(lines) + "\n"
-    lines += ["| backbone | config | batch | dtype | images/s | median ms | p95 ms | runs | note |",
-              "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | --- |"]
+    lines += ["| backbone | config | batch | dtype | images/s | x classifier | median ms | p95 ms | runs | note |",
+              "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in result["rows"]:
         if r.get("images_per_s"):
+            ratio = f"{r['vs_classifier']:.3f}" if r.get("vs_classifier") else "-"
             lines.append(f"| {r['backbone']} | {r['config']} | {r['batch']} | {r['dtype']} | "
-                         f"{r['images_per_s']:.1f} | {r['latency_ms_median']:.2f} | {r['latency_ms_p95']:.2f} | "
-                         f"{r['runs']} | {r.get('note', '')} |")
+                         f"{r['images_per_s']:.1f} | {ratio} | {r['latency_ms_median']:.2f} | "
+                         f"{r['latency_ms_p95']:.2f} | {r['runs']} | {r.get('note', '')} |")
         else:
             why = r.get("skipped") and f"skipped: {r['skipped']}" or f"error: {r.get('error')}"
-            lines.append(f"| {r['backbone']} | {r['config']} | {r['batch']} | {r['dtype']} | - | - | - | - | {why} |")
+            lines.append(f"| {r['backbone']} | {r['config']} | {r['batch']} | {r['dtype']} | - | - | - | - | - | "
+                         f"{why} |")
     if result.get("flops"):
         lines += ["", "## AFD cost at 224x224 (one image)", "",
                   "| backbone | width | AFD params (train / deploy) | AFD GFLOPs (train / deploy) | "

@@ -72,3 +72,31 @@ def test_the_built_package_carries_the_schema_header(tmp_path):
     assert shipped.read_bytes() == (root / "csrc" / "afd_schemas.h").read_bytes()
     assert afd_ext.ops.SCHEMA_HEADERS[0].name == shipped.name
     assert afd_ext.ops.schemas_from_header(shipped) == afd_ext.ops.compiled_schemas()
+
+
+def _setup_module():
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("afd_setup", Path(__file__).resolve().parents[1] / "setup.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # defines; setup() runs only as __main__
+    return mod
+
+
+def test_cuda_arch_list_default_and_floor(monkeypatch):
+    """TORCH_CUDA_ARCH_LIST wins; unset: the visible GPUs' architectures, else the documented
+    default with PTX; an architecture the kernels cannot run on is refused before nvcc starts."""
+    import torch
+    setup = _setup_module()
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "8.6;9.0+PTX")
+    assert setup.cuda_arch_list() == "8.6;9.0+PTX"
+    monkeypatch.delenv("TORCH_CUDA_ARCH_LIST")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert setup.cuda_arch_list() == setup.DEFAULT_CUDA_ARCHS and "+PTX" in setup.DEFAULT_CUDA_ARCHS
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i: [(9, 0), (8, 0)][i])
+    assert setup.cuda_arch_list() == "8.0;9.0"
+    for bad, needle in (("7.5", "older than the kernels need"), ("sm_90", "cannot read architecture")):
+        monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", bad)
+        with pytest.raises(ValueError, match=needle):
+            setup.cuda_arch_list()

@@ -18,7 +18,8 @@ def test_run_e2e_minimal(tmp_path):
     before = torch.get_num_threads()
     out = tmp_path / "e2e.json"
     result = run_e2e("cpu", str(out), batches=[1], backbones=("efficientnet_lite0",), warmup=1, iters=2,
-                     configs=("classifier", "afd_deploy_fused", "afd_compile", "decode_included"), flops=False,
+                     configs=("classifier", "afd_deploy_fused", "afd_compile", "decode_included",
+                              "afd_cuda_graphs"), flops=False,
                      threads=1, verbose=False)
     assert torch.get_num_threads() == before
     data = json.loads(out.read_text())
@@ -29,6 +30,11 @@ def test_run_e2e_minimal(tmp_path):
         assert r["images_per_s"] > 0 and r["latency_ms_p95"] >= r["latency_ms_median"] > 0 and r["runs"] == 2
         assert r["backbone"] == "efficientnet_lite0" and r["batch"] == 1 and r["dtype"] == "float32"
     assert rows["afd_compile"]["images_per_s"] is None and "compile" in rows["afd_compile"]["skipped"]
+    assert rows["afd_cuda_graphs"]["skipped"] == "CUDA graphs need a CUDA device"
+    # ratios against the baseline measured in the same run; none without one
+    fused = rows["afd_deploy_fused"]
+    assert fused["vs_classifier"] == fused["images_per_s"] / rows["classifier"]["images_per_s"]
+    assert rows["classifier"]["vs_classifier"] is None and rows["afd_compile"]["vs_classifier"] is None
     md = out.with_suffix(".md").read_text()
     assert "| efficientnet_lite0 | afd_deploy_fused | 1 | float32 |" in md and "skipped" in md
     assert result["rows"] == data["rows"]
