@@ -120,7 +120,7 @@ def _repconv_dedrift_kernel(
                 if UPCAST_DOT:  # the interpreter's tl.dot mishandles bfloat16 operands
                     xt = xt.to(ACC)
                     wt = wt.to(ACC)
-                acc = tl.dot(xt, wt, acc, input_precision="ieee")
+                acc = tl.dot(xt, wt, acc, input_precision="ieee", out_dtype=ACC)  # Triton 3.6 needs it with acc
 
     if HAS_BIAS:
         acc = acc + tl.load(bias_ptr + rc64 * bias_s, mask=c_mask, other=0.0).to(ACC)[None, :]
