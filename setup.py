@@ -112,8 +112,11 @@ class BuildPyWithSchemas(build_py):
 
     def run(self):
         super().run()
-        self.copy_file(os.path.join(ROOT, "csrc", "afd_schemas.h"),
-                       os.path.join(self.build_lib, "afd_ext", "afd_schemas.h"))
+        if getattr(self, "editable_mode", False):
+            return  # an editable install runs from the source tree, where afd_ext.ops finds csrc/
+        target = os.path.join(self.build_lib, "afd_ext", "afd_schemas.h")
+        self.mkpath(os.path.dirname(target))
+        self.copy_file(os.path.join(ROOT, "csrc", "afd_schemas.h"), target)
 
 
 def main():

@@ -219,10 +219,11 @@ class AFDClassifier(nn.Module):
         return (pixels / 255.0 - self.mean.to(pixels.dtype)) / self.std.to(pixels.dtype)
 
     def stem_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(stem features before activation, pixels 0..255) for images."""
+        """(stem features before activation, the image 0..255 for the AFD) for images. A uint8
+        input is handed to the AFD as it is (its FDE op reads 1 byte a pixel); floats as pixels."""
         dtype = self.mean.dtype if not images.is_floating_point() else images.dtype
         pixels = self.to_pixels(images, dtype)
-        return self.adapter.stem(self.normalize(pixels)), pixels
+        return self.adapter.stem(self.normalize(pixels)), images if images.dtype == torch.uint8 else pixels
 
     def head(self, feat: torch.Tensor, pixels: torch.Tensor, use_afd: bool = True) -> torch.Tensor:
         """De-drift (or only activate) the stem features, then the rest of the classifier."""

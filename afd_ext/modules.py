@@ -154,9 +154,14 @@ class FDENet(nn.Module):
             self._folded = None
         return super().train(mode)
 
-    def forward(self, img: torch.Tensor) -> torch.Tensor:
-        """img (B,3,H,W) RGB 0..255, H and W multiples of 8 -> FDM (B,C,H/8,W/8)."""
-        weights = [w if w.dtype == img.dtype else w.to(img.dtype) for w in self.op_weights()]
+    def forward(self, img: torch.Tensor, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        """img (B,3,H,W) RGB 0..255, H and W multiples of 8, floating or uint8 -> FDM (B,C,H/8,W/8)
+        in ``dtype`` (default: a floating img's own). A uint8 img goes to the op as it is (1 byte a
+        pixel read, no widened copy of the image)."""
+        dtype = dtype or img.dtype
+        if not dtype.is_floating_point:
+            raise TypeError(f"FDENet: a {img.dtype} img needs the FDM's floating dtype (dtype=...)")
+        weights = [w if w.dtype == dtype else w.to(dtype) for w in self.op_weights()]
         if self.impl == "fused":
             return torch.ops.afd.block_dct_fdm(img, *weights)
         return reference.block_dct_fdm(img, *weights)
@@ -235,6 +240,7 @@ class AFDModule(nn.Module):
         self.fe = FENet(channels, int(width), bn=bn)
         self.fe.last.zero_init()
         self._impl = "reference"
+        self._dedrift_weights: Optional[tuple] = None  # deploy(dtype=...): the de-drift weights cast once
         if block == "conv":
             use_plain_convs(self)
 
@@ -275,18 +281,36 @@ class AFDModule(nn.Module):
         self.set_impl(impl)
         if self.fde is not None:
             self.fde.deploy(impl, dtype)
+        # The fused de-drift's weights in the dtype it will run in (autocast's), cast once here.
+        self._dedrift_weights = None
+        if dtype is not None:
+            conv = self.fe.last.conv
+            self._dedrift_weights = (conv.weight.detach().to(dtype), conv.bias.detach().to(dtype))
         return self.eval()
 
+    def train(self, mode: bool = True):
+        if mode:
+            self._dedrift_weights = None  # training moves the weights: the cast copies would go stale
+        return super().train(mode)
+
+    def _apply(self, fn, *args, **kwargs):
+        out = super()._apply(fn, *args, **kwargs)  # .to()/.cuda(): the cast copies follow
+        if getattr(self, "_dedrift_weights", None) is not None:
+            self._dedrift_weights = tuple(fn(t) for t in self._dedrift_weights)
+        return out
+
     # -- forward ------------------------------------------------------------------------------
-    def compute_fdm(self, img: torch.Tensor, feat_size) -> torch.Tensor:
+    def compute_fdm(self, img: torch.Tensor, feat_size, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        """FDM in ``dtype`` (default: img's) for img (floating, or uint8 of a size the DCT takes)."""
         b = img.shape[0]
+        dtype = dtype or img.dtype
         if self.fde is None:
-            return img.new_ones((b, self.channels, 1, 1))
+            return torch.ones((b, self.channels, 1, 1), dtype=dtype, device=img.device)
         h, w = img.shape[-2:]
         pad_h, pad_w = (-h) % 8, (-w) % 8
         if pad_h or pad_w:
-            img = F.pad(img, (0, pad_w, 0, pad_h), mode="replicate")
-        fdm = self.fde(img)
+            img = F.pad(img.to(dtype), (0, pad_w, 0, pad_h), mode="replicate")
+        fdm = self.fde(img, dtype)
         if self.fdm_mode == "global":
             return fdm.mean(dim=(2, 3), keepdim=True)
         hf, wf = feat_size
@@ -299,18 +323,20 @@ class AFDModule(nn.Module):
             raise ValueError(f"feat must have shape (B, {self.channels}, Hf, Wf), got {tuple(feat.shape)}")
         if img.dim() != 4 or img.shape[1] != 3 or img.shape[0] != feat.shape[0]:
             raise ValueError(f"img must have shape ({feat.shape[0]}, 3, H, W), got {tuple(img.shape)}")
-        if img.dtype == torch.uint8:
+        if img.dtype != torch.uint8:  # uint8 stays uint8: the FDE op reads it directly
+            if not img.is_floating_point():
+                raise TypeError(f"img must be uint8 or floating (RGB 0..255), got {img.dtype}")
             img = img.to(feat.dtype)
-        elif not img.is_floating_point():
-            raise TypeError(f"img must be uint8 or floating (RGB 0..255), got {img.dtype}")
-        img = img.to(feat.dtype)
-        fdm = self.compute_fdm(img, feat.shape[-2:])
+        fdm = self.compute_fdm(img, feat.shape[-2:], feat.dtype)
         x = self.fe.features(feat)
         if self.fused and self.fe.last.deployed:
-            conv = self.fe.last.conv
             dt = x.dtype  # under autocast the convs' output dtype; the op wants one dtype throughout
-            return torch.ops.afd.repconv_dedrift(x, conv.weight.to(dt), conv.bias.to(dt), fdm.to(dt), feat.to(dt),
-                                                 self.act)
+            cached = getattr(self, "_dedrift_weights", None)
+            if cached is not None and cached[0].dtype == dt:
+                weight, bias = cached
+            else:
+                weight, bias = self.fe.last.conv.weight.to(dt), self.fe.last.conv.bias.to(dt)
+            return torch.ops.afd.repconv_dedrift(x, weight, bias, fdm.to(dt), feat.to(dt), self.act)
         d = self.fe.last(x)
         return reference.dedrift(feat, d, fdm, self.act)
 

@@ -183,6 +183,15 @@ def _unsupported(backend: str, device_key: str) -> Callable:
     return kernel
 
 
+def _impl_over(lib: torch.library.Library, op: str, fn: Callable, key: str) -> None:
+    """Register ``fn`` over the kernel already registered for ``op`` and ``key``, on purpose (some
+    torch releases, e.g. 2.11, warn about every such override; that warning is not for users)."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Oo]verrid.*", category=UserWarning)
+        lib.impl(op, fn, key, allow_override=True)
+
+
 def _registration_for(backend: str) -> torch.library.Library:
     """A Library that registers ``backend``'s kernels over the defaults on CPU and CUDA."""
     if backend not in BACKENDS:
@@ -199,7 +208,7 @@ def _registration_for(backend: str) -> torch.library.Library:
                 continue  # the compiled kernel is already the one registered
         for op in OP_NAMES:
             fn = kernels[op] if kernels is not None else _unsupported(backend, key)
-            lib.impl(op, fn, key, allow_override=True)
+            _impl_over(lib, op, fn, key)
     return lib
 
 
@@ -260,10 +269,11 @@ def _block_dct_fake(img):
 
 @torch.library.register_fake("afd::block_dct_fdm")
 def _block_dct_fdm_fake(img, w1, b1, w2, b2, w3, b3):
-    reference.checks.check_image(img)
+    reference.checks.check_image(img, uint8=True)
     reference.checks.check_fde_weights(img, w1, b1, w2, b2, w3, b3)
     b, _, h, w = img.shape
-    out = img.new_empty((b, w3.shape[0], h // 8, w // 8))
+    # The weights' dtype: a floating img's own, and the output dtype for a uint8 img.
+    out = img.new_empty((b, w3.shape[0], h // 8, w // 8), dtype=w1.dtype)
     return out.contiguous(memory_format=reference.checks.output_memory_format(img))
 
 
@@ -316,6 +326,7 @@ def _block_dct_backward(ctx, grad):
 
 
 def _block_dct_fdm_backward(ctx, grad):
+    # A uint8 img never needs a gradient (autograd does not track integer tensors): None for it.
     pairs = list(zip(_saved_inputs(ctx), ctx.needs_input_grad))
     return _reference_vjp(reference.block_dct_fdm, pairs, grad)
 
@@ -344,7 +355,8 @@ def block_dct(img: torch.Tensor) -> torch.Tensor:
 
 
 def block_dct_fdm(img, w1, b1, w2, b2, w3, b3) -> torch.Tensor:
-    """(B,3,H,W) RGB 0..255 -> (B,C,H/8,W/8) FDM: block DCT + FDE-Net MLP + sigmoid, fused."""
+    """(B,3,H,W) RGB 0..255 (floating of the weights' dtype, or uint8) -> (B,C,H/8,W/8) FDM in the
+    weights' dtype: block DCT + FDE-Net MLP + sigmoid, fused (docs/design.md §2)."""
     return torch.ops.afd.block_dct_fdm(img, w1, b1, w2, b2, w3, b3)
 
 
@@ -369,7 +381,7 @@ if _env_backend:
         _env_error_lib = torch.library.Library("afd", "IMPL")
         for _op in OP_NAMES:
             for _key in ("CPU", "CUDA"):
-                _env_error_lib.impl(_op, _env_error_kernel, _key, allow_override=True)
+                _impl_over(_env_error_lib, _op, _env_error_kernel, _key)
 
 
 def check_environment() -> None:

@@ -7,6 +7,7 @@
 #include <c10/util/Exception.h>
 #include <c10/util/Optional.h>
 #include <string>
+#include <utility>
 
 #include "afd_constants.h"
 
@@ -29,31 +30,52 @@ inline void check_float(const char* name, const at::Tensor& t) {
                    " must be a floating tensor (float32, float64, float16 or bfloat16), got ", t.scalar_type());
 }
 
-inline void check_image(const at::Tensor& img) {
-  check_float("img", img);
+// (B, 3, H, W), H and W multiples of 8; floating, or also uint8 where the op takes it (uint8 = true:
+// block_dct_fdm, whose compute dtype is then w1's; check_fde_weights).
+inline void check_image(const at::Tensor& img, bool uint8 = false) {
+  const at::ScalarType t = img.scalar_type();
+  TORCH_CHECK_TYPE(!uint8 || t == at::kByte || is_supported_float(t),
+                   "img must be uint8 or a floating tensor (float32, float64, float16 or bfloat16) of w1's dtype, "
+                   "got ", t);
+  if (!(uint8 && t == at::kByte)) check_float("img", img);
   TORCH_CHECK_VALUE(img.dim() == 4 && img.size(1) == 3,
                     "img must have shape (B, 3, H, W) (RGB, 0..255), got ", img.sizes());
   TORCH_CHECK_VALUE(img.size(2) % kBlock == 0 && img.size(3) % kBlock == 0,
                     "img height and width must be multiples of 8, got ", img.size(2), "x", img.size(3));
 }
 
-inline void check_same(const char* name, const at::Tensor& t, const char* ref_name, const at::Tensor& ref) {
-  check_float(name, t);
+inline void check_dtype(const char* name, const at::Tensor& t, const char* ref_name, const at::Tensor& ref) {
   TORCH_CHECK_TYPE(t.scalar_type() == ref.scalar_type(), name, " has dtype ", t.scalar_type(), " but ", ref_name,
                    " has dtype ", ref.scalar_type(), "; they must match");
+}
+
+inline void check_device(const char* name, const at::Tensor& t, const char* ref_name, const at::Tensor& ref) {
   TORCH_CHECK_VALUE(t.device() == ref.device(), name, " is on ", t.device(), " but ", ref_name, " is on ",
                     ref.device(), "; they must be on one device");
 }
 
+inline void check_same(const char* name, const at::Tensor& t, const char* ref_name, const at::Tensor& ref) {
+  check_float(name, t);
+  check_dtype(name, t, ref_name, ref);
+  check_device(name, t, ref_name, ref);
+}
+
+// The FDE weights of block_dct_fdm (after check_image(img, true)): floating, all of img's dtype (a
+// floating img) or all of w1's (a uint8 img), all on img's device. So w1's dtype is the op's compute
+// and output dtype either way.
 inline void check_fde_weights(const at::Tensor& img, const at::Tensor& w1, const at::Tensor& b1,
                               const at::Tensor& w2, const at::Tensor& b2, const at::Tensor& w3,
                               const at::Tensor& b3) {
-  check_same("w1", w1, "img", img);
-  check_same("b1", b1, "img", img);
-  check_same("w2", w2, "img", img);
-  check_same("b2", b2, "img", img);
-  check_same("w3", w3, "img", img);
-  check_same("b3", b3, "img", img);
+  const bool uint8 = img.scalar_type() == at::kByte;
+  const char* dtype_ref_name = uint8 ? "w1" : "img";
+  const at::Tensor& dtype_ref = uint8 ? w1 : img;
+  const std::pair<const char*, const at::Tensor*> weights[] = {{"w1", &w1}, {"b1", &b1}, {"w2", &w2},
+                                                                {"b2", &b2}, {"w3", &w3}, {"b3", &b3}};
+  for (const auto& [name, t] : weights) {
+    check_float(name, *t);
+    check_dtype(name, *t, dtype_ref_name, dtype_ref);
+    check_device(name, *t, "img", img);
+  }
   TORCH_CHECK_VALUE(w1.dim() == 2 && w1.size(1) == kDctChannels, "w1 must have shape (h1, 192), got ", w1.sizes());
   const int64_t h1 = w1.size(0);
   TORCH_CHECK_VALUE(h1 > 0, "w1 must have at least one row (h1 >= 1; a layer over no inputs is not defined), got ",

@@ -2,7 +2,8 @@
 // keeps its tile's pixels, coefficients and hidden activations in planar buffers (feature-major,
 // blocks contiguous) that stay in cache; only the (B, C, Hb, Wb) map is written to memory. The
 // three layers are BLAS GEMMs on the tile, the last one writing into the output; the sigmoid is
-// applied to the whole output at the end.
+// applied to the whole output at the end. A uint8 image is read as it is (its pixels converted to
+// the weights' dtype as they are gathered into a tile).
 #include <ATen/ATen.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <ATen/Dispatch.h>
@@ -53,18 +54,22 @@ at::Tensor block_dct_fdm_cpu(const at::Tensor& img, const at::Tensor& w1, const 
                              const at::Tensor& b2, const at::Tensor& w3, const at::Tensor& b3) {
   // The ATen calls inside must run in the dtype given: autocast stays outside the kernel.
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
-  check_image(img);
+  check_image(img, /*uint8=*/true);
   check_fde_weights(img, w1, b1, w2, b2, w3, b3);
-  const at::ScalarType dtype = img.scalar_type();
+  // The compute and output dtype: the weights' (a floating img has it too; a uint8 img's pixels are
+  // read as they are and converted per tile, never copied to a floating image).
+  const at::ScalarType dtype = w1.scalar_type();
+  const bool uint8 = img.scalar_type() == at::kByte;
   if (dtype == at::kHalf || dtype == at::kBFloat16) {
     const auto f = [](const at::Tensor& t) { return t.to(at::kFloat); };
-    return block_dct_fdm_cpu(f(img), f(w1), f(b1), f(w2), f(b2), f(w3), f(b3)).to(dtype);
+    return block_dct_fdm_cpu(uint8 ? img : f(img), f(w1), f(b1), f(w2), f(b2), f(w3), f(b3)).to(dtype);
   }
 
   const int64_t batch = img.size(0), hb = img.size(2) / kBlock, wb = img.size(3) / kBlock;
   const int64_t h1 = w1.size(0), h2 = w2.size(0), channels = w3.size(0);
   const at::MemoryFormat fmt = output_memory_format(img);
-  at::Tensor out = at::empty({batch, channels, hb, wb}, img.options().memory_format(fmt));
+  const auto opts = img.options().dtype(dtype);
+  at::Tensor out = at::empty({batch, channels, hb, wb}, opts.memory_format(fmt));
   if (out.numel() == 0) return out;
 
   const bool channels_last = fmt == at::MemoryFormat::ChannelsLast;
@@ -84,14 +89,16 @@ at::Tensor block_dct_fdm_cpu(const at::Tensor& img, const at::Tensor& w1, const 
     at::parallel_for(0, batch * tiling.per_image, 1, [&](int64_t begin, int64_t end) {
       // Worker threads do not inherit the caller's dispatch state; the GEMMs below build no graph.
       at::AutoDispatchBelowADInplaceOrView guard;
-      const auto opts = img.options();
       at::Tensor pixels = at::empty({kDctChannels, tiling.ld}, opts);
       at::Tensor coeffs = at::empty({kDctChannels, tiling.ld}, opts);
       at::Tensor hidden1 = at::empty({h1, tiling.ld}, opts);
       at::Tensor hidden2 = at::empty({h2, tiling.ld}, opts);
       for (int64_t index = begin; index < end; ++index) {
         const auto [image, first, count] = tiling.at(index);
-        cpu::gather_ycc_planar(img, image, first, count, pixels.data_ptr<scalar_t>(), tiling.ld);
+        if (uint8)
+          cpu::gather_ycc_planar<scalar_t, uint8_t>(img, image, first, count, pixels.data_ptr<scalar_t>(), tiling.ld);
+        else
+          cpu::gather_ycc_planar<scalar_t>(img, image, first, count, pixels.data_ptr<scalar_t>(), tiling.ld);
         cpu::dct_planar(pixels.data_ptr<scalar_t>(), tiling.ld, count, coeffs.data_ptr<scalar_t>(), tiling.ld);
         at::Tensor a1 = hidden1.narrow(1, 0, count), a2 = hidden2.narrow(1, 0, count);
         at::mm_out(a1, w1c, coeffs.narrow(1, 0, count));

@@ -46,9 +46,10 @@ struct BlockTiling {
 // Level-shifted YCbCr pixels of blocks [first, first + count) of one image (base points at its
 // pixel (0, 0, 0); strides in elements) into a planar (192, ld) tile: row c*64 + y*8 + x holds
 // pixel (y, x) of colour plane c. Runs along block rows, so with unit-stride rows (kUnitW) each
-// pixel row of a run of blocks is one contiguous read that the compiler de-interleaves.
-template <typename scalar_t, bool kUnitW>
-AFD_SIMD_CLONES void gather_ycc_planar(const scalar_t* __restrict base, int64_t sc, int64_t sh, int64_t stride_w,
+// pixel row of a run of blocks is one contiguous read that the compiler de-interleaves. The pixels
+// (pixel_t) are of the compute type scalar_t, or uint8 (0..255, converted exactly as they are read).
+template <typename scalar_t, typename pixel_t, bool kUnitW>
+AFD_SIMD_CLONES void gather_ycc_planar(const pixel_t* __restrict base, int64_t sc, int64_t sh, int64_t stride_w,
                                        int64_t wb, int64_t first, int64_t count, scalar_t* __restrict dst,
                                        int64_t ld) {
   const int64_t sw = kUnitW ? 1 : stride_w;
@@ -60,15 +61,16 @@ AFD_SIMD_CLONES void gather_ycc_planar(const scalar_t* __restrict base, int64_t 
   for (int64_t t = 0; t < count;) {
     const int64_t i = (first + t) / wb, j = (first + t) % wb, run = std::min(count - t, wb - j);
     for (int y = 0; y < kBlock; ++y) {
-      const scalar_t* r = base + (i * kBlock + y) * sh + j * kBlock * sw;
-      const scalar_t* g = r + sc;
-      const scalar_t* b = g + sc;
+      const pixel_t* r = base + (i * kBlock + y) * sh + j * kBlock * sw;
+      const pixel_t* g = r + sc;
+      const pixel_t* b = g + sc;
       scalar_t* d = dst + y * kBlock * ld + t;
       for (int x = 0; x < kBlock; ++x) {
 #pragma omp simd
         for (int64_t s = 0; s < run; ++s) {
           const int64_t p = (s * kBlock + x) * sw;
-          const scalar_t R = r[p], G = g[p], B = b[p];
+          const scalar_t R = static_cast<scalar_t>(r[p]), G = static_cast<scalar_t>(g[p]),
+                         B = static_cast<scalar_t>(b[p]);
           d[x * ld + s] = ycc[0][0] * R + ycc[0][1] * G + ycc[0][2] * B + off[0];
           d[(kCoeff + x) * ld + s] = ycc[1][0] * R + ycc[1][1] * G + ycc[1][2] * B + off[1];
           d[(2 * kCoeff + x) * ld + s] = ycc[2][0] * R + ycc[2][1] * G + ycc[2][2] * B + off[2];
@@ -79,15 +81,16 @@ AFD_SIMD_CLONES void gather_ycc_planar(const scalar_t* __restrict base, int64_t 
   }
 }
 
-template <typename scalar_t>
+// img's pixels are of type pixel_t: scalar_t (the default), or uint8_t for a uint8 image.
+template <typename scalar_t, typename pixel_t = scalar_t>
 void gather_ycc_planar(const at::Tensor& img, int64_t image, int64_t first, int64_t count, scalar_t* dst,
                        int64_t ld) {
-  const scalar_t* base = img.const_data_ptr<scalar_t>() + image * img.stride(0);
+  const pixel_t* base = img.const_data_ptr<pixel_t>() + image * img.stride(0);
   const int64_t sc = img.stride(1), sh = img.stride(2), sw = img.stride(3), wb = img.size(3) / kBlock;
   if (sw == 1)
-    gather_ycc_planar<scalar_t, true>(base, sc, sh, 1, wb, first, count, dst, ld);
+    gather_ycc_planar<scalar_t, pixel_t, true>(base, sc, sh, 1, wb, first, count, dst, ld);
   else
-    gather_ycc_planar<scalar_t, false>(base, sc, sh, sw, wb, first, count, dst, ld);
+    gather_ycc_planar<scalar_t, pixel_t, false>(base, sc, sh, sw, wb, first, count, dst, ld);
 }
 
 // Planar YCbCr tile (clobbered) -> planar coefficients: out row c*64 + k (row stride ld_out) holds

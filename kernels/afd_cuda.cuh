@@ -33,17 +33,20 @@ cudaError_t launch_block_dct(const void* img, Strides4 img_st, void* out, Stride
 
 // ---------------------------------------------------------------------------------------------
 // afd::block_dct_fdm.
+// dt is the weights' (and the output's) dtype; the image has dtype dt too, or is uint8 (0..255).
 // (a) Generic path (all dtypes, any strides, any h1/h2/C whose tile fits in shared memory):
 //     block DCT into shared memory, then the three dense layers as SIMT GEMMs.
-//     Weights must be contiguous (nn.Linear layout).
+//     Weights must be contiguous (nn.Linear layout). img_uint8 != 0: a uint8 image, its pixels
+//     converted to the accumulation type as they are loaded.
 size_t fdm_generic_smem_bytes(int h1, int h2, DType dt);
-cudaError_t launch_block_dct_fdm_generic(const void* img, Strides4 img_st, const void* w1, const void* b1,
-                                         const void* w2, const void* b2, const void* w3, const void* b3,
-                                         void* out, Strides4 out_st, int B, int H, int W, int h1, int h2, int C,
-                                         DType dt, const DeviceInfo& dev, cudaStream_t stream);
+cudaError_t launch_block_dct_fdm_generic(const void* img, int img_uint8, Strides4 img_st, const void* w1,
+                                         const void* b1, const void* w2, const void* b2, const void* w3,
+                                         const void* b3, void* out, Strides4 out_st, int B, int H, int W, int h1,
+                                         int h2, int C, DType dt, const DeviceInfo& dev, cudaStream_t stream);
 
-// (b) Tensor-core path (float16 / bfloat16): the colour transform and the DCT are linear, so they are
-//     folded into the first layer (w1f = w1 . K, K the 192x192 pixel->coefficient matrix; see
+// (b) Tensor-core path (float16 / bfloat16 image of the weights' dtype; a uint8 image takes path
+//     (a)): the colour transform and the DCT are linear, so they are folded into the first layer
+//     (w1f = w1 . K, K the 192x192 pixel->coefficient matrix; see
 //     kernels/README.md). Image must be dense NCHW (nhwc == 0) or dense NHWC (nhwc == 1) with a
 //     16-byte aligned data pointer. Workspace: w1f (h1p x 192 float16, for both input dtypes: the
 //     tensor-core math is float16) and b1f (h1p floats), h1p = round_up(h1, 16), written by

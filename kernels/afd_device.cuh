@@ -7,6 +7,7 @@
 // wrappers and the launch macro are supplied by that harness instead.
 #pragma once
 #include <cstdint>
+#include <type_traits>
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -143,6 +144,21 @@ __device__ __forceinline__ typename Num<T>::Acc load_acc(const T* p) {
 #else
   return Num<T>::to_acc(__ldg(p));
 #endif
+}
+
+// One image pixel in the accumulation type A (Num<T>::Acc of the kernel's dtype T): an image of
+// dtype T (P == T) through load_acc, a uint8 image (P == uint8_t, 0..255) converted exactly.
+template <typename A, typename P>
+__device__ __forceinline__ A load_pixel(const P* p) {
+  if constexpr (std::is_same_v<P, uint8_t>) {
+#ifdef AFD_EMU
+    return static_cast<A>(*p);
+#else
+    return static_cast<A>(__ldg(p));
+#endif
+  } else {
+    return load_acc(p);
+  }
 }
 
 template <typename A>

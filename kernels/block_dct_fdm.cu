@@ -2,15 +2,18 @@
 //   sigmoid(w3 relu(w2 relu(w1 D + b1) + b2) + b3) per 8x8 block, D = the block's 192 DCT coefficients.
 // The 192-channel coefficient tensor never goes to global memory. Two kernels:
 //
-// (a) fdm_generic_kernel (every dtype, any image strides, any h1/h2/C that fit in shared memory).
-//     One CTA (256 threads) takes NB = 32 consecutive blocks (16 for double) of the flattened
-//     (b, hb, wb) order. Shared memory holds D as [192][NB+1] (then H1 [h1][NB+1], H2 [h2][NB+1]).
+// (a) fdm_generic_kernel (every dtype, any image strides, any h1/h2/C that fit in shared memory;
+//     the image of the weights' dtype or uint8, converted as its pixels are loaded). One CTA (256
+//     threads) takes NB = 32 consecutive blocks (16 for double) of the flattened (b, hb, wb) order.
+//     Shared memory holds D as [192][NB+1] (then H1 [h1][NB+1], H2 [h2][NB+1]).
 //     The pixels are loaded 8 consecutive pixels at a time (coalesced rows), colour-transformed and
 //     DCT'd in place (separable, row then column pass, coefficients in natural (u,v) order; the
 //     zig-zag order is applied when reading w1's columns). The three layers are SIMT GEMMs: each
 //     thread computes 4 outputs x NB/8 blocks with float (double) accumulators, weights via __ldg.
 //
-// (b) fdm_mma_kernel (float16 / bfloat16, dense NCHW or NHWC image): tensor cores (mma.sync
+// (b) fdm_mma_kernel (float16 / bfloat16, dense NCHW or NHWC image of the weights' dtype; a uint8
+//     image takes path (a) for now: its 8-pixel row pieces are 8 bytes, not the 16 that the cp.async
+//     staging copies, and would need widening to float16 in shared memory): tensor cores (mma.sync
 //     m16n8k16, fp32 accumulation). The colour transform, level shift, DCT and zig-zag order are
 //     linear, so they are folded into the first layer by a tiny prologue kernel (fdm_fold_kernel):
 //     z1 = w1f . rgb + b1f with w1f = w1 . K (K: 192 pixel values -> 192 coefficients, columns in the
@@ -104,8 +107,9 @@ __device__ __forceinline__ void gen_dense(const T* __restrict__ W, const T* __re
   (void)NB;
 }
 
-template <typename T>
-__global__ void __launch_bounds__(kGenThreads) fdm_generic_kernel(const T* __restrict__ img, Strides4 ist,
+// P: the image's pixel type, T (the weights' dtype) or uint8_t.
+template <typename T, typename P>
+__global__ void __launch_bounds__(kGenThreads) fdm_generic_kernel(const P* __restrict__ img, Strides4 ist,
                                                                   const T* __restrict__ w1, const T* __restrict__ b1,
                                                                   const T* __restrict__ w2, const T* __restrict__ b2,
                                                                   const T* __restrict__ w3, const T* __restrict__ b3,
@@ -149,10 +153,10 @@ __global__ void __launch_bounds__(kGenThreads) fdm_generic_kernel(const T* __res
     const int y = p >> 3, x = p & 7;
     A r = 0, g = 0, bl = 0;
     if (j < nvalid) {
-      const T* src = img + s_ibase[j] + y * ist.s[2] + x * ist.s[3];
-      r = load_acc(src);
-      g = load_acc(src + ist.s[1]);
-      bl = load_acc(src + 2 * ist.s[1]);
+      const P* src = img + s_ibase[j] + y * ist.s[2] + x * ist.s[3];
+      r = load_pixel<A>(src);
+      g = load_pixel<A>(src + ist.s[1]);
+      bl = load_pixel<A>(src + 2 * ist.s[1]);
     }
 #pragma unroll
     for (int cc = 0; cc < 3; ++cc)
@@ -181,7 +185,7 @@ __global__ void __launch_bounds__(kGenThreads) fdm_generic_kernel(const T* __res
   gen_dense<T, false>(w3, b3, C, h2, sH2, nullptr, s_izz, 1, out, s_obase, ost.s[1], nvalid);
 }
 
-template <typename T>
+template <typename T, typename P>
 cudaError_t launch_generic_typed(const void* img, Strides4 ist, const void* w1, const void* b1, const void* w2,
                                  const void* b2, const void* w3, const void* b3, void* out, Strides4 ost, int B,
                                  int H, int W, int h1, int h2, int C, DType dt, cudaStream_t stream) {
@@ -192,10 +196,10 @@ cudaError_t launch_generic_typed(const void* img, Strides4 ist, const void* w1, 
   const int64_t nctas = (total + Cfg::NB - 1) / Cfg::NB;
   if (nctas > 0x7fffffffLL) return cudaErrorInvalidConfiguration;
   const size_t smem = fdm_generic_smem_bytes(h1, h2, dt);
-  auto kern = &fdm_generic_kernel<T>;
+  auto kern = &fdm_generic_kernel<T, P>;
   cudaError_t err = allow_smem(kern, smem);
   if (err != cudaSuccess) return err;
-  AFD_LAUNCH(kern, dim3(static_cast<unsigned>(nctas)), dim3(kGenThreads), smem, stream, static_cast<const T*>(img),
+  AFD_LAUNCH(kern, dim3(static_cast<unsigned>(nctas)), dim3(kGenThreads), smem, stream, static_cast<const P*>(img),
              ist, static_cast<const T*>(w1), static_cast<const T*>(b1), static_cast<const T*>(w2),
              static_cast<const T*>(b2), static_cast<const T*>(w3), static_cast<const T*>(b3), static_cast<T*>(out), ost,
              Hb, Wb, total, h1, h2, C);
@@ -619,24 +623,36 @@ size_t fdm_generic_smem_bytes(int h1, int h2, DType dt) {
   return (192 + static_cast<size_t>(h1) + h2) * nbp * acc;
 }
 
-cudaError_t launch_block_dct_fdm_generic(const void* img, Strides4 img_st, const void* w1, const void* b1,
-                                         const void* w2, const void* b2, const void* w3, const void* b3,
-                                         void* out, Strides4 out_st, int B, int H, int W, int h1, int h2, int C,
-                                         DType dt, const DeviceInfo& dev, cudaStream_t stream) {
+// The image's pixel type P (T or uint8_t) for the weights' dtype T.
+template <typename T>
+cudaError_t launch_generic_pixels(const void* img, int img_uint8, Strides4 ist, const void* w1, const void* b1,
+                                  const void* w2, const void* b2, const void* w3, const void* b3, void* out,
+                                  Strides4 ost, int B, int H, int W, int h1, int h2, int C, DType dt,
+                                  cudaStream_t stream) {
+  if (img_uint8)
+    return launch_generic_typed<T, uint8_t>(img, ist, w1, b1, w2, b2, w3, b3, out, ost, B, H, W, h1, h2, C, dt,
+                                            stream);
+  return launch_generic_typed<T, T>(img, ist, w1, b1, w2, b2, w3, b3, out, ost, B, H, W, h1, h2, C, dt, stream);
+}
+
+cudaError_t launch_block_dct_fdm_generic(const void* img, int img_uint8, Strides4 img_st, const void* w1,
+                                         const void* b1, const void* w2, const void* b2, const void* w3,
+                                         const void* b3, void* out, Strides4 out_st, int B, int H, int W, int h1,
+                                         int h2, int C, DType dt, const DeviceInfo& dev, cudaStream_t stream) {
   (void)dev;
   switch (dt) {
     case DType::kFloat32:
-      return launch_generic_typed<float>(img, img_st, w1, b1, w2, b2, w3, b3, out, out_st, B, H, W, h1, h2, C, dt,
-                                         stream);
+      return launch_generic_pixels<float>(img, img_uint8, img_st, w1, b1, w2, b2, w3, b3, out, out_st, B, H, W, h1,
+                                          h2, C, dt, stream);
     case DType::kFloat64:
-      return launch_generic_typed<double>(img, img_st, w1, b1, w2, b2, w3, b3, out, out_st, B, H, W, h1, h2, C, dt,
-                                          stream);
+      return launch_generic_pixels<double>(img, img_uint8, img_st, w1, b1, w2, b2, w3, b3, out, out_st, B, H, W, h1,
+                                           h2, C, dt, stream);
     case DType::kFloat16:
-      return launch_generic_typed<__half>(img, img_st, w1, b1, w2, b2, w3, b3, out, out_st, B, H, W, h1, h2, C, dt,
-                                          stream);
+      return launch_generic_pixels<__half>(img, img_uint8, img_st, w1, b1, w2, b2, w3, b3, out, out_st, B, H, W, h1,
+                                           h2, C, dt, stream);
     case DType::kBFloat16:
-      return launch_generic_typed<__nv_bfloat16>(img, img_st, w1, b1, w2, b2, w3, b3, out, out_st, B, H, W, h1, h2,
-                                                 C, dt, stream);
+      return launch_generic_pixels<__nv_bfloat16>(img, img_uint8, img_st, w1, b1, w2, b2, w3, b3, out, out_st, B, H,
+                                                  W, h1, h2, C, dt, stream);
   }
   return cudaErrorInvalidValue;
 }

@@ -21,8 +21,15 @@ def check_float(name: str, t: torch.Tensor) -> None:
         raise TypeError(f"{name} must be a floating tensor (float32, float64, float16 or bfloat16), got {t.dtype}")
 
 
-def check_image(img: torch.Tensor) -> None:
-    check_float("img", img)
+def check_image(img: torch.Tensor, uint8: bool = False) -> None:
+    """(B, 3, H, W), H and W multiples of 8; floating, or also uint8 where the op takes it
+    (``uint8=True``: block_dct_fdm, whose compute dtype is then w1's; check_fde_weights)."""
+    is_tensor = isinstance(img, torch.Tensor)
+    if uint8 and is_tensor and img.dtype not in (torch.uint8, *FLOAT_DTYPES):
+        raise TypeError(f"img must be uint8 or a floating tensor (float32, float64, float16 or bfloat16) of "
+                        f"w1's dtype, got {img.dtype}")
+    if not (uint8 and is_tensor and img.dtype == torch.uint8):
+        check_float("img", img)
     if img.dim() != 4 or img.shape[1] != 3:
         raise ValueError(f"img must have shape (B, 3, H, W) (RGB, 0..255), got {tuple(img.shape)}")
     h, w = img.shape[-2:]
@@ -30,12 +37,20 @@ def check_image(img: torch.Tensor) -> None:
         raise ValueError(f"img height and width must be multiples of {BLOCK}, got {h}x{w}")
 
 
-def check_same(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
-    check_float(name, t)
+def check_dtype(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
     if t.dtype != ref.dtype:
         raise TypeError(f"{name} has dtype {t.dtype} but {ref_name} has dtype {ref.dtype}; they must match")
+
+
+def check_device(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
     if t.device != ref.device:
         raise ValueError(f"{name} is on {t.device} but {ref_name} is on {ref.device}; they must be on one device")
+
+
+def check_same(name: str, t: torch.Tensor, ref_name: str, ref: torch.Tensor) -> None:
+    check_float(name, t)
+    check_dtype(name, t, ref_name, ref)
+    check_device(name, t, ref_name, ref)
 
 
 def check_shape(name: str, t: torch.Tensor, expected: tuple) -> None:
@@ -44,8 +59,14 @@ def check_shape(name: str, t: torch.Tensor, expected: tuple) -> None:
 
 
 def check_fde_weights(img, w1, b1, w2, b2, w3, b3) -> None:
+    """The FDE weights of block_dct_fdm (after check_image(img, uint8=True)): floating, all of
+    img's dtype (a floating img) or all of w1's (a uint8 img), all on img's device. So w1's dtype
+    is the op's compute and output dtype either way."""
+    dtype_ref = ("w1", w1) if img.dtype == torch.uint8 else ("img", img)
     for name, t in (("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2), ("w3", w3), ("b3", b3)):
-        check_same(name, t, "img", img)
+        check_float(name, t)
+        check_dtype(name, t, *dtype_ref)
+        check_device(name, t, "img", img)
     fan_in = N_DCT_CHANNELS
     for w_name, w, b_name, b, rows in (("w1", w1, "b1", b1, "h1"), ("w2", w2, "b2", b2, "h2"),
                                         ("w3", w3, "b3", b3, "C")):

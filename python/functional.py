@@ -85,10 +85,14 @@ def fde_net(coeffs: torch.Tensor, w1, b1, w2, b2, w3, b3) -> torch.Tensor:
 def block_dct_fdm(img: torch.Tensor, w1, b1, w2, b2, w3, b3) -> torch.Tensor:
     """(B,3,H,W) RGB -> (B,C,H/8,W/8) feature-drift map in (0,1): FDE-Net on the block DCT.
 
+    ``img`` is floating, of the weights' dtype, or uint8 (0..255): the result is then the one for
+    ``img.to(w1.dtype)`` (exact in every floating dtype), in the weights' dtype.
     B, H, W or C = 0 gives an empty result; h1 = 0 or h2 = 0 raises (module docstring).
     """
-    checks.check_image(img)
+    checks.check_image(img, uint8=True)
     checks.check_fde_weights(img, w1, b1, w2, b2, w3, b3)
+    if img.dtype == torch.uint8:
+        img = img.to(w1.dtype)
     return fde_net(block_dct(img), w1, b1, w2, b2, w3, b3)
 
 

@@ -13,6 +13,18 @@ CASES = {  # name: (code after `import torch, afd_ext; op = torch.ops.afd`, expe
     "block_dct H%8": ("op.block_dct(torch.rand(1, 3, 12, 16, device=D))", "ValueError"),
     "block_dct rank": ("op.block_dct(torch.rand(3, 16, 16, device=D))", "ValueError"),
     "block_dct int64": ("op.block_dct(torch.zeros(1, 3, 8, 8, dtype=torch.int64, device=D))", "TypeError"),
+    "block_dct_fdm int32 img": (
+        "op.block_dct_fdm(torch.zeros(1, 3, 8, 8, dtype=torch.int32, device=D), torch.rand(4, 192, device=D), "
+        "torch.rand(4, device=D), torch.rand(2, 4, device=D), torch.rand(2, device=D), "
+        "torch.rand(3, 2, device=D), torch.rand(3, device=D))", "TypeError"),
+    "block_dct_fdm bool img": (
+        "op.block_dct_fdm(torch.zeros(1, 3, 8, 8, dtype=torch.bool, device=D), torch.rand(4, 192, device=D), "
+        "torch.rand(4, device=D), torch.rand(2, 4, device=D), torch.rand(2, device=D), "
+        "torch.rand(3, 2, device=D), torch.rand(3, device=D))", "TypeError"),
+    "block_dct_fdm uint8 img, int weights": (
+        "op.block_dct_fdm(torch.zeros(1, 3, 8, 8, dtype=torch.uint8, device=D), "
+        "torch.zeros(4, 192, dtype=torch.int32, device=D), torch.rand(4, device=D), torch.rand(2, 4, device=D), "
+        "torch.rand(2, device=D), torch.rand(3, 2, device=D), torch.rand(3, device=D))", "TypeError"),
     "block_dct_fdm w1 shape": (
         "op.block_dct_fdm(torch.rand(1, 3, 16, 16, device=D), torch.rand(128, 191, device=D), "
         "torch.rand(128, device=D), torch.rand(64, 128, device=D), torch.rand(64, device=D), "

@@ -138,3 +138,39 @@ def test_deployed_module_under_autocast():
             out = m(feat, img)
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), ref, rtol=5e-2, atol=1e-1)
+
+
+@pytest.mark.parametrize("impl", ["training form", "reference", "fused"])
+@pytest.mark.parametrize("h,w", [(64, 48), (60, 44)])
+def test_uint8_image_goes_to_the_fde_as_it_is(impl, h, w, monkeypatch):
+    """The deployed and training forms take a uint8 image with exactly the float image's result;
+    where the size needs no padding the FDE-Net (and its op) receives the uint8 tensor itself."""
+    m = _perturb(AFDModule(8, width=4, act="relu6")).eval()
+    if impl != "training form":
+        m.deploy(impl)
+    feat, img = _inputs(c=8, h=h, w=w, stride=2)
+    u8 = img.round().to(torch.uint8)
+    seen = []
+    forward = afd_ext.FDENet.forward
+    monkeypatch.setattr(afd_ext.FDENet, "forward", lambda self, im, *a: (seen.append(im.dtype), forward(self, im, *a))[1])
+    with torch.no_grad():
+        got = m(feat, u8)
+        want = m(feat, u8.float())
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert seen == [torch.uint8 if (h % 8 == 0 and w % 8 == 0) else torch.float32, torch.float32]
+
+
+def test_deploy_casts_the_dedrift_weights_once():
+    m = _perturb(AFDModule(8, width=4, act="relu6"), 0.05).eval().deploy(dtype=torch.bfloat16)
+    w, b = m._dedrift_weights
+    assert w.dtype == b.dtype == torch.bfloat16
+    assert torch.equal(w, m.fe.last.conv.weight.to(torch.bfloat16))
+    feat, img = _inputs(c=8)
+    uncached = __import__("copy").deepcopy(m)
+    uncached._dedrift_weights = None
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(m(feat, img), uncached(feat, img))
+    m.to(torch.float64)  # the cast copies follow .to()
+    assert m._dedrift_weights[0].dtype == torch.float64
+    m.train()
+    assert m._dedrift_weights is None  # training drops them (the weights will move)

@@ -58,6 +58,8 @@ EMPTY = {  # name: (op, args, expected output shape)
     "fdm_B0": lambda: (FDM, [_img(0, 8, 8), *_fde(4, 3, 2)], (0, 2, 1, 1)),
     "fdm_H0": lambda: (FDM, [_img(1, 0, 8), *_fde(4, 3, 2)], (1, 2, 0, 1)),
     "fdm_C0": lambda: (FDM, [_img(1, 16, 8), *_fde(4, 3, 0)], (1, 0, 2, 1)),
+    "fdm_uint8_B0": lambda: (FDM, [_img(0, 8, 8, torch.uint8), *_fde(4, 3, 2)], (0, 2, 1, 1)),
+    "fdm_uint8_C0": lambda: (FDM, [_img(1, 16, 8, torch.uint8), *_fde(4, 3, 0, torch.float64)], (1, 0, 2, 1)),
     "rc_B0": lambda: (RC, [*_rc(0, 2, 4, 6, 4, 3, 2), "relu"], (0, 4, 6, 4)),
     "rc_C0": lambda: (RC, [*_rc(2, 2, 0, 6, 4, 3, 2), "relu6"], (2, 0, 6, 4)),
     "rc_Hf0": lambda: (RC, [*_rc(2, 2, 4, 0, 4, 1, 2), "relu"], (2, 4, 0, 4)),
@@ -83,9 +85,11 @@ def test_empty_outputs(backend, device, case):
     op, args, shape = EMPTY[case]()
     args = _to(args, device)
     out = run(backend, op, *args)
-    assert out.shape == shape and out.dtype == args[0].dtype and out.device == args[0].device
+    dtype = args[1].dtype if op is FDM else args[0].dtype  # block_dct_fdm: the weights' (img: the same or uint8)
+    assert out.shape == shape and out.dtype == dtype and out.device == args[0].device
     assert out.is_contiguous()
-    assert op(*_to(args, "meta")).shape == shape  # the fake kernel agrees
+    fake = op(*_to(args, "meta"))
+    assert fake.shape == shape and fake.dtype == dtype  # the fake kernel agrees
 
 
 @pytest.mark.parametrize("backend,device", backend_device_pairs())
@@ -138,8 +142,8 @@ def _huge_view(tmp_path, values, strides, offset=BIG):
     return view
 
 
-def _img_channel_stride(tmp_path):
-    img = _img(1, 8, 16)
+def _img_channel_stride(tmp_path, dtype=torch.float32):
+    img = _img(1, 8, 16, dtype)
     return _huge_view(tmp_path, img, (3 * HUGE_STRIDE, HUGE_STRIDE, 16, 1))
 
 
@@ -147,6 +151,7 @@ HUGE_CASES = {
     # block DCT tile (both DCT kernels): the third colour plane at 2 * s_c
     "dct_img_channel_stride": lambda p: (DCT, [_img_channel_stride(p)]),
     "fdm_img_channel_stride": lambda p: (FDM, [_img_channel_stride(p), *_fde(4, 3, 2)]),
+    "fdm_uint8_img_channel_stride": lambda p: (FDM, [_img_channel_stride(p, torch.uint8), *_fde(4, 3, 2)]),
     # the hidden units of b1 at j * b1_s
     "fdm_b1_stride": lambda p: (FDM, (lambda w: [_img(1, 8, 8), w[0], _huge_view(p, w[1], (HUGE_STRIDE,)), *w[2:]])(
         _fde(4, 3, 2))),

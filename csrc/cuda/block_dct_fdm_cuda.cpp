@@ -1,7 +1,9 @@
 // CUDA launcher of afd::block_dct_fdm (kernels: kernels/block_dct_fdm.cu).
-// float16/bfloat16 with h2 <= 128 and weights that fit in shared memory: the tensor-core kernel
-// (after a one-CTA-per-hidden-unit prologue that folds the colour transform + DCT into w1);
-// everything else: the generic SIMT kernel.
+// float16/bfloat16 image and weights with h2 <= 128 and weights that fit in shared memory: the
+// tensor-core kernel (after a one-CTA-per-hidden-unit prologue that folds the colour transform +
+// DCT into w1); everything else, a uint8 image included: the generic SIMT kernel (it reads the
+// uint8 pixels directly and writes the weights' dtype; the tensor-core kernel's cp.async staging
+// takes 16-bit pixels only, kernels/block_dct_fdm.cu (b)).
 #include "afd_cuda_launch.h"
 
 namespace afd {
@@ -10,25 +12,29 @@ namespace cuda_launch {
 at::Tensor block_dct_fdm_cuda(const at::Tensor& img, const at::Tensor& w1, const at::Tensor& b1,
                               const at::Tensor& w2, const at::Tensor& b2, const at::Tensor& w3,
                               const at::Tensor& b3) {
-  check_image(img);
+  check_image(img, /*uint8=*/true);
   check_fde_weights(img, w1, b1, w2, b2, w3, b3);
   AFD_CUDA_GUARD(img);
   const int64_t B = img.size(0), H = img.size(2), W = img.size(3);
   const int h1 = to_int(w1.size(0), "h1"), h2 = to_int(w2.size(0), "h2"), C = to_int(w3.size(0), "C");
   const at::MemoryFormat fmt = output_memory_format(img);
-  at::Tensor out = at::empty({B, C, H / kBlock, W / kBlock}, img.options().memory_format(fmt));
+  // The weights' dtype: a floating img's own, and the output dtype for a uint8 img.
+  const DType dt = dtype_tag(w1);
+  const bool img_uint8 = img.scalar_type() == at::kByte;
+  at::Tensor out =
+      at::empty({B, C, H / kBlock, W / kBlock}, img.options().dtype(w1.scalar_type()).memory_format(fmt));
   if (out.numel() == 0) return out;
 
   const at::Tensor w1c = w1.contiguous(), b1c = b1.contiguous(), w2c = w2.contiguous(), b2c = b2.contiguous(),
                    w3c = w3.contiguous(), b3c = b3.contiguous();
-  const DType dt = dtype_tag(img);
   const DeviceInfo dev = device_info();
   cudaStream_t stream = AFD_CUDA_STREAM();
   const int Bi = to_int(B, "batch"), Hi = to_int(H, "height"), Wi = to_int(W, "width");
   TORCH_CHECK_VALUE(B * (H / kBlock) * (W / kBlock) < 0x7fff0000LL, "block_dct_fdm: too many 8x8 blocks (",
                     B * (H / kBlock) * (W / kBlock), ") for one call; split the batch");
 
-  if (!force_generic() && afd::cuda::fdm_mma_supported(h1, h2, C, dt, dev)) {
+  // A uint8 image always takes the generic kernel: the tensor-core one stages 16-bit pixels only.
+  if (!img_uint8 && !force_generic() && afd::cuda::fdm_mma_supported(h1, h2, C, dt, dev)) {
     // Dense NCHW or NHWC image with a 16-byte aligned pointer (cp.async of 16-byte row pieces).
     at::Tensor im = img;
     int nhwc = 0;
@@ -63,8 +69,8 @@ at::Tensor block_dct_fdm_cuda(const at::Tensor& img, const at::Tensor& w1, const
                     (dev.max_smem_optin - 2048) / ((dt == DType::kFloat64 ? 17 : 33) * (dt == DType::kFloat64 ? 8 : 4)) - 192,
                     ")");
   AFD_CUDA_CHECK(afd::cuda::launch_block_dct_fdm_generic(
-      img.data_ptr(), strides4(img), w1c.data_ptr(), b1c.data_ptr(), w2c.data_ptr(), b2c.data_ptr(), w3c.data_ptr(),
-      b3c.data_ptr(), out.data_ptr(), strides4(out), Bi, Hi, Wi, h1, h2, C, dt, dev, stream));
+      img.data_ptr(), img_uint8, strides4(img), w1c.data_ptr(), b1c.data_ptr(), w2c.data_ptr(), b2c.data_ptr(),
+      w3c.data_ptr(), b3c.data_ptr(), out.data_ptr(), strides4(out), Bi, Hi, Wi, h1, h2, C, dt, dev, stream));
   AFD_KERNEL_LAUNCH_CHECK();
   return out;
 }

@@ -3,7 +3,8 @@
 Compiles kernels/*.cu and csrc/cuda/*_cuda.cpp as plain C++ against emu_cuda.h (one OS thread
 per CUDA thread; __syncthreads, ldmatrix, mma.sync and cp.async emulated), registers the
 launchers as torch.ops.afd_emu.* on CPU tensors and compares them with the reference
-(python/functional.py) over layouts, dtypes, odd sizes and both kernel paths.
+(python/functional.py) over layouts, dtypes (uint8 images for block_dct_fdm too), odd sizes and
+both kernel paths.
 Slow (minutes): every CTA runs as 128-256 threads. Numerics are the host's, not the GPU's
 (no fast-math), so this checks indexing, tiling, padding and fragment layouts, not speed.
 
@@ -106,6 +107,33 @@ def check_fdm(E):
     os.environ["AFD_CUDA_FORCE_GENERIC"] = "0"
 
 
+def check_fdm_uint8(E):
+    """uint8 images: the launcher takes the generic kernel (also for float16/bfloat16 weights, where a
+    floating image would take the tensor-core one), which reads the pixels as uint8 and writes the
+    weights' dtype: close to the fp64 reference and bit-equal to the generic kernel on img.to(dtype)."""
+    g = torch.Generator().manual_seed(1)
+    tol = {torch.float32: 2e-5, torch.float64: 1e-10, torch.float16: 5e-3, torch.bfloat16: 2e-2}
+    cases = [((2, 16, 24), (20, 12, 5), "nchw", 2), ((1, 24, 48), (128, 64, 32), "cl", 2),
+             ((3, 8, 16), (7, 3, 2), "slice", 1)]
+    for dt in tol:
+        for (b, h, w), (h1, h2, c), kind, sms in cases:
+            E.set_sms(sms)
+            img = layout(torch.randint(0, 256, (b, 3, h, w), generator=g, dtype=torch.uint8), kind)
+            ws = fdm_weights(h1, h2, c, dt, g)
+            t = time.time()
+            os.environ["AFD_CUDA_FORCE_GENERIC"] = "0"
+            out = E.block_dct_fdm(img, *ws)
+            os.environ["AFD_CUDA_FORCE_GENERIC"] = "1"
+            same = E.block_dct_fdm(img.to(dt), *ws)
+            ref = R.block_dct_fdm(img.double(), *[x.double() for x in ws])
+            d = (out.double() - ref).abs().max().item()
+            report(d <= tol[dt] and out.dtype == dt and check_format(out, img) and torch.equal(out, same),
+                   f"block_dct_fdm uint8 image, {dt} weights {(b, h, w)} {(h1, h2, c)} {kind} sms={sms} "
+                   f"({time.time() - t:.1f}s) maxabs vs fp64 ref={d:.3g}, bit-equal to the {dt} image: "
+                   f"{torch.equal(out, same)}")
+    os.environ["AFD_CUDA_FORCE_GENERIC"] = "0"
+
+
 def sweep_fdm(E, n=10, seed=0):
     """Random cases drawn like tests/test_block_dct_fdm.py, half types, tests' tolerances."""
     tol = {torch.float16: (1e-2, 2e-2), torch.bfloat16: (2e-2, 5e-2)}
@@ -205,12 +233,15 @@ def check_redteam(E):
              ("block_dct H=0", E.block_dct, R.block_dct, [img(2, 0, 16)]),
              ("block_dct_fdm W=0", E.block_dct_fdm, R.block_dct_fdm, [img(1, 8, 0), *fde(4, 3, 2)]),
              ("block_dct_fdm C=0", E.block_dct_fdm, R.block_dct_fdm, [img(1, 16, 8), *fde(4, 3, 0)]),
+             ("block_dct_fdm uint8 B=0", E.block_dct_fdm, R.block_dct_fdm,
+              [img(0, 16, 8).to(torch.uint8), *fde(4, 3, 2)]),
              ("repconv_dedrift B=0", E.repconv_dedrift, R.repconv_dedrift, [*rc(0, 2, 4, 6, 4, 3, 2), "relu"]),
              ("repconv_dedrift C=0", E.repconv_dedrift, R.repconv_dedrift, [*rc(2, 2, 0, 6, 4, 3, 2), "relu"]),
              ("repconv_dedrift Hf=Hb=0", E.repconv_dedrift, R.repconv_dedrift, [*rc(2, 2, 4, 0, 4, 0, 2), "relu"])]
     for name, op, ref, args in empty:
         out, want = op(*args), ref(*args)
-        report(out.shape == want.shape and out.numel() == 0, f"redteam empty {name} -> {tuple(out.shape)}")
+        report(out.shape == want.shape and out.dtype == want.dtype and out.numel() == 0,
+               f"redteam empty {name} -> {tuple(out.shape)} {out.dtype}")
     raising = [("repconv_dedrift Cin=0", E.repconv_dedrift, [*rc(2, 0, 4, 6, 4, 3, 2), "relu"], "Cin >= 1"),
                ("block_dct_fdm h1=0", E.block_dct_fdm, [img(1, 8, 8), *fde(0, 3, 2)], "h1 >= 1"),
                ("block_dct_fdm h2=0", E.block_dct_fdm, [img(1, 8, 8), *fde(4, 0, 2)], "h2 >= 1")]
@@ -224,9 +255,11 @@ def check_redteam(E):
     big_img = huge_view(img(1, 8, 16), (3 * s, s, 16, 1))
     x, w, b, fdm, feat = rc(2, 2, 3, 4, 4, 2, 2)
     big = [huge_view(x, (2 * s, s, 4, 1)), w, b, huge_view(fdm, (3 * s, s, 2, 1)), huge_view(feat, (3 * s, s, 4, 1))]
+    big_u8 = huge_view(img(1, 8, 16).to(torch.uint8), (3 * s, s, 16, 1))
     fw = fde(4, 3, 2)
     for name, op, ref, args in [("block_dct", E.block_dct, R.block_dct, [big_img]),
                                 ("block_dct_fdm", E.block_dct_fdm, R.block_dct_fdm, [big_img, *fw]),
+                                ("block_dct_fdm uint8", E.block_dct_fdm, R.block_dct_fdm, [big_u8, *fw]),
                                 ("repconv_dedrift", E.repconv_dedrift, R.repconv_dedrift, [*big, "relu6"])]:
         d = (op(*args) - ref(*args)).abs().max().item()
         report(d <= 1e-3, f"redteam {name} with offsets past 2^31 maxabs={d:.3g}")
@@ -243,6 +276,7 @@ def main():
         check_dct(E)
     if "fdm" in which:
         check_fdm(E)
+        check_fdm_uint8(E)
     if "sweep" in which:
         sweep_fdm(E)
     if "repconv" in which:
