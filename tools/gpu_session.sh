@@ -103,7 +103,7 @@ import sys
 from afd_ext.e2e_benchmark import run_e2e
 dev, batches, w = sys.argv[1], [int(b) for b in sys.argv[2].split()], sys.argv[3]
 run_e2e(dev, json_path=f"{w}/e2e_{dev}.json", batches=batches, dtypes=["bfloat16"] if dev == "cuda" else None,
-        budget_s=0.5, compile=False, width="tiny", flops=False,
+        budget_s=0.5, compile=False, width="small", flops=False,
         configs=("classifier", "afd_deploy_fused", "afd_deploy_reference", "decode_included"))
 EOF
 log "e2e rc=$?"
@@ -114,7 +114,7 @@ import sys
 from afd_ext.e2e_benchmark import run_e2e
 dev, batches, w = sys.argv[1], [int(b) for b in sys.argv[2].split()], sys.argv[3]
 run_e2e(dev, json_path=f"{w}/e2e_{dev}_graphs.json", batches=batches, dtypes=["bfloat16"] if dev == "cuda" else None,
-        budget_s=0.5, compile=True, width="tiny", flops=False,
+        budget_s=0.5, compile=True, width="small", flops=False,
         configs=("classifier_compile", "afd_compile", "classifier_cuda_graphs", "afd_cuda_graphs"))
 EOF
   log "e2e graphs rc=$?"

@@ -117,7 +117,7 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", choices=("bfloat16", "float16", "float32"), default=None,
                    help="autocast dtype (default: bfloat16 on GPU, float32 on CPU)")
     p.add_argument("--backbones", nargs="+", default=["efficientnet_lite0", "resnet50"])
-    p.add_argument("--width", default="tiny", help="AFD width preset (the shipped Lite0 checkpoint's: tiny)")
+    p.add_argument("--width", default="small", help="AFD width preset (the shipped Lite0 checkpoint's: small = 8)")
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--out", required=True, help="output stem: writes STEM.json and STEM.md")
