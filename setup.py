@@ -95,12 +95,14 @@ def extensions(cuda_home):
     return [CppExtension("afd_ext._C", sources, extra_compile_args={"cxx": cxx}, **kw)]
 
 
-def _record_build_torch(cuda_home):
-    """afd_ext/_build_info.json: the torch _C is compiled against (named when _C fails to import)."""
+def _record_build_torch(folder: str, cuda_home) -> None:
+    """``folder``/_build_info.json, beside the _C it describes: the torch it is compiled against
+    (named when _C fails to import) and the CUDA architectures."""
     import json
 
     import torch
-    with open(os.path.join(ROOT, "afd_ext", "_build_info.json"), "w") as fh:
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "_build_info.json"), "w") as fh:
         json.dump({"torch": torch.__version__, "cuda": torch.version.cuda,
                    "cuda_archs": os.environ.get("TORCH_CUDA_ARCH_LIST") if cuda_home else None}, fh)
 
@@ -126,10 +128,17 @@ def main():
         os.environ["CUDA_HOME"] = cuda_home
         os.environ["TORCH_CUDA_ARCH_LIST"] = cuda_arch_list()
     from torch.utils.cpp_extension import BuildExtension
-    _record_build_torch(cuda_home)
+
+    class BuildExtRecordingTorch(BuildExtension.with_options(use_ninja=True)):
+        """Compile _C and write _build_info.json next to it (in place or into the build tree)."""
+
+        def run(self):
+            super().run()
+            _record_build_torch(os.path.dirname(self.get_ext_fullpath("afd_ext._C")), cuda_home)
+
     setup(
         ext_modules=extensions(cuda_home),
-        cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True), "build_py": BuildPyWithSchemas},
+        cmdclass={"build_ext": BuildExtRecordingTorch, "build_py": BuildPyWithSchemas},
     )
 
 

@@ -243,6 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--interleave", action="store_true",
                    help="classifier alone vs deployed fused AFD, taking turns (robust to the machine's drift)")
     b.add_argument("--repeats", type=positive_int, default=7, help="--interleave: turns per row")
+    from .e2e_benchmark import CONFIGS
+    b.add_argument("--configs", nargs="+", choices=CONFIGS, default=None,
+                   help="which rows (default: all; --interleave: classifier afd_deploy_fused)")
+    b.add_argument("--dtype", nargs="+", choices=AUTOCAST_DTYPES, default=None,
+                   help="autocast dtypes (default: float32 on CPU, float32 and bfloat16 on CUDA)")
+    b.add_argument("--width", type=_width, default="small", help="AFD width (the shipped Lite0 one: small)")
+    b.add_argument("--budget-s", type=_positive_float("budget"), default=None,
+                   help="seconds of timed calls per row (default CPU 2, GPU 1)")
     return parser
 
 
@@ -371,18 +379,19 @@ def cmd_bench(a) -> int:
         print("afd bench: only --e2e is implemented here; kernel microbenchmarks: "
               "python bench/report.py (see README)", file=sys.stderr)
         return 2
-    from .e2e_benchmark import run_e2e, run_interleaved
+    from .e2e_benchmark import CONFIGS, run_e2e, run_interleaved
     if a.interleave:
         _check_outputs(a, "json")
         run_interleaved(device=a.device, json_path=a.json, batches=a.batch or (1, 32), threads=a.threads or (1, 2),
-                        repeats=a.repeats)
+                        repeats=a.repeats, configs=a.configs or ("classifier", "afd_deploy_fused"), width=a.width)
         return 0
     if a.threads and len(a.threads) > 1:
         print("afd bench: error: several --threads need --interleave", file=sys.stderr)
         return 2
     _check_outputs(a, "json")
     run_e2e(device=a.device, json_path=a.json, batches=a.batch, compile=True if a.compile else None,
-            threads=a.threads[0] if a.threads else None)
+            threads=a.threads[0] if a.threads else None, configs=a.configs or CONFIGS, dtypes=a.dtype,
+            width=a.width, budget_s=a.budget_s)
     return 0
 
 

@@ -64,3 +64,18 @@ def test_cli_bench_threads_need_interleave(capsys):
     from afd_ext.cli import main
     assert main(["bench", "--e2e", "--threads", "1", "2"]) == 2
     assert "need --interleave" in capsys.readouterr().err
+
+
+def test_cli_bench_passes_rows_dtypes_width_and_budget(monkeypatch):
+    import afd_ext.e2e_benchmark as e2e
+    from afd_ext.cli import main
+    seen = {}
+    monkeypatch.setattr(e2e, "run_e2e", lambda **kw: seen.update(kw))
+    assert main(["bench", "--e2e", "--device", "cpu", "--batch", "1", "32", "--dtype", "bfloat16", "--width", "tiny",
+                 "--budget-s", "0.5", "--configs", "classifier", "afd_cuda_graphs", "--threads", "2"]) == 0
+    assert seen["configs"] == ["classifier", "afd_cuda_graphs"] and seen["dtypes"] == ["bfloat16"]
+    assert seen["width"] == "tiny" and seen["budget_s"] == 0.5 and seen["batches"] == [1, 32] and seen["threads"] == 2
+    seen.clear()
+    monkeypatch.setattr(e2e, "run_interleaved", lambda **kw: seen.update(kw))
+    assert main(["bench", "--e2e", "--interleave", "--threads", "1", "2", "--repeats", "3"]) == 0
+    assert seen["threads"] == [1, 2] and seen["repeats"] == 3 and seen["configs"] == ("classifier", "afd_deploy_fused")

@@ -98,26 +98,15 @@ timeout -k 5 $(budget 60 90) python3 tools/profile_forward.py --device $DEV --ba
 pack
 
 log "5. end-to-end"
-timeout -k 5 $(budget 90 5) python3 - $DEV "$BATCHES" "$W" > "$W/e2e_stdout.txt" 2>&1 <<'EOF'
-import sys
-from afd_ext.e2e_benchmark import run_e2e
-dev, batches, w = sys.argv[1], [int(b) for b in sys.argv[2].split()], sys.argv[3]
-run_e2e(dev, json_path=f"{w}/e2e_{dev}.json", batches=batches, dtypes=["bfloat16"] if dev == "cuda" else None,
-        budget_s=0.5, compile=False, width="small", flops=False,
-        configs=("classifier", "afd_deploy_fused", "afd_deploy_reference", "decode_included"))
-EOF
-log "e2e rc=$?"
+DTYPE=$([[ $DEV == cuda ]] && echo bfloat16 || echo float32)
+timeout -k 5 $(budget 90 5) python3 -m afd_ext bench --e2e --device $DEV --batch $BATCHES --dtype $DTYPE --budget-s 0.5 \
+  --configs classifier afd_deploy_fused afd_deploy_reference decode_included --json "$W/e2e_$DEV.json" \
+  > "$W/e2e_stdout.txt" 2>&1; log "e2e rc=$?"
 pack
 if [[ ${COMPILE_ROWS:-0} == 1 ]]; then
-  timeout -k 5 $(budget 150 5) python3 - $DEV "$BATCHES" "$W" > "$W/e2e_graphs_stdout.txt" 2>&1 <<'EOF'
-import sys
-from afd_ext.e2e_benchmark import run_e2e
-dev, batches, w = sys.argv[1], [int(b) for b in sys.argv[2].split()], sys.argv[3]
-run_e2e(dev, json_path=f"{w}/e2e_{dev}_graphs.json", batches=batches, dtypes=["bfloat16"] if dev == "cuda" else None,
-        budget_s=0.5, compile=True, width="small", flops=False,
-        configs=("classifier_compile", "afd_compile", "classifier_cuda_graphs", "afd_cuda_graphs"))
-EOF
-  log "e2e graphs rc=$?"
+  timeout -k 5 $(budget 150 5) python3 -m afd_ext bench --e2e --device $DEV --batch $BATCHES --dtype $DTYPE \
+    --budget-s 0.5 --compile --configs classifier_compile afd_compile classifier_cuda_graphs afd_cuda_graphs \
+    --json "$W/e2e_${DEV}_graphs.json" > "$W/e2e_graphs_stdout.txt" 2>&1; log "e2e graphs rc=$?"
 fi
 [[ -n ${TRAIN_RUNS:-} ]] && { log "waiting for training"; wait; }
 log "done"

@@ -90,12 +90,13 @@ def format_markdown(result: dict, top: int) -> str:
              f"channels_last uint8 input · AFD width "
              f"`{result['width']}`, deployed, fused ops · {result['iters']} profiled calls after warm-up; times "
              f"are {'device (kernel)' if result['device_type'] == 'cuda' else 'CPU self'} time per call.", ""]
+    unit = "kernels" if result["device_type"] == "cuda" else "op calls"
     for backbone, prof in result["backbones"].items():
         cls, full = prof["classifier"], prof["deployed_forward"]
         lines += [f"## {backbone}", "",
                   f"classifier alone {cls['total_us_per_call'] / 1e3:.2f} ms ({cls['kernel_launches_per_call']:.0f} "
-                  f"kernels) · with the AFD {full['total_us_per_call'] / 1e3:.2f} ms "
-                  f"({full['kernel_launches_per_call']:.0f} kernels) · AFD share of the forward "
+                  f"{unit}) · with the AFD {full['total_us_per_call'] / 1e3:.2f} ms "
+                  f"({full['kernel_launches_per_call']:.0f} {unit}) · AFD share of the forward "
                   f"{100 * prof['afd_share_of_forward']:.1f}%", ""]
         for part in ("deployed_forward", "afd_module"):
             table = prof[part]
