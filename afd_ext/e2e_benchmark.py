@@ -262,6 +262,9 @@ def run_e2e(device: str = "cpu", json_path: Optional[str] = None, batches: Optio
                 pipe = Pipeline(model, device=dev, dtype="float32", channels_last=channels_last, deploy=False)
             for dtype in dtypes:
                 torch_dtype = getattr(torch, dtype)
+                afd = getattr(model, "afd", None)
+                if afd is not None and afd.deployed:  # as Pipeline deploys: op weights cast once to the dtype
+                    afd.deploy(afd.impl, torch_dtype if torch_dtype != torch.float32 else None)
                 if pipe is not None:
                     pipe.dtype = torch_dtype
                 for b in batches:

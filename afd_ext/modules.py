@@ -133,6 +133,9 @@ class FDENet(nn.Module):
         """(w1, b1, w2, b2, w3, b3) in the layout of afd::block_dct_fdm, input scale folded into w1."""
         if self._folded is not None:
             return tuple(getattr(self, n) for n in self._folded)
+        return self._fold_parameters()
+
+    def _fold_parameters(self):
         return (self.fc1.weight * self.input_scale, self.fc1.bias, self.fc2.weight, self.fc2.bias,
                 self.fc3.weight, self.fc3.bias)
 
@@ -142,7 +145,7 @@ class FDENet(nn.Module):
         follow ``.to()``), instead of on every call. Training again (``train()``) drops the snapshot."""
         self.impl = _check_impl(impl)
         names = tuple(f"_op_w{i}" for i in range(6))
-        for name, w in zip(names, self.op_weights()):
+        for name, w in zip(names, self._fold_parameters()):  # from the parameters: a re-deploy loses nothing
             self.register_buffer(name, w.detach().to(dtype or w.dtype).clone(), persistent=False)
         self._folded = names
         return self.eval()

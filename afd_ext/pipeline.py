@@ -217,8 +217,8 @@ class Pipeline:
         self.use_afd = bool(use_afd) and getattr(model, "afd", None) is not None
         self.channels_last = channels_last
         self.resize, self.crop = resize, crop
-        if deploy:
-            model.deploy()
+        if deploy:  # the op weights cast once to the dtype the model runs in (autocast)
+            model.deploy(dtype=self.dtype if self.dtype != torch.float32 else None)
         model = model.eval().to(self.device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)

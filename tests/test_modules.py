@@ -174,3 +174,13 @@ def test_deploy_casts_the_dedrift_weights_once():
     assert m._dedrift_weights[0].dtype == torch.float64
     m.train()
     assert m._dedrift_weights is None  # training drops them (the weights will move)
+
+
+def test_redeploy_in_another_dtype_folds_from_the_parameters():
+    m = _perturb(AFDModule(8, width=4)).eval().deploy()
+    first = [w.clone() for w in m.fde.op_weights()]
+    m.deploy(dtype=torch.bfloat16)
+    assert all(w.dtype == torch.bfloat16 for w in m.fde.op_weights())
+    m.deploy()  # back to float32: exactly the first fold, not a bfloat16 round trip
+    for a, b in zip(first, m.fde.op_weights()):
+        assert b.dtype == torch.float32 and torch.equal(a, b)
