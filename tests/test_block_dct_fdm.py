@@ -24,19 +24,32 @@ def _args(b, hb, wb, h1, h2, c, dtype, device, seed):
                  r(c, h2, scale=0.3), r(c, scale=0.1)]
 
 
+def _check_against_reference(backend, img, w, shape):
+    """The op on ``backend`` against the float64 reference, in the weights' dtype, shape, device
+    and memory format."""
+    dtype = w[0].dtype
+    out = run(backend, OP, img, *w)
+    ref = R.block_dct_fdm(img.cpu().double(), *[t.cpu().double() for t in w]).to(dtype)
+    assert_close(out.cpu(), ref, dtype)  # out.dtype == the weights' dtype
+    assert out.shape == shape and out.device == img.device
+    assert out.is_contiguous(memory_format=R.checks.output_memory_format(img))
+
+
+@pytest.mark.parametrize("image", ["float", "uint8"])
 @pytest.mark.parametrize("backend,device", PAIRS)
-def test_parity_random(backend, device):
-    @settings(max_examples=EXAMPLES[backend])
+def test_parity_random(backend, device, image):
+    """Floating images of the weights' dtype, and uint8 images with any floating weights (the half
+    types included on every backend's device here)."""
+    uint8 = image == "uint8"
+    dtypes = _u8_weight_dtypes(backend, device) if uint8 else dtypes_for(backend, device)
+
+    @settings(max_examples=max(EXAMPLES[backend] // 4, 10) if uint8 else EXAMPLES[backend])
     @given(b=st.integers(0, 4), hb=st.integers(1, 8), wb=st.integers(1, 8), h1=st.integers(1, 160),
            h2=st.integers(1, 96), c=st.integers(1, 96), layout=st.sampled_from(LAYOUTS),
-           dtype=st.sampled_from(dtypes_for(backend, device)), seed=st.integers(0, 2**31 - 1))
+           dtype=st.sampled_from(dtypes), seed=st.integers(0, 2**31 - 1))
     def check(b, hb, wb, h1, h2, c, layout, dtype, seed):
-        img, w = _args(b, hb, wb, h1, h2, c, dtype, device, seed)
-        img = with_layout(img, layout)
-        out = run(backend, OP, img, *w)
-        ref = R.block_dct_fdm(img.cpu().double(), *[t.cpu().double() for t in w]).to(dtype)
-        assert_close(out.cpu(), ref, dtype)
-        assert out.shape == (b, c, hb, wb)
+        img, w = (_u8_args if uint8 else _args)(b, hb, wb, h1, h2, c, dtype, device, seed)
+        _check_against_reference(backend, with_layout(img, layout), w, (b, c, hb, wb))
     check()
 
 
@@ -98,23 +111,6 @@ def _u8_args(b, hb, wb, h1, h2, c, dtype, device, seed):
 def _u8_weight_dtypes(backend, device):
     """The parity dtypes plus the half types, which every backend takes on its device here."""
     return list(dict.fromkeys([*dtypes_for(backend, device), *HALF]))
-
-
-@pytest.mark.parametrize("backend,device", PAIRS)
-def test_uint8_parity_random(backend, device):
-    @settings(max_examples=max(EXAMPLES[backend] // 4, 10))
-    @given(b=st.integers(0, 3), hb=st.integers(1, 6), wb=st.integers(1, 6), h1=st.integers(1, 96),
-           h2=st.integers(1, 64), c=st.integers(1, 64), layout=st.sampled_from(LAYOUTS),
-           dtype=st.sampled_from(_u8_weight_dtypes(backend, device)), seed=st.integers(0, 2**31 - 1))
-    def check(b, hb, wb, h1, h2, c, layout, dtype, seed):
-        img, w = _u8_args(b, hb, wb, h1, h2, c, dtype, device, seed)
-        img = with_layout(img, layout)
-        out = run(backend, OP, img, *w)
-        ref = R.block_dct_fdm(img.cpu().double(), *[t.cpu().double() for t in w]).to(dtype)
-        assert_close(out.cpu(), ref, dtype)  # out.dtype == the weights' dtype
-        assert out.shape == (b, c, hb, wb) and out.device == img.device
-        assert out.is_contiguous(memory_format=R.checks.output_memory_format(img))
-    check()
 
 
 @pytest.mark.parametrize("backend,device", PAIRS)
