@@ -1,9 +1,10 @@
 // CUDA launcher of afd::block_dct_fdm (kernels: kernels/block_dct_fdm.cu).
-// float16/bfloat16 image and weights with h2 <= 128 and weights that fit in shared memory: the
-// tensor-core kernel (after a one-CTA-per-hidden-unit prologue that folds the colour transform +
-// DCT into w1); everything else, a uint8 image included: the generic SIMT kernel (it reads the
-// uint8 pixels directly and writes the weights' dtype; the tensor-core kernel's cp.async staging
-// takes 16-bit pixels only, kernels/block_dct_fdm.cu (b)).
+// float16/bfloat16 weights with h2 <= 128 that fit in shared memory: the tensor-core kernel (after
+// a one-CTA-per-hidden-unit prologue that folds the colour transform + DCT into w1); its cp.async
+// staging takes 16-bit pixels only (kernels/block_dct_fdm.cu (b)), so a uint8 image is first
+// widened to the weights' dtype here: the cast the caller would otherwise make, never the slower
+// SIMT path (staging uint8 in the kernel itself is the next step). Everything else: the generic
+// SIMT kernel, which reads uint8 pixels directly and writes the weights' dtype.
 #include "afd_cuda_launch.h"
 
 namespace afd {
@@ -33,17 +34,17 @@ at::Tensor block_dct_fdm_cuda(const at::Tensor& img, const at::Tensor& w1, const
   TORCH_CHECK_VALUE(B * (H / kBlock) * (W / kBlock) < 0x7fff0000LL, "block_dct_fdm: too many 8x8 blocks (",
                     B * (H / kBlock) * (W / kBlock), ") for one call; split the batch");
 
-  // A uint8 image always takes the generic kernel: the tensor-core one stages 16-bit pixels only.
-  if (!img_uint8 && !force_generic() && afd::cuda::fdm_mma_supported(h1, h2, C, dt, dev)) {
-    // Dense NCHW or NHWC image with a 16-byte aligned pointer (cp.async of 16-byte row pieces).
-    at::Tensor im = img;
+  if (!force_generic() && afd::cuda::fdm_mma_supported(h1, h2, C, dt, dev)) {
+    // Dense NCHW or NHWC image with a 16-byte aligned pointer (cp.async of 16-byte row pieces);
+    // a uint8 one widened to the weights' dtype first (layout kept).
+    at::Tensor im = img_uint8 ? img.to(w1.scalar_type()) : img;
     int nhwc = 0;
-    if (img.is_contiguous()) {
+    if (im.is_contiguous()) {
       nhwc = 0;
-    } else if (img.is_contiguous(at::MemoryFormat::ChannelsLast)) {
+    } else if (im.is_contiguous(at::MemoryFormat::ChannelsLast)) {
       nhwc = 1;
     } else {
-      im = img.contiguous();
+      im = im.contiguous();
       nhwc = 0;
     }
     if (!aligned(im, 16))

@@ -108,29 +108,30 @@ def check_fdm(E):
 
 
 def check_fdm_uint8(E):
-    """uint8 images: the launcher takes the generic kernel (also for float16/bfloat16 weights, where a
-    floating image would take the tensor-core one), which reads the pixels as uint8 and writes the
-    weights' dtype: close to the fp64 reference and bit-equal to the generic kernel on img.to(dtype)."""
+    """uint8 images, on both paths the launcher has: by default (float16/bfloat16 weights: widened
+    to the weights' dtype, then the tensor-core kernel; else the generic kernel reading uint8) and
+    forced generic (reads the pixels as uint8, writes the weights' dtype). Each close to the fp64
+    reference and bit-equal to the same path on img.to(dtype)."""
     g = torch.Generator().manual_seed(1)
     tol = {torch.float32: 2e-5, torch.float64: 1e-10, torch.float16: 5e-3, torch.bfloat16: 2e-2}
     cases = [((2, 16, 24), (20, 12, 5), "nchw", 2), ((1, 24, 48), (128, 64, 32), "cl", 2),
              ((3, 8, 16), (7, 3, 2), "slice", 1)]
-    for dt in tol:
-        for (b, h, w), (h1, h2, c), kind, sms in cases:
-            E.set_sms(sms)
-            img = layout(torch.randint(0, 256, (b, 3, h, w), generator=g, dtype=torch.uint8), kind)
-            ws = fdm_weights(h1, h2, c, dt, g)
-            t = time.time()
-            os.environ["AFD_CUDA_FORCE_GENERIC"] = "0"
-            out = E.block_dct_fdm(img, *ws)
-            os.environ["AFD_CUDA_FORCE_GENERIC"] = "1"
-            same = E.block_dct_fdm(img.to(dt), *ws)
-            ref = R.block_dct_fdm(img.double(), *[x.double() for x in ws])
-            d = (out.double() - ref).abs().max().item()
-            report(d <= tol[dt] and out.dtype == dt and check_format(out, img) and torch.equal(out, same),
-                   f"block_dct_fdm uint8 image, {dt} weights {(b, h, w)} {(h1, h2, c)} {kind} sms={sms} "
-                   f"({time.time() - t:.1f}s) maxabs vs fp64 ref={d:.3g}, bit-equal to the {dt} image: "
-                   f"{torch.equal(out, same)}")
+    for force in ("0", "1"):
+        os.environ["AFD_CUDA_FORCE_GENERIC"] = force
+        for dt in tol:
+            for (b, h, w), (h1, h2, c), kind, sms in cases:
+                E.set_sms(sms)
+                img = layout(torch.randint(0, 256, (b, 3, h, w), generator=g, dtype=torch.uint8), kind)
+                ws = fdm_weights(h1, h2, c, dt, g)
+                t = time.time()
+                out = E.block_dct_fdm(img, *ws)
+                same = E.block_dct_fdm(img.to(dt), *ws)
+                ref = R.block_dct_fdm(img.double(), *[x.double() for x in ws])
+                d = (out.double() - ref).abs().max().item()
+                report(d <= tol[dt] and out.dtype == dt and check_format(out, img) and torch.equal(out, same),
+                       f"block_dct_fdm uint8 image, {dt} weights {(b, h, w)} {(h1, h2, c)} {kind} sms={sms} "
+                       f"{'generic' if force == '1' else 'default'} ({time.time() - t:.1f}s) maxabs vs fp64 "
+                       f"ref={d:.3g}, bit-equal to the {dt} image: {torch.equal(out, same)}")
     os.environ["AFD_CUDA_FORCE_GENERIC"] = "0"
 
 
