@@ -243,7 +243,6 @@ class AFDModule(nn.Module):
         self.fe = FENet(channels, int(width), bn=bn)
         self.fe.last.zero_init()
         self._impl = "reference"
-        self._dedrift_weights: Optional[tuple] = None  # deploy(dtype=...): the de-drift weights cast once
         if block == "conv":
             use_plain_convs(self)
 
@@ -284,23 +283,24 @@ class AFDModule(nn.Module):
         self.set_impl(impl)
         if self.fde is not None:
             self.fde.deploy(impl, dtype)
-        # The fused de-drift's weights in the dtype it will run in (autocast's), cast once here.
-        self._dedrift_weights = None
+        # The fused de-drift's weights in the dtype it will run in (autocast's), cast once here, as
+        # buffers (like the FDE-Net's: they follow .to() and stay out of the state dict).
+        self._drop_dedrift_cast()
         if dtype is not None:
             conv = self.fe.last.conv
-            self._dedrift_weights = (conv.weight.detach().to(dtype), conv.bias.detach().to(dtype))
+            self.register_buffer("_dedrift_w", conv.weight.detach().to(dtype), persistent=False)
+            self.register_buffer("_dedrift_b", conv.bias.detach().to(dtype), persistent=False)
         return self.eval()
+
+    def _drop_dedrift_cast(self) -> None:
+        for name in ("_dedrift_w", "_dedrift_b"):
+            if name in self._buffers:
+                delattr(self, name)
 
     def train(self, mode: bool = True):
         if mode:
-            self._dedrift_weights = None  # training moves the weights: the cast copies would go stale
+            self._drop_dedrift_cast()  # training moves the weights: the cast copies would go stale
         return super().train(mode)
-
-    def _apply(self, fn, *args, **kwargs):
-        out = super()._apply(fn, *args, **kwargs)  # .to()/.cuda(): the cast copies follow
-        if getattr(self, "_dedrift_weights", None) is not None:
-            self._dedrift_weights = tuple(fn(t) for t in self._dedrift_weights)
-        return out
 
     # -- forward ------------------------------------------------------------------------------
     def compute_fdm(self, img: torch.Tensor, feat_size, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
@@ -334,9 +334,9 @@ class AFDModule(nn.Module):
         x = self.fe.features(feat)
         if self.fused and self.fe.last.deployed:
             dt = x.dtype  # under autocast the convs' output dtype; the op wants one dtype throughout
-            cached = getattr(self, "_dedrift_weights", None)
-            if cached is not None and cached[0].dtype == dt:
-                weight, bias = cached
+            cast = self._buffers.get("_dedrift_w")
+            if cast is not None and cast.dtype == dt:
+                weight, bias = cast, self._buffers["_dedrift_b"]
             else:
                 weight, bias = self.fe.last.conv.weight.to(dt), self.fe.last.conv.bias.to(dt)
             return torch.ops.afd.repconv_dedrift(x, weight, bias, fdm.to(dt), feat.to(dt), self.act)

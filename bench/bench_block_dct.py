@@ -2,13 +2,13 @@
 import pytest
 import torch
 
-from conftest import BATCH, DEVICE, DTYPES, LAYOUTS, bench, implementations  # noqa: F401
+from conftest import BATCH, DEVICE, DTYPES, LAYOUTS, implementations  # bench: conftest's fixture
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("impl,backend", implementations("block_dct"), ids=lambda v: str(v))
-def test_block_dct(bench, impl, backend, dtype, layout):  # noqa: F811
+def test_block_dct(bench, impl, backend, dtype, layout):
     g = torch.Generator().manual_seed(0)
     img = (torch.rand(BATCH, 3, 224, 224, generator=g) * 255).round().to(device=DEVICE, dtype=dtype)
     img = img.contiguous(memory_format=LAYOUTS[layout])

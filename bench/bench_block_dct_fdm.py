@@ -5,7 +5,7 @@ or in the weights' floating dtype; channels_last (the pipeline's layout) and NCH
 import pytest
 import torch
 
-from conftest import BATCH, DEVICE, DTYPES, LAYOUTS, bench, implementations  # noqa: F401
+from conftest import BATCH, DEVICE, DTYPES, LAYOUTS, implementations  # bench: conftest's fixture
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -13,7 +13,7 @@ from conftest import BATCH, DEVICE, DTYPES, LAYOUTS, bench, implementations  # n
 @pytest.mark.parametrize("channels", [32, 64])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("impl,backend", implementations("block_dct_fdm"), ids=lambda v: str(v))
-def test_block_dct_fdm(bench, impl, backend, dtype, channels, image, layout):  # noqa: F811
+def test_block_dct_fdm(bench, impl, backend, dtype, channels, image, layout):
     g = torch.Generator().manual_seed(0)
     img = (torch.rand(BATCH, 3, 224, 224, generator=g) * 255).round()
     img = img.to(device=DEVICE, dtype=torch.uint8 if image == "uint8" else dtype)

@@ -3,14 +3,14 @@
 import pytest
 import torch
 
-from conftest import BATCH, DEVICE, DTYPES, LAYOUTS, bench, implementations  # noqa: F401
+from conftest import BATCH, DEVICE, DTYPES, LAYOUTS, implementations  # bench: conftest's fixture
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("channels", [32, 64])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("impl,backend", implementations("repconv_dedrift"), ids=lambda v: str(v))
-def test_repconv_dedrift(bench, impl, backend, dtype, channels, layout):  # noqa: F811
+def test_repconv_dedrift(bench, impl, backend, dtype, channels, layout):
     g = torch.Generator().manual_seed(0)
     cin = 16
     fmt = LAYOUTS[layout]

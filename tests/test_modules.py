@@ -162,18 +162,19 @@ def test_uint8_image_goes_to_the_fde_as_it_is(impl, h, w, monkeypatch):
 
 def test_deploy_casts_the_dedrift_weights_once():
     m = _perturb(AFDModule(8, width=4, act="relu6"), 0.05).eval().deploy(dtype=torch.bfloat16)
-    w, b = m._dedrift_weights
+    w, b = m._dedrift_w, m._dedrift_b
     assert w.dtype == b.dtype == torch.bfloat16
     assert torch.equal(w, m.fe.last.conv.weight.to(torch.bfloat16))
+    assert "_dedrift_w" not in m.state_dict()  # a cache, not a weight
     feat, img = _inputs(c=8)
     uncached = __import__("copy").deepcopy(m)
-    uncached._dedrift_weights = None
+    uncached._drop_dedrift_cast()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.equal(m(feat, img), uncached(feat, img))
     m.to(torch.float64)  # the cast copies follow .to()
-    assert m._dedrift_weights[0].dtype == torch.float64
+    assert m._dedrift_w.dtype == torch.float64
     m.train()
-    assert m._dedrift_weights is None  # training drops them (the weights will move)
+    assert "_dedrift_w" not in dict(m.named_buffers())  # training drops them (the weights will move)
 
 
 def test_redeploy_in_another_dtype_folds_from_the_parameters():
