@@ -14,7 +14,7 @@ from typing import Optional
 
 import torch
 
-from .modules import BLOCKS, FDM_MODES, WIDTH_PRESETS, AFDModule
+from .modules import BLOCKS, FDM_MODES, GATES, WIDTH_PRESETS, AFDModule
 from .utils import atomic_write_bytes, write_json
 
 FORMAT_VERSION = 1
@@ -40,7 +40,7 @@ def check_module_config(module_cfg, where: str = "module config") -> dict:
     if not isinstance(module_cfg, dict):
         raise CheckpointError(f"{where}: the module config must be a JSON object, got {type(module_cfg).__name__}")
     cfg = dict(module_cfg)
-    allowed = {"channels", "width", "act", "fdm", "h1", "h2", "bn", "block"}
+    allowed = {"channels", "width", "act", "fdm", "h1", "h2", "bn", "block", "gate"}
     unknown = sorted(set(cfg) - allowed)
     if unknown:
         raise CheckpointError(f"{where}: unknown module config key(s) {unknown}; AFDModule takes {sorted(allowed)}")
@@ -59,9 +59,11 @@ def check_module_config(module_cfg, where: str = "module config") -> dict:
             raise CheckpointError(f"{where}: module config {key!r} must be an integer, got {v!r}")
         if not lo <= v <= hi:
             raise CheckpointError(f"{where}: module config {key!r} must be in {lo}..{hi}, got {v}")
-    for key, choices in (("act", ACTIVATIONS), ("fdm", FDM_MODES), ("block", BLOCKS)):
+    for key, choices in (("act", ACTIVATIONS), ("fdm", FDM_MODES), ("block", BLOCKS), ("gate", GATES)):
         if key in cfg and cfg[key] not in choices:
             raise CheckpointError(f"{where}: module config {key!r} must be one of {list(choices)}, got {cfg[key]!r}")
+    if cfg.get("gate", "none") != "none" and cfg.get("fdm", "spatial") == "none":
+        raise CheckpointError(f"{where}: module config gate {cfg['gate']!r} needs an FDM, but fdm is 'none'")
     if "bn" in cfg and not isinstance(cfg["bn"], bool):
         raise CheckpointError(f"{where}: module config 'bn' must be true or false, got {cfg['bn']!r}")
     with torch.device("meta"):  # count the parameters without allocating them

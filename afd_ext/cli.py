@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 from .data import CODECS, PROTOCOLS, SKIP_AFD_ABOVE_QUALITY
 from .export import FORMATS, check_output_file
 from .models import list_models
-from .modules import BLOCKS, FDM_MODES
+from .modules import BLOCKS, FDM_MODES, GATES
 from .pipeline import AUTOCAST_DTYPES
 
 
@@ -119,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--width", type=_width, default=TD.width, help="FE-Net width: tiny, small, base or an integer")
     t.add_argument("--fdm", default=TD.fdm, choices=FDM_MODES)
     t.add_argument("--block", default=TD.block, choices=BLOCKS)
+    t.add_argument("--gate", default=TD.gate, choices=GATES,
+                   help="global: a whole-image gate that closes (no correction at all) on clean and mildly "
+                        "compressed images, trained by --gate-weight")
     t.add_argument("--steps", type=positive_int, default=TD.steps)
     t.add_argument("--batch-size", type=positive_int, default=TD.batch_size)
     t.add_argument("--crop", type=_crop_size, default=TD.crop)
@@ -129,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="draw the quality uniformly from LO..HI instead of from --qualities")
     t.add_argument("--max-compressions", type=positive_int, default=TD.max_compressions)
     t.add_argument("--clean-fraction", type=_float_in(0.0, 0.99, "clean fraction"), default=TD.clean_fraction)
+    t.add_argument("--mild-fraction", type=_float_in(0.0, 0.99, "mild fraction"), default=TD.mild_fraction,
+                   help="share of samples compressed once at a quality in --mild-range (target: the clean "
+                        "features; the gate's target: closed)")
+    t.add_argument("--mild-range", type=quality_type, nargs=2, metavar=("LO", "HI"), default=list(TD.mild_range))
     frac = _float_in(0.0, 1.0, "fraction")
     t.add_argument("--shift-fraction", type=frac, default=TD.shift_fraction,
                    help="share of samples compressed on a block grid shifted 1..7 px from the crop's")
@@ -158,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of the logit KL loss")
     t.add_argument("--ce-weight", "--ce", type=_nonneg_float, default=TD.ce_weight,
                    help="weight of cross-entropy on labelled images")
+    t.add_argument("--gate-weight", type=_nonneg_float, default=TD.gate_weight,
+                   help="weight of the gate's binary cross-entropy (open on heavy, closed on clean/mild samples)")
     t.add_argument("--kl-temperature", type=_float_in(0.01, 100.0, "temperature"), default=TD.kl_temperature)
     t.add_argument("--holdout", type=_float_in(0.0, 0.99, "holdout"), default=TD.holdout,
                    help="fraction of labelled images held out for validation (stable split by file name)")
@@ -269,7 +278,7 @@ def train_config(a):
     from .train import TrainConfig
     values = {f.name: getattr(a, f.name) for f in dataclasses.fields(TrainConfig)}
     values["width"] = int(a.width) if str(a.width).isdigit() else a.width
-    for name in ("qualities", "quality_range", "rescale_range", "scale"):
+    for name in ("qualities", "quality_range", "rescale_range", "scale", "mild_range"):
         values[name] = tuple(values[name]) if values[name] is not None else None
     return TrainConfig(**values)
 

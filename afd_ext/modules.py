@@ -11,6 +11,10 @@ from . import reference
 from .reference.constants import N_COEFF, N_DCT_CHANNELS
 
 FDM_MODES = ("spatial", "global", "none")
+# Whole-image gate on the correction (docs/design.md §1): 'none' (v1/v2: the FDM alone scales it) or
+# 'global': g = relu(tanh(z / 2)) from a linear head on the image's mean FDM, trained to close (z <= 0,
+# g = 0 exactly: the classifier's own features) on clean and mildly compressed images.
+GATES = ("none", "global")
 # How a module computes its ops: the fused torch.ops.afd kernels or the pure-PyTorch reference.
 IMPLS = ("fused", "reference")
 # FE-Net building blocks: re-parameterizable RepConv (the paper's) or plain 3x3 convs (ablation).
@@ -225,8 +229,12 @@ class AFDModule(nn.Module):
     """
 
     def __init__(self, channels: int, width: int | str = "small", act: str = "relu", fdm: str = "spatial",
-                 h1: int = 128, h2: int = 64, bn: bool = False, block: str = "repconv"):
+                 h1: int = 128, h2: int = 64, bn: bool = False, block: str = "repconv", gate: str = "none"):
         super().__init__()
+        if gate not in GATES:
+            raise ValueError(f"gate must be one of {GATES}, got {gate!r}")
+        if gate != "none" and fdm == "none":
+            raise ValueError("gate='global' reads the FDM: it needs fdm='spatial' or 'global'")
         if block not in BLOCKS:
             raise ValueError(f"block must be one of {BLOCKS}, got {block!r}")
         if isinstance(width, str):
@@ -239,7 +247,15 @@ class AFDModule(nn.Module):
             raise ValueError(f"fdm must be one of {FDM_MODES}, got {fdm!r}")
         self.channels, self.width, self.act, self.fdm_mode = channels, int(width), act, fdm
         self.config = dict(channels=channels, width=int(width), act=act, fdm=fdm, h1=h1, h2=h2, bn=bn, block=block)
+        if gate != "none":  # v1/v2 configs have no key: they load as gate='none'
+            self.config["gate"] = gate
+        self.gate_mode = gate
         self.fde = FDENet(channels, h1, h2) if fdm != "none" else None
+        # z = gate_head(mean FDM); opens half-way at the start (tanh(0.5)) so the FE-Net learns from step 1
+        self.gate_head = nn.Linear(channels, 1) if gate != "none" else None
+        if self.gate_head is not None:
+            nn.init.zeros_(self.gate_head.weight)
+            nn.init.constant_(self.gate_head.bias, 1.0)
         self.fe = FENet(channels, int(width), bn=bn)
         self.fe.last.zero_init()
         self._impl = "reference"
@@ -321,7 +337,19 @@ class AFDModule(nn.Module):
             fdm = F.interpolate(fdm, size=(hf, wf), mode="nearest")
         return fdm
 
-    def forward(self, feat: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
+    def gate_logit(self, fdm: torch.Tensor) -> Optional[torch.Tensor]:
+        """z (B,) of the whole-image gate from the FDM (None without a gate)."""
+        if self.gate_head is None:
+            return None
+        return self.gate_head(fdm.mean(dim=(2, 3))).squeeze(1)
+
+    @staticmethod
+    def gate_value(z: torch.Tensor) -> torch.Tensor:
+        """g = relu(tanh(z / 2)) = max(0, 2 sigmoid(z) - 1): exactly 0 for z <= 0."""
+        return torch.relu(torch.tanh(z * 0.5))
+
+    def forward(self, feat: torch.Tensor, img: torch.Tensor, return_gate: bool = False):
+        """De-drifted features; ``return_gate=True``: (features, gate logit z (B,) or None)."""
         if feat.dim() != 4 or feat.shape[1] != self.channels:
             raise ValueError(f"feat must have shape (B, {self.channels}, Hf, Wf), got {tuple(feat.shape)}")
         if img.dim() != 4 or img.shape[1] != 3 or img.shape[0] != feat.shape[0]:
@@ -331,6 +359,13 @@ class AFDModule(nn.Module):
                 raise TypeError(f"img must be uint8 or floating (RGB 0..255), got {img.dtype}")
             img = img.to(feat.dtype)
         fdm = self.compute_fdm(img, feat.shape[-2:], feat.dtype)
+        z = self.gate_logit(fdm)
+        if z is not None:  # the gate scales the whole correction: fold it into the FDM (op contract unchanged)
+            fdm = fdm * self.gate_value(z).to(fdm.dtype).view(-1, 1, 1, 1)
+        out = self._dedrift(feat, fdm)
+        return (out, z) if return_gate else out
+
+    def _dedrift(self, feat: torch.Tensor, fdm: torch.Tensor) -> torch.Tensor:
         x = self.fe.features(feat)
         if self.fused and self.fe.last.deployed:
             dt = x.dtype  # under autocast the convs' output dtype; the op wants one dtype throughout

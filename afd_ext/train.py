@@ -31,7 +31,7 @@ from . import __version__, data
 from .checkpoint import (MAX_AFD_PARAMS, CheckpointError, check_module_config, load_checkpoint, read_checkpoint,
                          save_checkpoint)
 from .models import create_model
-from .modules import BLOCKS, FDM_MODES, WIDTH_PRESETS
+from .modules import BLOCKS, FDM_MODES, GATES, WIDTH_PRESETS
 from .utils import atomic_write_bytes, resolve_device, write_json
 from .modules import AFDModule
 
@@ -41,7 +41,7 @@ from .modules import AFDModule
 AUTOCAST_CHOICES = ("auto", "bfloat16", "off")
 #: ``train_log.csv`` columns, one row per step (the same entries as ``train_log.jsonl``, flat; the
 #: validation cells are empty on steps without validation, ``ce`` on batches without labels).
-CSV_COLUMNS = ("step", "loss", "l1", "kl", "ce", "lr", "time_s", "val_n", "val_quality", "val_clean_direct",
+CSV_COLUMNS = ("step", "loss", "l1", "kl", "ce", "gate", "lr", "time_s", "val_n", "val_quality", "val_clean_direct",
                "val_clean_afd", "val_q_direct", "val_q_afd")
 
 
@@ -61,6 +61,7 @@ class TrainConfig:
     width: int | str = "small"
     fdm: str = "spatial"
     block: str = "repconv"          # 'repconv' or 'conv' (plain 3x3, ablation)
+    gate: str = "none"              # 'global': the whole-image gate (modules.GATES), trained by gate_weight
     # Defaults: the recipe of the shipped Lite0 checkpoint (README), except the quality list.
     steps: int = 4000
     batch_size: int = 32
@@ -70,6 +71,10 @@ class TrainConfig:
     quality_range: Optional[tuple] = None  # (lo, hi): draw uniformly instead of from `qualities`
     max_compressions: int = 1       # >1: 1..N successive compressions per sample
     clean_fraction: float = 0.2
+    # Mildly compressed samples (quality uniform in mild_range): like the clean ones their target is the
+    # clean features, and the gate's target is "closed" (see gate_target).
+    mild_fraction: float = 0.0
+    mild_range: tuple = (75, 95)
     # The degradation mixture (README "Training"): each compressed sample is one of
     #   crop    - the crop itself compressed: block grid on the classifier's 8x8 grid (the paper's);
     #   shift   - a window 1..7 px larger compressed, then cropped: grid at a random offset;
@@ -91,6 +96,7 @@ class TrainConfig:
     l1_weight: float = 1.0
     kl_weight: float = 0.2
     ce_weight: float = 0.0
+    gate_weight: float = 0.0        # BCE of the gate logit against gate_target (gate='global' only)
     kl_temperature: float = 1.0
     holdout: float = 0.2            # fraction of labelled images held out for validation
     val_every: int = 400
@@ -113,7 +119,8 @@ class TrainConfig:
     progress: bool = True
 
     def validate(self) -> None:
-        for name in ("lr", "weight_decay", "clip", "l1_weight", "kl_weight", "ce_weight", "kl_temperature"):
+        for name in ("lr", "weight_decay", "clip", "l1_weight", "kl_weight", "ce_weight", "gate_weight",
+                     "kl_temperature"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise ValueError(f"{name.replace('_', ' ')} must be a finite number >= 0, got {v!r}")
@@ -149,6 +156,16 @@ class TrainConfig:
                 raise ValueError(f"quality range {lo}-{hi} is empty")
         if not 0.0 <= self.clean_fraction < 1.0:
             raise ValueError(f"clean fraction must be in [0, 1), got {self.clean_fraction}")
+        if not 0.0 <= self.mild_fraction < 1.0 or self.clean_fraction + self.mild_fraction >= 1.0:
+            raise ValueError(f"mild fraction must be in [0, 1) and clean + mild fractions below 1, got "
+                             f"{self.clean_fraction} + {self.mild_fraction}")
+        data.parse_qualities(list(self.mild_range))
+        if len(self.mild_range) != 2 or self.mild_range[0] > self.mild_range[1]:
+            raise ValueError(f"mild range must be LO HI with LO <= HI, got {self.mild_range!r}")
+        if self.gate not in GATES:
+            raise ValueError(f"gate must be one of {GATES}, got {self.gate!r}")
+        if self.gate != "none" and self.fdm == "none":
+            raise ValueError("--gate global reads the FDM: it needs --fdm spatial or global")
         if not 0.0 <= self.holdout < 1.0:
             raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
         for name in ("shift_fraction", "rescale_fraction", "webp_fraction", "chroma444_fraction"):
@@ -250,7 +267,7 @@ def classifier_precision(cfg: TrainConfig, device: torch.device) -> tuple[Option
 
 def csv_row(entry: dict) -> list:
     """One ``train_log.jsonl`` entry as a ``train_log.csv`` row (CSV_COLUMNS)."""
-    row = {k: entry.get(k, "") for k in ("step", "loss", "l1", "kl", "ce", "lr", "time_s")}
+    row = {k: entry.get(k, "") for k in ("step", "loss", "l1", "kl", "ce", "gate", "lr", "time_s")}
     val = entry.get("val") or {}
     quality = next((int(m.group(1)) for k in val if (m := re.fullmatch(r"q(\d+)_direct", k))), None)
     if val:
@@ -354,8 +371,23 @@ def split_files(paths: Sequence[str], holdout: float) -> tuple[list[Path], list[
     return [f for f in files if f not in held_set], held
 
 
+# The gate's training target by the (lowest) quality a sample was compressed at: closed (0) for clean
+# samples and from GATE_CLOSED_FROM up, open (1) up to GATE_OPEN_UP_TO, no target in between.
+GATE_CLOSED_FROM = 75
+GATE_OPEN_UP_TO = 50
+NO_GATE_TARGET = -1.0
+
+
+def gate_target(quality: Optional[int]) -> float:
+    """1.0 (open), 0.0 (closed) or NO_GATE_TARGET for a sample compressed at ``quality`` (None: clean)."""
+    if quality is None or quality >= GATE_CLOSED_FROM:
+        return 0.0
+    return 1.0 if quality <= GATE_OPEN_UP_TO else NO_GATE_TARGET
+
+
 class CompressedPairs(Dataset):
-    """Item i: (clean crop uint8, compressed crop uint8, label or -1). Deterministic in (seed, i).
+    """Item i: (clean crop uint8, compressed crop uint8, label or -1, gate target (see gate_target)).
+    Deterministic in (seed, i).
 
     Each worker keeps the decoded photos it has met (up to ``CACHE_PIXELS``): decoding a whole
     photo costs more than cropping and compressing a crop, and the training sets are small.
@@ -399,10 +431,12 @@ class CompressedPairs(Dataset):
         else:
             raise RuntimeError("20 unreadable images in a row; check the training folders (e.g. "
                                f"{self.last_failures[0]})")
-        return self._pair(img, rng) + (-1 if (label := data.label_from_path(path)) is None else label,)
+        clean, comp, target = self._pair(img, rng)
+        return clean, comp, -1 if (label := data.label_from_path(path)) is None else label, target
 
     def _pair(self, img, rng: random.Random):
-        """(clean, compressed) uint8 tensors of one crop, drawn from the degradation mixture."""
+        """(clean, compressed) uint8 tensors of one crop, drawn from the degradation mixture, and the
+        sample's gate target."""
         cfg = self.cfg
         crop = cfg.crop
         u = rng.random()
@@ -425,11 +459,16 @@ class CompressedPairs(Dataset):
                min(h, (y0 + crop) / s))
         region = img.resize((win + dx, win + dy), data.Image.BILINEAR, box=box)
         comp = region
-        if rng.random() >= cfg.clean_fraction:
-            for _ in range(rng.randint(1, cfg.max_compressions)):
+        lowest = None  # the lowest quality the sample went through (None: clean)
+        u = rng.random()
+        if u >= cfg.clean_fraction:
+            mild = u < cfg.clean_fraction + cfg.mild_fraction
+            for _ in range(1 if mild else rng.randint(1, cfg.max_compressions)):
                 codec = "webp" if rng.random() < cfg.webp_fraction else "jpeg"
                 sub = "4:4:4" if rng.random() < cfg.chroma444_fraction else "4:2:0"
-                comp = data.compress(comp, self._quality(rng), codec, sub)
+                q = rng.randint(*cfg.mild_range) if mild else self._quality(rng)
+                comp = data.compress(comp, q, codec, sub)
+                lowest = q if lowest is None else min(lowest, q)
         pair = []
         for im in (region, comp):
             im = im.crop((dx, dy, dx + win, dy + win))
@@ -443,7 +482,7 @@ class CompressedPairs(Dataset):
         if cfg.rotate and rng.random() < 0.25:
             t = rng.choice([data.Image.ROTATE_90, data.Image.ROTATE_180, data.Image.ROTATE_270])
             pair = [im.transpose(t) for im in pair]
-        return data.to_tensor(pair[0]), data.to_tensor(pair[1])
+        return data.to_tensor(pair[0]), data.to_tensor(pair[1]), gate_target(lowest)
 
 
 def _lr_at(step: int, cfg: TrainConfig) -> float:
@@ -454,7 +493,8 @@ def _lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 def afd_loss(model, clean: torch.Tensor, comp: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
-             afd=None, autocast: Optional[torch.dtype] = None) -> tuple[torch.Tensor, dict]:
+             afd=None, autocast: Optional[torch.dtype] = None,
+             gate_targets: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict]:
     """The training objective; ``afd`` may be a DDP wrapper of ``model.afd``. ``autocast``: the dtype
     the frozen classifier's stem and rest run in (None: their own); the AFD and losses stay float32."""
     from . import reference
@@ -467,10 +507,18 @@ def afd_loss(model, clean: torch.Tensor, comp: torch.Tensor, labels: torch.Tenso
         feat_clean, _ = model.stem_features(clean)
         target = reference.apply_act(feat_clean.float(), model.adapter.act)
         logits_clean = model.adapter.rest(target).float() if (cfg.kl_weight > 0) else None
-    with classifier_ctx():
+    with torch.no_grad(), classifier_ctx():  # the classifier is frozen: no graph through its stem
         feat, pixels = model.stem_features(comp)
-    out = afd(feat.float(), pixels)
+    gated = model.afd.gate_mode != "none"
+    out = afd(feat.float(), pixels, return_gate=True) if gated else afd(feat.float(), pixels)
+    z = None
+    if gated:
+        out, z = out
     losses = {"l1": F.l1_loss(out, target)}
+    if z is not None and cfg.gate_weight > 0 and gate_targets is not None:
+        known = gate_targets != NO_GATE_TARGET
+        if bool(known.any()):
+            losses["gate"] = F.binary_cross_entropy_with_logits(z[known].float(), gate_targets[known].float())
     if cfg.kl_weight > 0 or cfg.ce_weight > 0:
         with classifier_ctx():
             logits = model.adapter.rest(out).float()
@@ -481,7 +529,7 @@ def afd_loss(model, clean: torch.Tensor, comp: torch.Tensor, labels: torch.Tenso
         if cfg.ce_weight > 0 and bool((labels >= 0).any()):
             losses["ce"] = F.cross_entropy(logits, labels, ignore_index=-1)
     total = cfg.l1_weight * losses["l1"] + cfg.kl_weight * losses.get("kl", 0.0) + cfg.ce_weight * losses.get(
-        "ce", 0.0)
+        "ce", 0.0) + cfg.gate_weight * losses.get("gate", 0.0)
     return total, {k: float(v.detach()) for k, v in losses.items()}
 
 
@@ -585,7 +633,7 @@ def _train_locked(cfg: TrainConfig, device, rank: int, world: int, out: Path, tr
         start = _check_resume(last, saved, resume_tensors, cfg)
 
     # fine-tune: the checkpoint's architecture replaces width/fdm/block
-    new_afd = {"width": cfg.width, "fdm": cfg.fdm, "block": cfg.block}
+    new_afd = {"width": cfg.width, "fdm": cfg.fdm, "block": cfg.block, "gate": cfg.gate}
     model = create_model(cfg.backbone, afd=new_afd if cfg.init is None else True, checkpoint=cfg.init,
                          device=device)
     model.classifier.requires_grad_(False)  # ours, built here: only the AFD learns
@@ -644,7 +692,7 @@ def _train_locked(cfg: TrainConfig, device, rank: int, world: int, out: Path, tr
         return TrainingDiverged(f"training diverged at step {step + 1}: {what} (lr {opt.param_groups[0]['lr']:g}); "
                                 f"stopped without saving it, {kept}. Lower --lr or --clip")
 
-    for clean, comp, labels, failed in loader:
+    for clean, comp, labels, gate_targets, failed in loader:
         if step >= cfg.steps:
             break
         for line in (ln for f in failed if f for ln in f.split("\n")):
@@ -654,8 +702,8 @@ def _train_locked(cfg: TrainConfig, device, rank: int, world: int, out: Path, tr
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, cfg)
         clean, comp = (t.to(device).contiguous(memory_format=memory_format) for t in (clean, comp))
-        labels = labels.to(device)
-        loss, parts = afd_loss(model, clean, comp, labels, cfg, afd=ddp, autocast=autocast)
+        labels, gate_targets = labels.to(device), gate_targets.to(device)
+        loss, parts = afd_loss(model, clean, comp, labels, cfg, afd=ddp, autocast=autocast, gate_targets=gate_targets)
         if world == 1 and not math.isfinite(float(loss.detach())):  # (DDP: the weight check, on every rank)
             raise diverged(f"the loss is {float(loss.detach())}")
         opt.zero_grad(set_to_none=True)

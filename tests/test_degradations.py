@@ -87,7 +87,7 @@ def _cfg(**kw):
 def test_crop_protocol_sample_is_the_compressed_clean_crop(photo_files):
     ds = CompressedPairs(photo_files, _cfg(), 16)
     for i in range(6):
-        clean, comp, label = ds[i]
+        clean, comp, label, _ = ds[i]
         assert clean.shape == comp.shape == (3, 64, 64) and label == 0
         expected = data.to_tensor(data.jpeg_compress(Image.fromarray(clean.permute(1, 2, 0).numpy()), 10))
         assert torch.equal(comp, expected)
@@ -99,8 +99,8 @@ def test_mixture_samples_are_deterministic_and_off_grid(photo_files):
     ds, again = CompressedPairs(photo_files, cfg, 40), CompressedPairs(photo_files, cfg, 40)
     off_grid = 0
     for i in range(20):
-        clean, comp, _ = ds[i]
-        c2, k2, _ = again[i]
+        clean, comp, _, _ = ds[i]
+        c2, k2, _, _ = again[i]
         assert torch.equal(clean, c2) and torch.equal(comp, k2)
         assert clean.shape == comp.shape == (3, 64, 64) and not torch.equal(clean, comp)
         # not the crop protocol: the compressed crop is not the JPEG of the clean crop
