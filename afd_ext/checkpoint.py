@@ -26,6 +26,9 @@ _PICKLE_MAGIC = (b"\x80", b"PK\x03\x04")  # pickle protocol 2+ / zip (torch.save
 MAX_CHECKPOINT_BYTES = 2 * 1024 ** 3
 MAX_AFD_PARAMS = 50_000_000
 MODULE_INT_RANGES = {"channels": (1, 4096), "width": (1, 1024), "h1": (1, 16384), "h2": (1, 16384)}
+# No config value afd_ext reads is an integer beyond 64 bits; a longer one (Python's int() stops
+# at 4300 digits with a ValueError that names neither file nor key) is refused while parsing.
+MAX_CONFIG_INT_DIGITS = 19
 
 
 class CheckpointError(ValueError):
@@ -85,11 +88,14 @@ def check_tensors_finite(tensors: dict, where: str) -> None:
 
 def save_checkpoint(path: str | os.PathLike, afd: AFDModule, config: dict,
                     extra_tensors: Optional[dict] = None) -> Path:
-    """Save ``afd``'s training-form weights and ``config`` (must hold ``backbone``)."""
+    """Save ``afd``'s training-form weights and ``config`` (must hold ``backbone``). A module whose
+    state dict is not the one ``load_checkpoint`` builds from its config (a deployed module: its
+    RepConvs folded) is refused with a CheckpointError: nothing is written that cannot be loaded."""
     from safetensors.torch import save
     path = Path(path)
     if path.suffix != ".safetensors":
         path = path.with_suffix(".safetensors")
+    _check_loadable_form(afd, path)
     config = {"format_version": FORMAT_VERSION, **config, "module": afd.config}
     tensors = {k: v.detach().cpu().contiguous() for k, v in afd.state_dict().items()}
     for k, v in (extra_tensors or {}).items():
@@ -99,6 +105,48 @@ def save_checkpoint(path: str | os.PathLike, afd: AFDModule, config: dict,
     atomic_write_bytes(path, blob)
     write_json(path.with_suffix(".json"), config)
     return path
+
+
+def _check_loadable_form(afd: AFDModule, path: Path) -> None:
+    """CheckpointError unless ``afd.state_dict()`` has the keys and shapes of the module
+    ``load_checkpoint`` builds from ``afd.config`` (built on the meta device, nothing allocated)."""
+    where = f"{path}: refusing to write"
+    if afd.config.get("block", "repconv") == "repconv" and any(rc.deployed for rc in afd.fe.repconvs()):
+        raise CheckpointError(f"{where}: the module is deployed (RepConv folded by deploy()/reparameterize()) and "
+                              "the fold cannot be undone; save the training-form module, e.g. before deploy() "
+                              "(or deploy a copy)")
+    with torch.device("meta"):
+        expected = {k: v.shape for k, v in AFDModule(**afd.config).state_dict().items()}
+    state = {k: v.shape for k, v in afd.state_dict().items()}
+    if state != expected:
+        diff = sorted(set(state) ^ set(expected)) or sorted(k for k in state if state[k] != expected[k])
+        raise CheckpointError(f"{where}: the module's weights are not those of its config {afd.config} "
+                              f"(first difference: {diff[0]}); load_checkpoint could not load them")
+
+
+class _HugeInt:
+    """What the config parser returns for an integer literal of more than MAX_CONFIG_INT_DIGITS digits."""
+
+    def __init__(self, text: str):
+        self.digits = len(text.lstrip("-"))
+
+
+def _parse_int(text: str):
+    return int(text) if len(text.lstrip("-")) <= MAX_CONFIG_INT_DIGITS else _HugeInt(text)
+
+
+def _find_huge_int(config) -> Optional[tuple[str, _HugeInt]]:
+    """(key path, marker) of the first over-long integer in a parsed config, else None (a loop, not
+    recursion: json.loads accepts nesting nearly as deep as the recursion limit)."""
+    todo = [("", config)]
+    while todo:
+        key, value = todo.pop()
+        if isinstance(value, _HugeInt):
+            return key or "value", value
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        todo.extend(reversed([(f"{key}[{k}]" if isinstance(k, int) else f"{key}.{k}" if key else str(k), v)
+                              for k, v in items]))
+    return None
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
@@ -124,15 +172,21 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{path}: cannot read safetensors metadata: {exc}") from None
     raw = meta.get("afd_config")
+    source = path  # the file the config is read from, named in its errors
     if raw is None:
         side = path.with_suffix(".json")
         if not side.exists():
             raise CheckpointError(f"{path}: no AFD config (neither 'afd_config' metadata nor {side.name})")
         raw = _read_regular(side, "config", 16 * 1024 ** 2).decode("utf-8", "replace")
+        source = side
     try:
-        config = json.loads(raw)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise CheckpointError(f"{path}: the AFD config is not valid JSON: {exc}") from None
+        config = json.loads(raw, parse_int=_parse_int)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        raise CheckpointError(f"{source}: the AFD config is not valid JSON: {exc}") from None
+    huge = _find_huge_int(config)
+    if huge is not None:
+        raise CheckpointError(f"{source}: the AFD config's {huge[0]} is an integer of {huge[1].digits} "
+                              f"digits; no afd_ext setting takes more than {MAX_CONFIG_INT_DIGITS}")
     if not isinstance(config, dict):
         raise CheckpointError(f"{path}: the AFD config must be a JSON object, got {type(config).__name__}")
     if "module" not in config or "backbone" not in config:
@@ -142,7 +196,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
     version = config.get("format_version", FORMAT_VERSION)
     if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
         raise CheckpointError(f"{path}: checkpoint format_version {version!r}; this afd_ext reads 1..{FORMAT_VERSION}")
-    check_module_config(config["module"], str(path))
+    check_module_config(config["module"], str(source))
     check_tensors_finite(tensors, str(path))
     return tensors, config
 

@@ -16,7 +16,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn as nn
 
-from .modules import AFDModule, act_name
+from .modules import AFDModule, act_name, check_weight_dtype
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -186,8 +186,9 @@ def _eval_mode(module: nn.Module):
 class AFDClassifier(nn.Module):
     """A classifier with the AFD module after its stem.
 
-    Input: RGB images (B,3,H,W), float in [0,1] or uint8 in [0,255], any size
-    (the AFD pads to multiples of 8 for the DCT). It normalizes for the classifier itself.
+    Input: RGB images (B,3,H,W), float in [0,1] (any floating dtype: converted to the
+    classifier's weight dtype) or uint8 in [0,255], any size (the AFD pads to multiples of 8
+    for the DCT). It normalizes for the classifier itself.
     ``afd=None`` in forward-less form (``use_afd=False``) gives the plain classifier.
 
     The classifier is frozen inside the wrapper: it always runs in eval mode (its BatchNorm
@@ -218,11 +219,20 @@ class AFDClassifier(nn.Module):
         """Pixels 0..255 -> the classifier's normalized input."""
         return (pixels / 255.0 - self.mean.to(pixels.dtype)) / self.std.to(pixels.dtype)
 
+    def input_dtype(self) -> torch.dtype:
+        """The dtype images are converted to: the classifier's weights' (the wrapper's buffers'
+        when it has no floating parameter)."""
+        for p in self.classifier.parameters():
+            if p.is_floating_point():
+                return p.dtype
+        return self.mean.dtype
+
     def stem_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(stem features before activation, the image 0..255 for the AFD) for images. A uint8
-        input is handed to the AFD as it is (its FDE op reads 1 byte a pixel); floats as pixels."""
-        dtype = self.mean.dtype if not images.is_floating_point() else images.dtype
-        pixels = self.to_pixels(images, dtype)
+        input is handed to the AFD as it is (its FDE op reads 1 byte a pixel); floats of any
+        floating dtype as pixels in the classifier's weight dtype (a float64 or float16 image
+        into float32 convolutions would stop with a dtype mismatch)."""
+        pixels = self.to_pixels(images, self.input_dtype())
         return self.adapter.stem(self.normalize(pixels)), images if images.dtype == torch.uint8 else pixels
 
     def head(self, feat: torch.Tensor, pixels: torch.Tensor, use_afd: bool = True) -> torch.Tensor:
@@ -254,6 +264,7 @@ class AFDClassifier(nn.Module):
 
     def deploy(self, impl: str = "fused", dtype: Optional[torch.dtype] = None) -> "AFDClassifier":
         """The AFD in its inference form (``AFDModule.deploy``), eval mode."""
+        check_weight_dtype(dtype, "AFDClassifier.deploy")
         if self.afd is not None:
             self.afd.deploy(impl, dtype)
         return self.eval()

@@ -25,6 +25,21 @@ def _check_impl(impl: str) -> str:
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
     return impl
+
+
+# What deploy(dtype=) may cast the weights to: an integer or bool "weight" would be truncated
+# (int8: every |w| < 1 becomes 0) and still run, so anything else is refused.
+WEIGHT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def check_weight_dtype(dtype, where: str = "deploy") -> Optional[torch.dtype]:
+    """``dtype`` if it is None or one of ``WEIGHT_DTYPES``; a TypeError naming ``where`` otherwise."""
+    if dtype is None or (isinstance(dtype, torch.dtype) and dtype in WEIGHT_DTYPES):
+        return dtype
+    raise TypeError(f"{where}: dtype must be None or a floating dtype for the weights "
+                    f"({', '.join(str(d) for d in WEIGHT_DTYPES)}), got {dtype!r}")
+
+
 # Width presets: FE-Net width w (the U-Net runs at w, 2w, 4w channels).
 WIDTH_PRESETS = {"tiny": 4, "small": 8, "base": 16}
 
@@ -132,11 +147,18 @@ class FDENet(nn.Module):
         self.register_buffer("input_scale", scale.reshape(-1), persistent=False)
         self.impl = "reference"
         self._folded: Optional[tuple[str, ...]] = None  # names of the buffers deploy() folded
+        self._folded_dtype: Optional[torch.dtype] = None  # deploy()'s dtype (None: the parameters')
+        # load_state_dict writes the parameters only: re-fold, or the old weights would keep running
+        self.register_load_state_dict_post_hook(_refold_after_load)
 
     def op_weights(self):
         """(w1, b1, w2, b2, w3, b3) in the layout of afd::block_dct_fdm, input scale folded into w1."""
         if self._folded is not None:
-            return tuple(getattr(self, n) for n in self._folded)
+            folded = tuple(getattr(self, n) for n in self._folded)
+            # .to(another dtype) moved the snapshot too; from a lower-precision cast it would carry
+            # that precision, so it is used only in the dtype it was made for
+            if folded[0].dtype == (self._folded_dtype or self.fc1.weight.dtype):
+                return folded
         return self._fold_parameters()
 
     def _fold_parameters(self):
@@ -148,17 +170,20 @@ class FDENet(nn.Module):
         """Fold the input scale into fc1 and cast the op weights to ``dtype`` once, as buffers (they
         follow ``.to()``), instead of on every call. Training again (``train()``) drops the snapshot."""
         self.impl = _check_impl(impl)
+        self._fold(check_weight_dtype(dtype, "FDENet.deploy"))
+        return self.eval()
+
+    def _fold(self, dtype: Optional[torch.dtype]) -> None:
         names = tuple(f"_op_w{i}" for i in range(6))
         for name, w in zip(names, self._fold_parameters()):  # from the parameters: a re-deploy loses nothing
             self.register_buffer(name, w.detach().to(dtype or w.dtype).clone(), persistent=False)
-        self._folded = names
-        return self.eval()
+        self._folded, self._folded_dtype = names, dtype
 
     def train(self, mode: bool = True):
         if mode and self._folded is not None:
             for name in self._folded:
                 delattr(self, name)
-            self._folded = None
+            self._folded, self._folded_dtype = None, None
         return super().train(mode)
 
     def forward(self, img: torch.Tensor, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
@@ -259,6 +284,8 @@ class AFDModule(nn.Module):
         self.fe = FENet(channels, int(width), bn=bn)
         self.fe.last.zero_init()
         self._impl = "reference"
+        self._dedrift_dtype: Optional[torch.dtype] = None  # what deploy(dtype=) cast the de-drift weights to
+        self.register_load_state_dict_post_hook(_recast_after_load)  # as FDENet's: no stale cast copies
         if block == "conv":
             use_plain_convs(self)
 
@@ -294,7 +321,11 @@ class AFDModule(nn.Module):
         """The inference form, in one call: every RepConv re-parameterized (exact), the FDE-Net's
         op weights folded (and cast to ``dtype``) once, eval mode, and ``impl``: 'fused'
         (torch.ops.afd.block_dct_fdm / repconv_dedrift) or 'reference' (the same function in
-        pure PyTorch ops, for export formats that cannot carry custom ops)."""
+        pure PyTorch ops, for export formats that cannot carry custom ops). ``dtype``: None or
+        one of ``WEIGHT_DTYPES``. The folded and cast copies are made again from the parameters
+        whenever a state dict is loaded (``load_state_dict``), so the loaded weights are what runs."""
+        check_weight_dtype(dtype, "AFDModule.deploy")  # before anything changes
+        _check_impl(impl)
         self.reparameterize()
         self.set_impl(impl)
         if self.fde is not None:
@@ -303,15 +334,20 @@ class AFDModule(nn.Module):
         # buffers (like the FDE-Net's: they follow .to() and stay out of the state dict).
         self._drop_dedrift_cast()
         if dtype is not None:
-            conv = self.fe.last.conv
-            self.register_buffer("_dedrift_w", conv.weight.detach().to(dtype), persistent=False)
-            self.register_buffer("_dedrift_b", conv.bias.detach().to(dtype), persistent=False)
+            self._cast_dedrift(dtype)
         return self.eval()
+
+    def _cast_dedrift(self, dtype: torch.dtype) -> None:
+        conv = self.fe.last.conv
+        self.register_buffer("_dedrift_w", conv.weight.detach().to(dtype).clone(), persistent=False)
+        self.register_buffer("_dedrift_b", conv.bias.detach().to(dtype).clone(), persistent=False)
+        self._dedrift_dtype = dtype
 
     def _drop_dedrift_cast(self) -> None:
         for name in ("_dedrift_w", "_dedrift_b"):
             if name in self._buffers:
                 delattr(self, name)
+        self._dedrift_dtype = None
 
     def train(self, mode: bool = True):
         if mode:
@@ -370,13 +406,27 @@ class AFDModule(nn.Module):
         if self.fused and self.fe.last.deployed:
             dt = x.dtype  # under autocast the convs' output dtype; the op wants one dtype throughout
             cast = self._buffers.get("_dedrift_w")
-            if cast is not None and cast.dtype == dt:
+            # only in the dtype it was cast to (after .to(float64) a bfloat16 copy keeps bfloat16's precision)
+            if cast is not None and cast.dtype == dt == self._dedrift_dtype:
                 weight, bias = cast, self._buffers["_dedrift_b"]
             else:
                 weight, bias = self.fe.last.conv.weight.to(dt), self.fe.last.conv.bias.to(dt)
             return torch.ops.afd.repconv_dedrift(x, weight, bias, fdm.to(dt), feat.to(dt), self.act)
         d = self.fe.last(x)
         return reference.dedrift(feat, d, fdm, self.act)
+
+
+def _refold_after_load(fde: FDENet, incompatible_keys) -> None:
+    """load_state_dict post-hook: a deployed FDE-Net folds the loaded parameters again (same dtype)."""
+    if fde._folded is not None:
+        with torch.no_grad():
+            fde._fold(fde._folded_dtype)
+
+
+def _recast_after_load(afd: AFDModule, incompatible_keys) -> None:
+    """load_state_dict post-hook: the de-drift weights' deploy-time cast made again from the loaded ones."""
+    if afd._dedrift_dtype is not None and afd.fe.last.deployed:
+        afd._cast_dedrift(afd._dedrift_dtype)
 
 
 def use_plain_convs(afd: AFDModule) -> AFDModule:

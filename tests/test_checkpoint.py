@@ -1,6 +1,7 @@
 """Checkpoints: safetensors only, atomic writes, clear errors for every kind of bad file."""
 import json
 import pickle
+import re
 
 import pytest
 import torch
@@ -109,3 +110,48 @@ def test_shipped_checkpoint_loads_for_lite0():
     assert config["module"]["act"] == "relu6"
     with pytest.raises(FileNotFoundError, match="no AFD checkpoint ships"):
         afd_ext.shipped_checkpoint("resnet50")
+
+
+def test_deployed_module_is_refused(tmp_path):
+    """load_checkpoint builds the training form; the folded RepConvs of a deployed module cannot
+    be loaded into it, so save_checkpoint refuses them instead of writing a file that never loads."""
+    deployed = afd_ext.AFDModule(8, width=4).deploy()
+    partly = afd_ext.AFDModule(8, width=4)
+    partly.fe.enc2.reparameterize()
+    for form, m in (("deployed", deployed), ("partly", partly)):
+        path = tmp_path / f"{form}.safetensors"
+        with pytest.raises(CheckpointError, match="refusing to write: the module is deployed .*before deploy"):
+            save_checkpoint(path, m, {"backbone": "efficientnet_lite0"})
+        assert not list(tmp_path.iterdir())
+    plain = afd_ext.AFDModule(8, width=4, block="conv")  # always folded, and loadable as such
+    path = save_checkpoint(tmp_path / "conv.safetensors", plain, {"backbone": "efficientnet_lite0"})
+    assert load_checkpoint(path)[0].config["block"] == "conv"
+
+
+def _with_config(tmp_path, config_text, name="ck.safetensors"):
+    from safetensors.torch import save_file
+    afd = afd_ext.AFDModule(8, width=4)
+    path = tmp_path / name
+    save_file({k: v.contiguous() for k, v in afd.state_dict().items()}, path, metadata={"afd_config": config_text})
+    return path
+
+
+@pytest.mark.parametrize("where,key", [("module", "module.channels"), ("recipe", "recipe.steps"),
+                                       ("list", "recipe.qualities[1]"), ("state", "train_state.step")])
+def test_huge_integer_in_config_names_file_and_key(tmp_path, where, key):
+    """Python's int() stops at 4300 digits with a ValueError naming neither file nor key."""
+    huge = "9" * 5000
+    module = {"channels": huge if where == "module" else 8, "width": 4}
+    recipe = {"steps": huge if where == "recipe" else 6, "qualities": [10, huge if where == "list" else 20]}
+    state = {"step": huge if where == "state" else 1}
+    text = json.dumps({"backbone": "efficientnet_lite0", "module": module, "recipe": recipe, "train_state": state})
+    path = _with_config(tmp_path, text.replace(f'"{huge}"', huge))
+    with pytest.raises(CheckpointError, match=rf"{re.escape(str(path))}: the AFD config's {re.escape(key)} "
+                                              r"is an integer of 5000 digits"):
+        read_checkpoint(path)
+    # in the JSON beside a checkpoint without metadata: that file is named
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in afd_ext.AFDModule(8, width=4).state_dict().items()}, path)
+    path.with_suffix(".json").write_text(text.replace(f'"{huge}"', huge))
+    with pytest.raises(CheckpointError, match=rf"{re.escape(str(path.with_suffix('.json')))}: the AFD config's"):
+        read_checkpoint(path)

@@ -161,3 +161,35 @@ def test_wrapper_train_mode_keeps_classifier_statistics():
     clf(torch.rand(2, 3, 64, 64))
     after = clf.classifier.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_images_of_every_floating_dtype_are_converted():
+    """float64/float16/bfloat16 images (0..1) are cast to the classifier's weight dtype, so they give
+    the float32 image's logits exactly (before: a convolution's dtype-mismatch RuntimeError); the
+    caller's tensor is not changed. Integer dtypes other than uint8 and bool: a TypeError."""
+    clf = afd_ext.attach(afd_ext.load_classifier())
+    with torch.no_grad():
+        for p in clf.afd.parameters():  # a non-identity AFD, so its FDE-Net sees the pixels too
+            p.add_(torch.randn_like(p) * 0.05)
+    base = torch.rand(2, 3, 40, 48)
+    for dtype in (torch.float64, torch.float16, torch.bfloat16):
+        images = base.to(dtype)
+        kept = images.clone()
+        with torch.no_grad():
+            assert torch.equal(clf(images), clf(images.float())), dtype
+        assert images.dtype == dtype and torch.equal(images, kept)
+    u8 = (base * 255).round().to(torch.uint8)
+    for dtype in (torch.int32, torch.int8, torch.bool):
+        with pytest.raises(TypeError, match=r"images must be uint8 \(0..255\) or floating \(0..1\)"):
+            clf(u8.to(dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.bool])
+def test_deploy_refuses_non_floating_dtypes_without_an_afd(dtype):
+    clf = afd_ext.attach(afd_ext.load_classifier())
+    with pytest.raises(TypeError, match="AFDClassifier.deploy: dtype must be None or a floating dtype"):
+        clf.deploy(dtype=dtype)
+    assert not clf.afd.deployed
+    clf.afd = None
+    with pytest.raises(TypeError, match="AFDClassifier.deploy: dtype must be"):
+        clf.deploy(dtype=dtype)

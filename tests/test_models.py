@@ -95,3 +95,19 @@ def test_library_never_imports_scripts():
     offenders = [p.name for p in PACKAGE.rglob("*.py")
                  if any(i.split(".")[0] in ("bench", "tools", "tests") for i in _imports(p))]
     assert offenders == []
+
+
+def test_state_dict_of_a_deployed_model_loads_into_a_deployed_model():
+    """Two different AFDs, both deployed: the loaded weights are what runs (before: the FDE-Net's
+    folded copy of the old weights kept running until deploy() was called again)."""
+    a = afd_ext.create_model("efficientnet_lite0").deploy()
+    b = afd_ext.create_model("efficientnet_lite0")
+    with torch.no_grad():
+        for p in b.afd.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    b.deploy()
+    x = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    with torch.no_grad():
+        assert not torch.equal(b(x), a(x))
+        b.load_state_dict(a.state_dict())
+        assert torch.equal(b(x), a(x))

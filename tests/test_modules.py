@@ -185,3 +185,43 @@ def test_redeploy_in_another_dtype_folds_from_the_parameters():
     m.deploy()  # back to float32: exactly the first fold, not a bfloat16 round trip
     for a, b in zip(first, m.fde.op_weights()):
         assert b.dtype == torch.float32 and torch.equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+def test_state_dict_loaded_into_a_deployed_module_is_what_runs(dtype):
+    """deploy() keeps folded / cast copies of the weights; load_state_dict makes them again from
+    the loaded parameters, in the deployed dtype (before: the old FDE-Net weights kept running)."""
+    a = _perturb(AFDModule(8, width=4, act="relu6"), 0.1, seed=1).eval().deploy(dtype=dtype)
+    b = _perturb(AFDModule(8, width=4, act="relu6"), 0.1, seed=2).eval().deploy(dtype=dtype)
+    b.load_state_dict(a.state_dict())
+    for x, y in zip(a.fde.op_weights(), b.fde.op_weights()):
+        assert y.dtype == (dtype or torch.float32) and torch.equal(x, y)
+    if dtype is not None:
+        assert torch.equal(a._dedrift_w, b._dedrift_w) and torch.equal(a._dedrift_b, b._dedrift_b)
+    feat, img = _inputs(c=8)
+    with torch.no_grad(), torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        assert torch.equal(b(feat, img), a(feat, img))
+
+
+def test_deploy_cast_copies_are_not_used_in_another_dtype():
+    """After deploy(dtype=bfloat16), .to(float64) moves the cast copies too; they would carry
+    bfloat16's precision, so the module computes from its float64 parameters instead."""
+    feat, img = _inputs(c=8, dtype=torch.float64)
+    m = _perturb(AFDModule(8, width=4, act="relu6"), 0.1).eval()
+    want = __import__("copy").deepcopy(m).deploy().to(torch.float64)(feat, img)
+    got = m.deploy(dtype=torch.bfloat16).to(torch.float64)(feat, img)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    m.to(torch.bfloat16)  # back in the deployed dtype: the copies are exactly the parameters' cast
+    assert torch.equal(m.fde.op_weights()[2], m.fde.fc2.weight)
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.int64, torch.bool, torch.uint8, "float16"])
+def test_deploy_accepts_floating_dtypes_only(dtype):
+    """An integer dtype would truncate the weights and still run (int8: every |w| < 1 is 0)."""
+    m = _perturb(AFDModule(8, width=4), 0.1).eval()
+    with pytest.raises(TypeError, match=r"AFDModule.deploy: dtype must be None or a floating dtype .*torch.bfloat16"):
+        m.deploy(dtype=dtype)
+    assert not any(rc.deployed for rc in m.fe.repconvs())  # refused before anything changed
+    with pytest.raises(TypeError, match="FDENet.deploy: dtype must be"):
+        m.fde.deploy(dtype=dtype)
+    assert m.fde._folded is None
