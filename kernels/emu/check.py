@@ -8,7 +8,10 @@ both kernel paths.
 Slow (minutes): every CTA runs as 128-256 threads. Numerics are the host's, not the GPU's
 (no fast-math), so this checks indexing, tiling, padding and fragment layouts, not speed.
 
-    python kernels/emu/check.py [dct] [fdm] [repconv] [redteam] [sweep]
+    python kernels/emu/check.py [dct] [fdm] [repconv] [redteam] [sweep] [quick]
+
+``quick`` (tests/test_cuda_emulation.py runs it): block_dct, one tensor-core case of each other op
+and the red-team cases: every launcher and kernel path once, in about a minute after the build.
 """
 import os
 import random
@@ -203,6 +206,36 @@ def check_repconv(E):
         run(dt, 1, 5, 6, 7, 9, 7, 3, "slice", "relu")  # generic fallback (odd width, NCHW)
 
 
+def check_quick(E):
+    """One case per kernel path: block_dct (all dtypes and layouts), block_dct_fdm on the tensor-core
+    path (float16, channels_last) and generic path (float32), repconv_dedrift tensor-core and generic."""
+    check_dct(E)
+    g = torch.Generator().manual_seed(1)
+    for force, dt, kind, tol in (("0", torch.float16, "cl", 5e-3), ("1", torch.float32, "nchw", 2e-5)):
+        os.environ["AFD_CUDA_FORCE_GENERIC"] = force
+        E.set_sms(2)
+        img = layout((torch.rand(2, 3, 16, 24, generator=g) * 255).round().to(dt), kind)
+        ws = fdm_weights(40, 24, 10, dt, g)
+        out = E.block_dct_fdm(img, *ws)
+        d = (out.double() - R.block_dct_fdm(img.double(), *[x.double() for x in ws])).abs().max().item()
+        report(d <= tol and check_format(out, img), f"quick block_dct_fdm force_generic={force} {dt} {kind} "
+                                                    f"maxabs={d:.3g}")
+    for force, dt, kind, tol in (("0", torch.bfloat16, "cl", 6e-2), ("1", torch.float32, "nchw", 1e-4)):
+        os.environ["AFD_CUDA_FORCE_GENERIC"] = force
+        E.set_sms(2)
+        x = layout(torch.randn(1, 16, 12, 10, generator=g).to(dt), kind)
+        w = (torch.randn(32, 16, 3, 3, generator=g) / 12).to(dt)
+        bb = (torch.randn(32, generator=g) * 0.1).to(dt)
+        fdm = torch.rand(1, 32, 3, 5, generator=g).to(dt)
+        feat = layout(torch.randn(1, 32, 12, 10, generator=g).to(dt), kind)
+        out = E.repconv_dedrift(x, w, bb, fdm, feat, "relu6")
+        d = (out.double() - R.repconv_dedrift(x, w, bb, fdm, feat, "relu6").double()).abs().max().item()
+        report(d <= tol and check_format(out, feat), f"quick repconv_dedrift force_generic={force} {dt} {kind} "
+                                                     f"maxabs={d:.3g}")
+    os.environ["AFD_CUDA_FORCE_GENERIC"] = "0"
+    check_redteam(E)
+
+
 def huge_view(values, strides, offset=2 ** 31):
     """``values`` as a view whose offsets pass 2^31 elements, in a sparse file mapped shared (only the
     pages touched become memory); it starts 2^31 in, so a wrapped int32 offset reads wrong values."""
@@ -284,6 +317,8 @@ def main():
         check_repconv(E)
     if "redteam" in which:
         check_redteam(E)
+    if "quick" in which:
+        check_quick(E)
     print(f"{len(FAILS)} failures")
     sys.exit(1 if FAILS else 0)
 
