@@ -65,8 +65,6 @@ def check_module_config(module_cfg, where: str = "module config") -> dict:
     for key, choices in (("act", ACTIVATIONS), ("fdm", FDM_MODES), ("block", BLOCKS), ("gate", GATES)):
         if key in cfg and cfg[key] not in choices:
             raise CheckpointError(f"{where}: module config {key!r} must be one of {list(choices)}, got {cfg[key]!r}")
-    if cfg.get("gate", "none") != "none" and cfg.get("fdm", "spatial") == "none":
-        raise CheckpointError(f"{where}: module config gate {cfg['gate']!r} needs an FDM, but fdm is 'none'")
     if "bn" in cfg and not isinstance(cfg["bn"], bool):
         raise CheckpointError(f"{where}: module config 'bn' must be true or false, got {cfg['bn']!r}")
     with torch.device("meta"):  # count the parameters without allocating them

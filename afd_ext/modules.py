@@ -12,8 +12,10 @@ from .reference.constants import N_COEFF, N_DCT_CHANNELS
 
 FDM_MODES = ("spatial", "global", "none")
 # Whole-image gate on the correction (docs/design.md §1): 'none' (v1/v2: the FDM alone scales it) or
-# 'global': g = relu(tanh(z / 2)) from a linear head on the image's mean FDM, trained to close (z <= 0,
-# g = 0 exactly: the classifier's own features) on clean and mildly compressed images.
+# 'global': a blind quality estimate z = linear(log of the image's mean |block-DCT coefficient|, one per
+# coefficient and colour channel), g = relu(tanh(z / 2)); trained to close (z <= 0, g = 0 exactly: the
+# classifier's own features) on clean and mildly compressed images. JPEG quantization empties the high
+# frequencies relative to the low ones, which these 192 log energies show whatever the content.
 GATES = ("none", "global")
 # How a module computes its ops: the fused torch.ops.afd kernels or the pure-PyTorch reference.
 IMPLS = ("fused", "reference")
@@ -258,8 +260,6 @@ class AFDModule(nn.Module):
         super().__init__()
         if gate not in GATES:
             raise ValueError(f"gate must be one of {GATES}, got {gate!r}")
-        if gate != "none" and fdm == "none":
-            raise ValueError("gate='global' reads the FDM: it needs fdm='spatial' or 'global'")
         if block not in BLOCKS:
             raise ValueError(f"block must be one of {BLOCKS}, got {block!r}")
         if isinstance(width, str):
@@ -276,8 +276,8 @@ class AFDModule(nn.Module):
             self.config["gate"] = gate
         self.gate_mode = gate
         self.fde = FDENet(channels, h1, h2) if fdm != "none" else None
-        # z = gate_head(mean FDM); opens half-way at the start (tanh(0.5)) so the FE-Net learns from step 1
-        self.gate_head = nn.Linear(channels, 1) if gate != "none" else None
+        # opens half-way at the start (tanh(0.5)) so that the FE-Net learns from the first step
+        self.gate_head = nn.Linear(N_DCT_CHANNELS, 1) if gate != "none" else None
         if self.gate_head is not None:
             nn.init.zeros_(self.gate_head.weight)
             nn.init.constant_(self.gate_head.bias, 1.0)
@@ -355,17 +355,21 @@ class AFDModule(nn.Module):
         return super().train(mode)
 
     # -- forward ------------------------------------------------------------------------------
+    @staticmethod
+    def _pad8(img: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """img edge-replicated at the bottom/right to multiples of 8 (as it is when they already are)."""
+        pad_h, pad_w = (-img.shape[-2]) % 8, (-img.shape[-1]) % 8
+        if pad_h or pad_w:
+            img = F.pad(img.to(dtype), (0, pad_w, 0, pad_h), mode="replicate")
+        return img
+
     def compute_fdm(self, img: torch.Tensor, feat_size, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         """FDM in ``dtype`` (default: img's) for img (floating, or uint8 of a size the DCT takes)."""
         b = img.shape[0]
         dtype = dtype or img.dtype
         if self.fde is None:
             return torch.ones((b, self.channels, 1, 1), dtype=dtype, device=img.device)
-        h, w = img.shape[-2:]
-        pad_h, pad_w = (-h) % 8, (-w) % 8
-        if pad_h or pad_w:
-            img = F.pad(img.to(dtype), (0, pad_w, 0, pad_h), mode="replicate")
-        fdm = self.fde(img, dtype)
+        fdm = self.fde(self._pad8(img, dtype), dtype)
         if self.fdm_mode == "global":
             return fdm.mean(dim=(2, 3), keepdim=True)
         hf, wf = feat_size
@@ -373,11 +377,16 @@ class AFDModule(nn.Module):
             fdm = F.interpolate(fdm, size=(hf, wf), mode="nearest")
         return fdm
 
-    def gate_logit(self, fdm: torch.Tensor) -> Optional[torch.Tensor]:
-        """z (B,) of the whole-image gate from the FDM (None without a gate)."""
+    GATE_EPS = 0.01  # floor of the mean |coefficient| before the log (flat images)
+
+    def gate_logit(self, img: torch.Tensor) -> Optional[torch.Tensor]:
+        """z (B,), float32, of the whole-image gate for img (B,3,H,W) RGB 0..255 (None without a gate)."""
         if self.gate_head is None:
             return None
-        return self.gate_head(fdm.mean(dim=(2, 3))).squeeze(1)
+        img = self._pad8(img.float(), torch.float32)  # float32 whatever the run's dtype: it feeds a log
+        dct = torch.ops.afd.block_dct(img) if self.fused else reference.block_dct(img)
+        stats = torch.log(dct.abs().mean(dim=(2, 3)) + self.GATE_EPS)
+        return self.gate_head(stats.to(self.gate_head.weight.dtype)).float().squeeze(1)
 
     @staticmethod
     def gate_value(z: torch.Tensor) -> torch.Tensor:
@@ -395,7 +404,7 @@ class AFDModule(nn.Module):
                 raise TypeError(f"img must be uint8 or floating (RGB 0..255), got {img.dtype}")
             img = img.to(feat.dtype)
         fdm = self.compute_fdm(img, feat.shape[-2:], feat.dtype)
-        z = self.gate_logit(fdm)
+        z = self.gate_logit(img)
         if z is not None:  # the gate scales the whole correction: fold it into the FDM (op contract unchanged)
             fdm = fdm * self.gate_value(z).to(fdm.dtype).view(-1, 1, 1, 1)
         out = self._dedrift(feat, fdm)
