@@ -2,22 +2,31 @@
 
 Schemas and the C++/CUDA kernels live in the compiled extension (csrc/, kernels/*.cu).
 This module adds what belongs in Python, as pytorch/extension-cpp does:
-``register_fake`` (so torch.compile / torch.export trace the ops) and
-``register_autograd`` (backward composed from the reference; double backward
-supported). When the extension is not built, the schemas are defined here from
+``register_fake`` (so torch.compile / torch.export trace the ops) and an
+Autograd kernel (backward composed from the reference; double backward and
+forward-mode AD supported). When the extension is not built, the schemas are defined here from
 ``csrc/afd_schemas.h`` (their one written definition) and served by the
 reference (CPU) and Triton (CUDA) kernels.
 
 Backend choice per device: CPU -> ``cpp``, else ``reference``; CUDA -> ``cuda``,
-else ``triton``, else ``reference``. ``use_backend(name)`` (a context manager)
-or the environment variable ``AFD_BACKEND`` force one: the forced backend's
-kernel is registered over the default one for the ops' CPU and CUDA dispatch
-keys and the previous kernel comes back when the context exits. The choice is
-process-wide (not thread-local).
+else ``triton``, else ``reference``. The environment variable ``AFD_BACKEND``
+forces one for the whole process; ``use_backend(name)`` (a context manager)
+forces one for the calling thread only, like ``torch.autocast``: blocks nest as
+a stack, and each block keeps its backend until it exits, whatever other threads
+(or interleaved blocks) do. One Python kernel at the ops' ``BackendSelect``
+dispatch key (just before the CPU/CUDA kernels) reads the thread's choice; the
+dispatcher's registrations never change after import.
+
+Forward-mode AD (``torch.func.jvp``, ``torch.autograd.forward_ad``) gives the
+reference's tangent: the kernels compute values only, so the tangent is the
+reference's forward-mode derivative at the same inputs (and with inputs that
+also require grad, the reference computes the op, so every mix of modes is the
+reference's).
 """
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import importlib
 import os
 import re
@@ -25,6 +34,7 @@ from pathlib import Path
 from typing import Callable, Dict, Optional
 
 import torch
+import torch.autograd.forward_ad as fwAD
 
 from . import reference
 
@@ -162,17 +172,26 @@ def _default_backend(device_type: str) -> str:
     return "cpp" if _COMPILED["cpp"] else "reference"
 
 
-_forced: list[str] = []  # stack of forced backends (process-wide)
+# The backends forced by use_backend, per thread (a context variable: each thread, and each asyncio
+# task, sees only its own blocks): the open blocks innermost last, as (block, name), and the kernel
+# table of the innermost one. AFD_BACKEND (end of this module) is the process-wide default under them.
+_forced: contextvars.ContextVar[tuple] = contextvars.ContextVar("afd_forced_backends", default=())
+_active: contextvars.ContextVar[Optional[dict]] = contextvars.ContextVar("afd_active_kernels", default=None)
+_ENV_BACKEND: Optional[str] = None  # AFD_BACKEND when it names a usable backend
+_ENV_KERNELS: Optional[dict] = None  # its kernel table
 _ENV_BACKEND_ERROR: Optional[str] = None  # why AFD_BACKEND could not be applied (end of this module)
 
 
 def current_backend(device: str | torch.device = "cpu") -> str:
-    """The backend that torch.ops.afd.* run for tensors on ``device`` right now."""
+    """The backend that torch.ops.afd.* run for tensors on ``device`` right now, in this thread."""
     device_type = torch.device(device).type
-    if _forced:
-        return _forced[-1]
+    forced = _forced.get()
+    if forced:
+        return forced[-1][1]
     if _ENV_BACKEND_ERROR is not None:
         raise RuntimeError(_ENV_BACKEND_ERROR)
+    if _ENV_BACKEND is not None:
+        return _ENV_BACKEND
     return _default_backend(device_type)
 
 
@@ -183,60 +202,80 @@ def _unsupported(backend: str, device_key: str) -> Callable:
     return kernel
 
 
-def _impl_over(lib: torch.library.Library, op: str, fn: Callable, key: str) -> None:
-    """Register ``fn`` over the kernel already registered for ``op`` and ``key``, on purpose (some
-    torch releases, e.g. 2.11, warn about every such override; that warning is not for users)."""
-    import warnings
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*[Oo]verrid.*", category=UserWarning)
-        lib.impl(op, fn, key, allow_override=True)
-
-
-def _registration_for(backend: str) -> torch.library.Library:
-    """A Library that registers ``backend``'s kernels over the defaults on CPU and CUDA."""
+def _kernels_for(backend: str) -> Dict[str, Dict[str, Optional[Callable]]]:
+    """``backend``'s kernels: {device type: {op: kernel}}, for CPU and CUDA tensors. None stands for
+    the compiled kernel registered for that device (the backend's own); ValueError/RuntimeError when
+    ``backend`` is unknown or not built here."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown afd backend {backend!r}; choose one of {BACKENDS}")
     if backend not in available_backends():
         raise RuntimeError(f"afd backend {backend!r} is not built in this install "
                            f"(available: {available_backends()})"
                            + (f"; extension import failed: {_EXTENSION_ERROR}" if _EXTENSION_ERROR else ""))
-    lib = torch.library.Library("afd", "IMPL")
     kernels = _PY_KERNELS[backend]() if backend in _PY_KERNELS else None
-    for key, native in (("CPU", "cpp"), ("CUDA", "cuda")):
-        if backend == native:
-            if _COMPILED[native]:
-                continue  # the compiled kernel is already the one registered
-        for op in OP_NAMES:
-            fn = kernels[op] if kernels is not None else _unsupported(backend, key)
-            _impl_over(lib, op, fn, key)
-    return lib
-
-
-_active_lib: Optional[torch.library.Library] = None  # only the innermost forced backend is registered
+    table = {}
+    for device_type, native in (("cpu", "cpp"), ("cuda", "cuda")):
+        if backend == native:  # available, so compiled: its kernel is the one registered
+            table[device_type] = dict.fromkeys(OP_NAMES)
+        elif kernels is not None:
+            table[device_type] = kernels
+        else:
+            table[device_type] = {op: _unsupported(backend, device_type.upper()) for op in OP_NAMES}
+    return table
 
 
 def _activate(name: Optional[str]) -> None:
-    global _active_lib
-    new = _registration_for(name) if name is not None else None  # raises before changing anything
-    if _active_lib is not None:
-        _active_lib._destroy()
-    _active_lib = new
+    """Make ``name``'s kernels the ones this thread's calls run (None: nothing forced). The table is
+    built here, once per block, not per call; an unusable name raises before anything changes."""
+    _active.set(_kernels_for(name) if name is not None else None)
 
 
 @contextlib.contextmanager
 def use_backend(name: str):
-    """Force one backend for torch.ops.afd.* (and everything built on them) inside the block.
+    """Force one backend for torch.ops.afd.* (and everything built on them) inside the block, in the
+    calling thread (other threads keep theirs). Blocks nest; each keeps its backend until it exits,
+    even when blocks exit out of order.
 
     >>> with afd_ext.use_backend("reference"):
     ...     y = torch.ops.afd.block_dct(img)
     """
     _activate(name)
-    _forced.append(name)
+    block = (object(), name)
+    _forced.set(_forced.get() + (block,))
     try:
         yield name
     finally:
-        _forced.pop()
-        _activate(_forced[-1] if _forced else None)
+        # Remove this block, not the innermost one: a block entered later and still open keeps its backend.
+        remaining = tuple(b for b in _forced.get() if b is not block)
+        _forced.set(remaining)
+        _activate(remaining[-1][1] if remaining else None)
+
+
+_AFTER_BACKEND_SELECT = torch._C._dispatch_keyset_full_after(torch._C.DispatchKey.BackendSelect)
+
+
+def _backend_switch(op_name: str) -> Callable:
+    """The ops' BackendSelect kernel: runs the calling thread's forced backend (else AFD_BACKEND's),
+    else passes the call on to the kernel registered for the device (the default backend)."""
+    op = getattr(torch.ops.afd, op_name).default
+
+    def kernel(keyset, *args):
+        table = _active.get()
+        device_type = args[0].device.type  # the first argument of every afd op is a tensor
+        if table is None:
+            if _ENV_BACKEND_ERROR is not None and device_type in ("cpu", "cuda"):
+                raise RuntimeError(_ENV_BACKEND_ERROR)  # nothing may silently run another backend
+            table = _ENV_KERNELS
+        fn = table.get(device_type, {}).get(op_name) if table is not None else None
+        if fn is not None:
+            return fn(*args)
+        return op.redispatch(keyset & _AFTER_BACKEND_SELECT, *args)
+    return kernel
+
+
+_lib_switch = torch.library.Library("afd", "IMPL")
+for _op in OP_NAMES:
+    _lib_switch.impl(_op, _backend_switch(_op), "BackendSelect", with_keyset=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,10 +379,62 @@ def _repconv_dedrift_backward(ctx, grad):
     return (*grads, None)
 
 
-torch.library.register_autograd("afd::block_dct", _block_dct_backward, setup_context=_setup_saving_all)
-torch.library.register_autograd("afd::block_dct_fdm", _block_dct_fdm_backward, setup_context=_setup_saving_all)
-torch.library.register_autograd("afd::repconv_dedrift", _repconv_dedrift_backward,
-                                setup_context=_setup_saving_all)
+# Forward-mode AD (torch.func.jvp, torch.autograd.forward_ad): the kernels compute values only, and
+# torch.library.register_autograd's kernel passes inputs that carry a tangent but no requires_grad
+# straight to them, which drops the tangent (jvp then reads zeros, forward_ad None). This Autograd
+# kernel does what register_autograd's does (an autograd.Function whose backward is the reference's
+# vjp) and sees tangents first:
+# * inputs with tangents, none needing grad: the value is the chosen backend's, the tangent the
+#   reference's at the same inputs (the reference is plain torch ops, so forward AD runs through it);
+# * inputs with tangents that also need grad (forward-over-reverse, e.g. Hessian-vector products):
+#   the reference computes the op, so value, tangent and the graph over both are the reference's
+#   (a kernel's value with the reference's backward would leave the tangent's own derivative out).
+
+_AFTER_AUTOGRAD = torch._C._after_autograd_keyset
+
+
+def _register_autograd(lib: torch.library.Library, op_name: str, reference_kernel: Callable,
+                       backward: Callable) -> None:
+    op = getattr(torch.ops.afd, op_name).default
+
+    def below_autograd(keyset, args):
+        with torch._C._AutoDispatchBelowAutograd():
+            return op.redispatch(keyset & _AFTER_AUTOGRAD, *args)
+
+    def forward(ctx, *args):  # the op's inputs, then the dispatch key set
+        *inputs, keyset = args
+        out = below_autograd(keyset, inputs)
+        _setup_saving_all(ctx, inputs, out)
+        return out
+
+    def backward_with_keyset(ctx, grad):
+        return (*backward(ctx, grad), None)  # ctx.needs_input_grad ends with the key set's entry
+
+    function = type(f"AFD_{op_name}_Function", (torch.autograd.Function,),
+                    {"forward": staticmethod(forward), "backward": staticmethod(backward_with_keyset)})
+
+    def kernel(keyset, *args):
+        tensors = [a for a in args if isinstance(a, torch.Tensor)]
+        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+        if any(fwAD.unpack_dual(t).tangent is not None for t in tensors):
+            if needs_grad:
+                return reference_kernel(*args)
+            primals = [fwAD.unpack_dual(a).primal if isinstance(a, torch.Tensor) else a for a in args]
+            out = below_autograd(keyset, primals)
+            tangent = fwAD.unpack_dual(reference_kernel(*args)).tangent
+            # No tangent: the output does not depend on the ones given (e.g. an empty result).
+            return out if tangent is None else fwAD.make_dual(out, tangent)
+        if needs_grad:
+            return function.apply(*args, keyset)
+        return below_autograd(keyset, args)
+
+    lib.impl(op_name, kernel, "Autograd", with_keyset=True)
+
+
+_lib_autograd = torch.library.Library("afd", "IMPL")
+for _op, _backward in (("block_dct", _block_dct_backward), ("block_dct_fdm", _block_dct_fdm_backward),
+                       ("repconv_dedrift", _repconv_dedrift_backward)):
+    _register_autograd(_lib_autograd, _op, _reference_kernels()[_op], _backward)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,23 +456,17 @@ def repconv_dedrift(x, weight, bias, fdm, feat, act: str = "relu") -> torch.Tens
     return torch.ops.afd.repconv_dedrift(x, weight, bias, fdm, feat, act)
 
 
-# AFD_BACKEND: applied at import. A value that names no usable backend must not break the import
-# (the CLI could not even report it): every op, and current_backend(), raise the error instead,
-# so nothing silently runs another backend. check_environment() raises it up front.
+# AFD_BACKEND: applied at import, the process-wide default under every thread's use_backend blocks. A
+# value that names no usable backend must not break the import (the CLI could not even report it):
+# every op, and current_backend(), raise the error instead (where no use_backend block is open), so
+# nothing silently runs another backend. check_environment() raises it up front.
 _env_backend = os.environ.get("AFD_BACKEND")
 if _env_backend:
     try:
-        _activate(_env_backend)
-        _forced.append(_env_backend)
+        _ENV_KERNELS = _kernels_for(_env_backend)
+        _ENV_BACKEND = _env_backend
     except (ValueError, RuntimeError) as exc:
         _ENV_BACKEND_ERROR = f"environment variable AFD_BACKEND={_env_backend!r}: {exc}"
-
-        def _env_error_kernel(*args, **kwargs):
-            raise RuntimeError(_ENV_BACKEND_ERROR)
-        _env_error_lib = torch.library.Library("afd", "IMPL")
-        for _op in OP_NAMES:
-            for _key in ("CPU", "CUDA"):
-                _impl_over(_env_error_lib, _op, _env_error_kernel, _key)
 
 
 def check_environment() -> None:

@@ -87,7 +87,12 @@ at::Tensor repconv_dedrift_cpu(const at::Tensor& x, const at::Tensor& weight, co
 
   // The conv adds the bias itself, as the reference's F.conv2d does; its fresh output is the
   // result buffer. Its layout follows x and weight, so it is converted only when it differs.
-  at::Tensor out = at::conv2d(x, weight, bias, /*stride=*/{1, 1}, /*padding=*/{1, 1});
+  // A NaN or infinite weight meets the zero padding as the reference defines it: the padding is
+  // explicit, so a tap on it gives 0 * w = NaN (at::conv2d's padding=1 leaves padded taps out on
+  // oneDNN's path). Finite weights give 0 there either way and skip the padded copy of x.
+  const bool finite_weights = at::isfinite(weight).all().item<bool>();
+  at::Tensor out = finite_weights ? at::conv2d(x, weight, bias, /*stride=*/{1, 1}, /*padding=*/{1, 1})
+                                  : at::conv2d(at::constant_pad_nd(x, {1, 1, 1, 1}), weight, bias);
   if (!out.is_contiguous(fmt)) out = out.contiguous(fmt);
   const at::Tensor feat_c = feat.contiguous(fmt), fdm_c = fdm.contiguous(fmt);
 

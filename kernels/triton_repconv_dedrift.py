@@ -5,9 +5,11 @@ tile of BLOCK_P output pixels (flattened over B, Hf, Wf) x BLOCK_C output channe
 Cin in chunks of BLOCK_K x the 9 taps (unrolled; a tap is a constant pointer offset from the
 centre tap, so the per-tap work is two loads and a tl.dot); each step loads an x tile
 (BLOCK_P, BLOCK_K) with masks for the zero padding and a weight tile (BLOCK_K, BLOCK_C), and
-accumulates with tl.dot. The epilogue adds the bias, multiplies by the FDM cell
-fdm[b, c, h // (Hf/Hb), w // (Wf/Wb)], adds feat, applies the activation (constexpr; ReLU and
-ReLU6 keep NaN like torch) and stores through the output's strides. Every input is read through
+accumulates with tl.dot. The padding zeros go through the dot like pixels, as the reference
+defines it: a NaN or infinite weight gives 0 * w = NaN on a padded tap (never skip those taps).
+The epilogue adds the bias, multiplies by the FDM cell fdm[b, c, h // (Hf/Hb), w // (Wf/Wb)],
+adds feat, applies the activation (constexpr; ReLU and ReLU6 keep NaN like torch) and stores
+through the output's strides. Every input is read through
 its own strides (contiguous, channels_last or any view), with int64 offsets.
 
 Under TRITON_INTERPRET=1 the tiles are large (few programs: the interpreter's cost is per op)

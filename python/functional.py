@@ -122,6 +122,8 @@ def repconv_dedrift(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
                     fdm: torch.Tensor, feat: torch.Tensor, act: str) -> torch.Tensor:
     """act(feat + (conv3x3(x, weight, pad 1) + bias) * nearest_up(fdm)).
 
+    The conv's zero padding takes part like image pixels: a NaN or +-inf weight gives NaN wherever
+    its tap lies on the padding (0 * w), as it does in every backend.
     Empty ``feat`` (B, C, Hf or Wf = 0): an empty result; Cin = 0 raises (module docstring).
     """
     checks.check_repconv_dedrift(x, weight, bias, fdm, feat, act)
@@ -132,5 +134,8 @@ def repconv_dedrift(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
         # zero term keeps it on every input's graph, so autograd gives zero (not missing) gradients.
         zero = sum(t.sum() for t in (x, weight, bias, fdm) if t is not None) * 0
         return (feat.to(cd) + zero.to(cd)).to(out_dtype)
-    d = F.conv2d(x.to(cd), weight.to(cd), None if bias is None else bias.to(cd), padding=1)
+    # The zero padding is explicit: a tap on it multiplies a zero like any other, so a NaN or infinite
+    # weight gives 0 * w = NaN there. F.conv2d(padding=1) leaves padded taps out on some paths
+    # (oneDNN on CPU) and not on others, so its NaN/Inf pattern would depend on dtype and size.
+    d = F.conv2d(F.pad(x.to(cd), (1, 1, 1, 1)), weight.to(cd), None if bias is None else bias.to(cd))
     return dedrift(feat.to(cd), d, fdm.to(cd), act).to(out_dtype)

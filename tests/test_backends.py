@@ -102,3 +102,73 @@ def test_env_var_naming_no_backend_fails_at_use_not_at_import():
     assert "Traceback" not in cli.stderr
     assert cli.stderr.strip() == ("afd predict: error: environment variable AFD_BACKEND='nonsense': unknown afd "
                                   "backend 'nonsense'; choose one of ('reference', 'cpp', 'cuda', 'triton')")
+
+
+def _other_cpu_backend():
+    from conftest import cpu_backends
+    others = [b for b in cpu_backends() if b != "reference"]
+    if not others:
+        pytest.skip("needs a second CPU backend besides the reference")
+    return others[0]
+
+
+def test_use_backend_is_per_thread_and_each_block_keeps_its_backend(monkeypatch):
+    """Thread A enters, thread B enters, A exits: B keeps its backend until it exits, and neither
+    thread's block changes what the other (or the main thread) runs."""
+    import threading
+    other, default = _other_cpu_backend(), afd_ext.current_backend("cpu")
+    ran_reference = []  # the threads whose block_dct calls ran the reference
+    real = afd_ext.reference.block_dct
+    monkeypatch.setattr(afd_ext.reference, "block_dct",
+                        lambda img: (ran_reference.append(threading.current_thread().name), real(img))[1])
+    img = torch.rand(1, 3, 8, 8) * 255
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen, errors = {}, []
+
+    def thread_a():
+        try:
+            with afd_ext.use_backend("reference"):
+                a_in.set()
+                assert b_in.wait(60)
+                seen["a inside, b inside"] = afd_ext.current_backend("cpu")
+                torch.ops.afd.block_dct(img)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+        finally:
+            a_in.set()
+            a_out.set()
+
+    def thread_b():
+        try:
+            assert a_in.wait(60)
+            with afd_ext.use_backend(other):
+                b_in.set()
+                assert a_out.wait(60)
+                seen["b inside, a exited"] = afd_ext.current_backend("cpu")
+                torch.ops.afd.block_dct(img)
+            seen["b exited"] = afd_ext.current_backend("cpu")
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            b_in.set()
+
+    threads = [threading.Thread(target=thread_a, name="A"), threading.Thread(target=thread_b, name="B")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    assert seen == {"a inside, b inside": "reference", "b inside, a exited": other, "b exited": default}
+    assert ran_reference == ["A"]  # B's call ran its own backend, not A's reference
+    assert afd_ext.current_backend("cpu") == default  # the main thread never saw either block
+
+
+def test_blocks_exiting_out_of_order_keep_their_backends():
+    other, default = _other_cpu_backend(), afd_ext.current_backend("cpu")
+    outer, inner = afd_ext.use_backend("reference"), afd_ext.use_backend(other)
+    outer.__enter__()
+    inner.__enter__()
+    outer.__exit__(None, None, None)  # the outer block ends first (e.g. generators, ExitStack misuse)
+    assert afd_ext.current_backend("cpu") == other  # the still-open inner block keeps its backend
+    inner.__exit__(None, None, None)
+    assert afd_ext.current_backend("cpu") == default

@@ -64,6 +64,44 @@ def test_odd_feature_sizes_and_nan(backend, device):
     assert_close(out, ref, torch.float32)
 
 
+def _by_the_definition(x, weight, bias, fdm, feat):
+    """feat + (conv3x3(x, weight, zero padding 1) + bias) * nearest_up(fdm) in float64, the conv
+    written as its definition: the sum over the 9 taps of x_pad * w, with padding zeros like any x."""
+    x, weight, bias, fdm, feat = (t.cpu().double() for t in (x, weight, bias, fdm, feat))
+    hf, wf = x.shape[-2:]
+    xp = torch.nn.functional.pad(x, (1, 1, 1, 1))
+    conv = sum(torch.einsum("bihw,oi->bohw", xp[:, :, kh:kh + hf, kw:kw + wf], weight[:, :, kh, kw])
+               for kh in range(3) for kw in range(3))
+    return feat + (conv + bias[:, None, None]) * R.upsample_fdm(fdm, (hf, wf))
+
+
+@pytest.mark.parametrize("backend,device", PAIRS)
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_nonfinite_weights_meet_the_zero_padding(backend, device, value):
+    """A NaN or infinite weight: every backend (the reference included) gives the definition's NaN/Inf
+    pattern, where a tap on the zero padding contributes 0 * w (NaN for w = NaN or +-inf). These
+    sizes take torch's oneDNN convolution on CPU, which leaves padded taps out (finite borders) where
+    float64 and small sizes multiply them: the reference's pattern depended on the algorithm."""
+    x, weight, bias, fdm, feat = _args(2, 16, 32, 7, 7, 4, 4, torch.float32, device, 0)
+    weight[1, 0, 0, 0] = float(value)  # top-left tap: on the padding for the top row and left column
+    weight[5, 3, 2, 1] = float(value)  # bottom-centre tap: on the padding for the bottom row
+    out = run(backend, OP, x, weight, bias, fdm, feat, "identity").cpu()
+    expected = _by_the_definition(x, weight, bias, fdm, feat)
+    reference = R.repconv_dedrift(x, weight, bias, fdm, feat, "identity").cpu()
+    for name, got in ((backend, out), ("the reference", reference)):
+        differ = sum(int((test(got) != test(expected)).sum()) for test in (torch.isnan, torch.isposinf,
+                                                                             torch.isneginf))
+        assert differ == 0, f"{name}: {differ} elements differ from the definition in NaN/Inf"
+        assert_close(got, expected.float(), torch.float32)
+    top_or_left = torch.zeros(28, 28, dtype=torch.bool)
+    top_or_left[0, :] = top_or_left[:, 0] = True
+    if value == "nan":  # NaN * anything is NaN: the whole output channel
+        assert torch.isnan(out[:, [1, 5]]).all() and not torch.isnan(out[:, [0, 2, 3, 4]]).any()
+    else:  # inf * x: +-inf on the image, 0 * inf = NaN on the padding
+        assert torch.equal(torch.isnan(out[:, 1]), top_or_left.expand(2, 28, 28))
+        assert torch.isinf(out[:, 1][:, ~top_or_left]).all()
+
+
 @pytest.mark.parametrize("backend", cpu_backends())
 def test_opcheck(backend):
     args = _args(2, 4, 6, 2, 3, 2, 2, torch.float32, "cpu", 0)
