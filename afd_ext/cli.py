@@ -8,13 +8,16 @@ Output paths are checked before the work.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
 import sys
 from typing import Optional, Sequence
 
-from .data import CODECS, PROTOCOLS, SKIP_AFD_ABOVE_QUALITY
-from .export import FORMATS, check_output_file
+from .data import CODECS, IMAGE_EXTENSIONS, PROTOCOLS, SKIP_AFD_ABOVE_QUALITY
+from .export import FORMATS
+from .utils import check_output_file, output_target
 from .models import list_models
 from .modules import BLOCKS, FDM_MODES, GATES
 from .pipeline import AUTOCAST_DTYPES
@@ -37,8 +40,12 @@ def _int_in(lo: Optional[int], hi: Optional[int], what: str):
 
 
 quality_type = _int_in(1, 100, "JPEG quality")
-positive_int = _int_in(1, None, "value")
-nonneg_int = _int_in(0, None, "value")
+# Every integer flag has an upper bound (README "Errors"): a count past 10^9 never finishes, a
+# seed past 2^63 - 1 does not fit torch's generator; argparse turns a value outside into exit 2.
+MAX_COUNT = 10**9
+count_type = _int_in(1, MAX_COUNT, "value")
+batch_type = _int_in(1, 10**6, "batch size")
+seed_type = _int_in(0, 2**63 - 1, "seed")
 
 
 def _float_in(lo: float, hi: float, what: str):
@@ -82,8 +89,16 @@ def _width(text: str):
     return text
 
 
+def _train_int(name: str):
+    """The parser of the ``afd train`` flag for TrainConfig field ``name``: its range is
+    ``train.INT_RANGES`` (the one the config's own validation uses)."""
+    from .train import INT_RANGES
+    return _int_in(*INT_RANGES[name], name.replace("_", " "))
+
+
 def _crop_size(text: str) -> int:
-    v = positive_int(text)
+    from .train import INT_RANGES
+    v = _int_in(1, INT_RANGES["crop"][1], "crop")(text)
     if v % 8:
         raise argparse.ArgumentTypeError(f"crop must be a positive multiple of 8 (the DCT block), got {v}")
     return v
@@ -122,15 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--gate", default=TD.gate, choices=GATES,
                    help="global: a whole-image gate that closes (no correction at all) on clean and mildly "
                         "compressed images, trained by --gate-weight")
-    t.add_argument("--steps", type=positive_int, default=TD.steps)
-    t.add_argument("--batch-size", type=positive_int, default=TD.batch_size)
+    t.add_argument("--steps", type=_train_int("steps"), default=TD.steps)
+    t.add_argument("--batch-size", type=_train_int("batch_size"), default=TD.batch_size)
     t.add_argument("--crop", type=_crop_size, default=TD.crop)
     t.add_argument("--scale", type=_positive_float("scale"), nargs=2, metavar=("LO", "HI"), default=list(TD.scale),
                    help="short side resized to 256 x U(LO, HI) before the crop")
     t.add_argument("--qualities", type=quality_type, nargs="+", default=list(TD.qualities))
     t.add_argument("--quality-range", type=quality_type, nargs=2, metavar=("LO", "HI"), default=None,
                    help="draw the quality uniformly from LO..HI instead of from --qualities")
-    t.add_argument("--max-compressions", type=positive_int, default=TD.max_compressions)
+    t.add_argument("--max-compressions", type=_train_int("max_compressions"), default=TD.max_compressions)
     t.add_argument("--clean-fraction", type=_float_in(0.0, 0.99, "clean fraction"), default=TD.clean_fraction)
     t.add_argument("--mild-fraction", type=_float_in(0.0, 0.99, "mild fraction"), default=TD.mild_fraction,
                    help="share of samples compressed once at a quality in --mild-range (target: the clean "
@@ -156,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="random 90-degree turns")
     t.add_argument("--lr", type=_nonneg_float, default=TD.lr)
     t.add_argument("--weight-decay", type=_nonneg_float, default=TD.weight_decay)
-    t.add_argument("--warmup", type=nonneg_int, default=TD.warmup)
+    t.add_argument("--warmup", type=_train_int("warmup"), default=TD.warmup)
     t.add_argument("--clip", type=_nonneg_float, default=TD.clip)
     # --l1/--kl/--ce: the names of earlier releases, kept as aliases.
     t.add_argument("--l1-weight", "--l1", type=_nonneg_float, default=TD.l1_weight,
@@ -170,16 +185,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--kl-temperature", type=_float_in(0.01, 100.0, "temperature"), default=TD.kl_temperature)
     t.add_argument("--holdout", type=_float_in(0.0, 0.99, "holdout"), default=TD.holdout,
                    help="fraction of labelled images held out for validation (stable split by file name)")
-    t.add_argument("--val-every", type=positive_int, default=TD.val_every)
-    t.add_argument("--val-images", type=positive_int, default=TD.val_images)
+    t.add_argument("--val-every", type=_train_int("val_every"), default=TD.val_every)
+    t.add_argument("--val-images", type=_train_int("val_images"), default=TD.val_images)
     t.add_argument("--val-quality", type=quality_type, default=TD.val_quality,
                    help="JPEG quality of the in-training validation")
-    t.add_argument("--ckpt-every", type=positive_int, default=TD.ckpt_every)
-    t.add_argument("--workers", type=nonneg_int, default=TD.workers)
-    t.add_argument("--seed", type=int, default=TD.seed)
-    t.add_argument("--threads", type=nonneg_int, default=TD.threads)
+    t.add_argument("--ckpt-every", type=_train_int("ckpt_every"), default=TD.ckpt_every)
+    t.add_argument("--workers", type=_train_int("workers"), default=TD.workers)
+    t.add_argument("--seed", type=_train_int("seed"), default=TD.seed)
+    t.add_argument("--threads", type=_train_int("threads"), default=TD.threads)
     t.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors")
-    t.add_argument("--stop-after", type=positive_int, default=None,
+    t.add_argument("--stop-after", type=_train_int("stop_after"), default=None,
                    help="end this run after N steps (checkpointed); --resume continues")
     t.add_argument("--time-budget", type=_positive_float("time budget"), default=None, metavar="SECONDS",
                    help="fit the step count (at most --steps) to this wall time, fixed at the end of the "
@@ -203,11 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--codec", choices=CODECS, default="jpeg")
     e.add_argument("--json", default=None, help="write the result as JSON")
     e.add_argument("--plot", default=None, help="write a PNG: top-1 against quality")
-    e.add_argument("--batch-size", type=positive_int, default=50)
-    e.add_argument("--limit", type=positive_int, default=None, help="first N labelled images only")
+    e.add_argument("--batch-size", type=batch_type, default=50)
+    e.add_argument("--limit", type=count_type, default=None, help="first N labelled images only")
     e.add_argument("--holdout-only", action="store_true",
                    help="only the images the checkpoint's training run held out")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seed", type=seed_type, default=0)
     e.add_argument("--strict", action="store_true", help="fail on the first unreadable file")
     e.add_argument("--no-progress", action="store_true")
 
@@ -218,13 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="afd_demo.png", help="PNG figure")
     d.add_argument("--json", default=None)
     d.add_argument("--strict", action="store_true")
-    d.add_argument("--limit", type=positive_int, default=None)
+    d.add_argument("--limit", type=count_type, default=None)
 
     pr = sub.add_parser("predict", help="top-k classes for image files (with the deployed AFD)")
     pr.add_argument("paths", nargs="+")
     _add_model_args(pr)
     pr.add_argument("--topk", type=_int_in(1, 1000, "topk"), default=5)
-    pr.add_argument("--batch-size", type=positive_int, default=32)
+    pr.add_argument("--batch-size", type=batch_type, default=32)
     pr.add_argument("--json", nargs="?", const="-", default=None, help="JSON to a file (or stdout with no value)")
     pr.add_argument("--no-afd", action="store_true", help="the classifier alone")
     pr.add_argument("--skip-afd-above", type=_quality_or_none, default=SKIP_AFD_ABOVE_QUALITY, metavar="Q",
@@ -245,13 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--e2e", action="store_true", help="end-to-end images/s (classifier vs + AFD)")
     b.add_argument("--device", default="cpu")
     b.add_argument("--json", default=None)
-    b.add_argument("--batch", type=positive_int, nargs="+", default=None)
+    b.add_argument("--batch", type=batch_type, nargs="+", default=None)
     b.add_argument("--compile", action="store_true", help="also time torch.compile on CPU (slow to compile)")
-    b.add_argument("--threads", type=positive_int, nargs="+", default=None,
+    b.add_argument("--threads", type=_int_in(1, 1024, "threads"), nargs="+", default=None,
                    help="torch CPU threads (--interleave: one A/B per count, e.g. --threads 1 2)")
     b.add_argument("--interleave", action="store_true",
                    help="classifier alone vs deployed fused AFD, taking turns (robust to the machine's drift)")
-    b.add_argument("--repeats", type=positive_int, default=7, help="--interleave: turns per row")
+    b.add_argument("--repeats", type=_int_in(1, 10**6, "repeats"), default=7, help="--interleave: turns per row")
     from .e2e_benchmark import CONFIGS
     b.add_argument("--configs", nargs="+", choices=CONFIGS, default=None,
                    help="which rows (default: all; --interleave: classifier afd_deploy_fused)")
@@ -291,18 +306,44 @@ def cmd_train(a) -> int:
     return 0
 
 
-def _check_outputs(a, *flags) -> None:
-    """Every output file flag given, checked before the work (a directory, a path under a file,
-    an unwritable folder: one error line, exit 1, nothing computed)."""
+def _check_outputs(a, *flags, inputs=()) -> None:
+    """Every output file flag given, checked before the work by the writer's rule
+    (``utils.output_target``: a directory, a block device, a path under a file, an unwritable
+    folder; one of ``inputs`` or an image inside an input folder; two flags naming one file:
+    one error line, exit 1, nothing computed)."""
+    seen: dict[str, str] = {}
     for flag in flags:
         value = getattr(a, flag, None)
-        if value is not None and value != "-":
-            check_output_file(value, f"--{flag}")
+        if value is None or value == "-":
+            continue
+        check_output_file(value, f"--{flag}", inputs=inputs, read_suffixes=IMAGE_EXTENSIONS)
+        target = output_target(value, f"--{flag}")
+        key = os.path.realpath(target.path)
+        if not target.stream and key in seen:
+            raise ValueError(f"--{flag} {value}: the same file as --{seen[key]}; give each output its own name")
+        seen[key] = flag
+
+
+def _require_matplotlib(what: str) -> None:
+    """A plot needs matplotlib (an optional package): checked before the work, not after it."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ImportError(f"{what} needs matplotlib: pip install matplotlib (or pip install 'afd_ext[demo]')") \
+            from None
+
+
+def _shown(path) -> str:
+    """``path`` as printed: a name that is not valid in the file system's encoding (e.g. Latin-1
+    bytes on a UTF-8 system) with those bytes escaped (\\xe9), so any stdout can print it."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace") if isinstance(path, str) else str(path)
 
 
 def cmd_eval(a) -> int:
     from . import evaluation as ev
-    _check_outputs(a, "json", "plot")
+    _check_outputs(a, "json", "plot", inputs=[*a.paths, a.checkpoint])
+    if a.plot:
+        _require_matplotlib("--plot")
     model = _model(a)
     ckpt = model.checkpoint_path
     paths = a.paths
@@ -332,12 +373,13 @@ def _report_skipped(skipped) -> None:
     if skipped:
         print(f"skipped {len(skipped)} unreadable file(s):", file=sys.stderr)
         for s in skipped:
-            print(f"  {s['path']}: {s['error']}", file=sys.stderr)
+            print(f"  {_shown(s['path'])}: {s['error']}", file=sys.stderr)
 
 
 def cmd_demo(a) -> int:
     from .demo import run_demo
-    _check_outputs(a, "out", "json")
+    _check_outputs(a, "out", "json", inputs=[a.data, a.checkpoint])
+    _require_matplotlib("afd demo (its figure, --out)")
     model = _model(a)
     ckpt = model.checkpoint_path
     result = run_demo(model, data_dir=a.data, qualities=a.quality, out_png=a.out, strict=a.strict, limit=a.limit)
@@ -350,11 +392,26 @@ def cmd_demo(a) -> int:
 
 
 def cmd_predict(a) -> int:
+    from .data import ImageError
     from .pipeline import Pipeline
-    _check_outputs(a, "json")
+    _check_outputs(a, "json", inputs=[*a.paths, a.checkpoint])
+    problems = {p: why for p in a.paths if (why := _path_problem(p)) is not None}
+    if a.strict and problems:
+        raise ImageError(*next(iter(problems.items())))
     pipe = Pipeline.from_checkpoint(a.backbone, a.checkpoint, device=a.device, use_afd=not a.no_afd, dtype=a.dtype,
                                     compile=a.compile, cuda_graphs=a.cuda_graphs, skip_afd_above=a.skip_afd_above)
-    results = pipe.predict_files(a.paths, topk=a.topk, batch_size=a.batch_size, strict=a.strict)
+    # A path the system cannot even look up (a name too long) is that path's error row; the
+    # rest are classified, in the order given.
+    results, run = [], []
+    for p in [*a.paths, None]:
+        if p is not None and p not in problems:
+            run.append(p)
+            continue
+        if run:
+            results += pipe.predict_files(run, topk=a.topk, batch_size=a.batch_size, strict=a.strict)
+            run = []
+        if p is not None:
+            results.append({"path": p, "error": problems[p]})
     ok = [r for r in results if "error" not in r]
     bad = [r for r in results if "error" in r]
     if a.json:
@@ -368,7 +425,7 @@ def cmd_predict(a) -> int:
         for r in ok:
             top = ", ".join(f"{c['name']} ({c['prob']:.2f})" for c in r["topk"])
             q = "" if r.get("jpeg_quality") is None else f"  [JPEG q~{r['jpeg_quality']}, AFD {'on' if r['afd'] else 'skipped'}]"
-            print(f"{r['path']}: {top}{q}")
+            print(f"{_shown(r['path'])}: {top}{q}")
     _report_skipped([{"path": r["path"], "error": r["error"]} for r in bad])
     if not ok:  # nothing classified (missing paths, empty folders, only unreadable files)
         print(f"afd predict: error: no image could be classified ({len(bad)} path(s) failed)", file=sys.stderr)
@@ -376,10 +433,24 @@ def cmd_predict(a) -> int:
     return 0
 
 
+def _path_problem(path: str) -> Optional[str]:
+    """Why ``path`` cannot even be looked up (a name longer than the system allows, a loop of
+    links or a file above it, a NUL byte), or None; a missing path is left to the reader."""
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"cannot read: {exc.strerror or exc}"
+    except ValueError as exc:
+        return f"cannot read: {exc}"
+    return None
+
+
 def cmd_export(a) -> int:
     from .export import export
     path = export(a.backbone, a.checkpoint, a.format, a.out, device=a.device)
-    print(f"wrote {path}")
+    print(f"wrote {_shown(path)}")
     return 0
 
 
@@ -423,7 +494,31 @@ def _one_line(exc: BaseException) -> str:
     return lines[0] if len(lines) > 3 else " ".join(lines)
 
 
+@contextlib.contextmanager
+def _printable_streams():
+    """stdout/stderr that escape what their encoding cannot show (a file name of non-UTF-8 bytes
+    under PYTHONIOENCODING=utf-8, any name under an ASCII locale) instead of stopping the run
+    with UnicodeEncodeError; restored afterwards (``main`` may be called in-process)."""
+    saved = []
+    for stream in (sys.stdout, sys.stderr):
+        if callable(getattr(stream, "reconfigure", None)) and getattr(stream, "errors", None) == "strict":
+            with contextlib.suppress(Exception):
+                stream.reconfigure(errors="backslashreplace")
+                saved.append(stream)
+    try:
+        yield
+    finally:
+        for stream in saved:
+            with contextlib.suppress(Exception):
+                stream.reconfigure(errors="strict")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    with _printable_streams():
+        return _main(argv)
+
+
+def _main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     import torch

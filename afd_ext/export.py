@@ -22,7 +22,8 @@ Which AFD implementation goes into the graph
       get a libtorch-loadable file); ONNX with the torch.export-based exporter (needs the
       ``onnx`` and ``onnxscript`` packages), opset 18.
 
-Every file is written atomically (a temporary file in the target folder, then a rename),
+Every file is serialized in memory and written by the package's one writer (``utils.atomic_path``:
+a temporary file in the target folder, then a rename; nothing left on a full disk or a signal),
 with a small JSON description of the contract (``afd_export.json`` inside the .pt2 /
 TorchScript archive, ``afd_export`` in the ONNX metadata).
 """
@@ -30,9 +31,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import json
 import os
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -41,36 +42,35 @@ from typing import Optional, Union
 import torch
 import torch.nn as nn
 
-from .utils import atomic_path
+from .utils import atomic_write_bytes, check_output_file
 
 FORMATS = ("export", "torchscript", "onnx")
 SUFFIX = {"export": ".pt2", "torchscript": ".pt", "onnx": ".onnx"}
 ONNX_OPSET = 18
 META_NAME = "afd_export.json"
+# What detect_format reads from a suffix; any other suffix is read from the content.
+_BY_SUFFIX = {".pt2": "export", ".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript",
+              ".torchscript": "torchscript", ".jit": "torchscript"}
 INPUT_DOC = "float32 (B,3,H,W) RGB in [0,1]"
 
 
-def check_output_file(out: Union[str, os.PathLike], what: str = "output") -> Path:
-    """Fail before any work when a file cannot be written at ``out`` (ValueError naming ``what``
-    and the reason): a directory there, a file where a folder of the path should be, or a folder
-    where no file can be created (probed with a temporary file; missing folders are created, as
-    the atomic write would create them). Returns ``out`` as a Path."""
+def export_target(out: Union[str, os.PathLike], fmt: str) -> Path:
+    """The file ``export`` writes for ``out`` and ``fmt``, checked before any work (ValueError):
+    ``out`` without a suffix gets the format's; an existing directory is refused (not written
+    beside as ``DIR.pt2``); a suffix ``detect_format`` reads as another format is refused, since
+    ``load_exported`` could not reload the file; then the writer's checks (``check_output_file``)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
     out = Path(out)
     if out.is_dir():
-        raise ValueError(f"{what} {out}: is a directory; give a file name")
-    for folder in (out.parent, *out.parent.parents):
-        if os.path.lexists(folder):
-            if not folder.is_dir():
-                raise ValueError(f"{what} {out}: {folder} is not a folder")
-            break
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".probe", dir=out.parent)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise ValueError(f"{what} {out}: cannot write there ({exc.strerror or exc})") from None
-    return out
+        raise ValueError(f"export {out}: is a directory; give a file name (e.g. {out / ('model' + SUFFIX[fmt])})")
+    if not out.suffix:
+        out = out.with_suffix(SUFFIX[fmt])
+    named = _BY_SUFFIX.get(out.suffix.lower())
+    if named is not None and named != fmt:
+        raise ValueError(f"export {out}: the suffix {out.suffix} is the {named!r} format's, this is {fmt!r}; "
+                         f"name it {out.with_suffix(SUFFIX[fmt]).name} or pass --format {named}")
+    return check_output_file(out, "export")
 
 
 def _check_onnx_packages() -> None:
@@ -119,12 +119,7 @@ def export_model(model, fmt: str, out: Union[str, os.PathLike], image_size: int 
     """Export an AFDClassifier (left untouched: a copy is prepared) to ``out``. See the module
     docstring for the graph's contract. Returns the path written (the format's suffix is
     added when ``out`` has none)."""
-    if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
-    out = Path(out)
-    if not out.suffix:
-        out = out.with_suffix(SUFFIX[fmt])
-    check_output_file(out, "export")
+    out = export_target(out, fmt)
     if fmt == "onnx":
         _check_onnx_packages()
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -136,23 +131,25 @@ def export_model(model, fmt: str, out: Union[str, os.PathLike], image_size: int 
                          else "re-parameterized reference (standard ops)"),
             "torch": torch.__version__, **(meta or {})}
     batch = torch.export.Dim("batch", min=1, max=4096)
+    # Serialized in memory, then written by the one writer: a full disk or a signal during the
+    # write is an OSError / a removed temporary, never torch's C++ writer aborting the process
+    # (SIGABRT on ENOSPC) with a half-written file left.
+    buf = io.BytesIO()
     with torch.no_grad(), _quiet():
         if fmt == "export":
             ep = torch.export.export(wrapper, (example,), dynamic_shapes={"images": {0: batch}})
-            with atomic_path(out) as tmp:
-                torch.export.save(ep, tmp, extra_files={META_NAME: json.dumps(info)})
+            torch.export.save(ep, buf, extra_files={META_NAME: json.dumps(info)})
         elif fmt == "torchscript":
             traced = torch.jit.trace(wrapper, (example,), check_trace=False)
-            with atomic_path(out) as tmp:
-                torch.jit.save(traced, str(tmp), _extra_files={META_NAME: json.dumps(info)})
+            torch.jit.save(traced, buf, _extra_files={META_NAME: json.dumps(info)})
         else:
             with contextlib.redirect_stdout(None):
                 prog = torch.onnx.export(wrapper, (example,), input_names=["images"], output_names=["logits"],
                                          opset_version=ONNX_OPSET, dynamo=True, verbose=False,
                                          dynamic_shapes={"images": {0: batch}})
             prog.model.metadata_props["afd_export"] = json.dumps(info)
-            with atomic_path(out) as tmp:
-                prog.save(str(tmp), external_data=False)
+            buf.write(prog.model_proto.SerializeToString())  # initializers inline (external_data=False)
+    atomic_write_bytes(out, buf.getvalue(), "export")
     return out
 
 
@@ -163,10 +160,7 @@ def export(backbone: str, checkpoint: Optional[Union[str, os.PathLike]], fmt: st
     ('export' | 'torchscript' | 'onnx'). ``device`` defaults to CPU (the graph is tied to
     the device it was exported on). Returns the path written."""
     from .models import create_model
-    if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
-    target = Path(out) if Path(out).suffix else Path(out).with_suffix(SUFFIX[fmt])
-    check_output_file(target, "export")  # before the model is built and traced
+    export_target(out, fmt)  # before the model is built and traced
     if fmt == "onnx":
         _check_onnx_packages()
     device = torch.device(device) if device is not None else torch.device("cpu")
@@ -210,10 +204,8 @@ class OnnxModel:
 def detect_format(path: Union[str, os.PathLike]) -> str:
     """'export' | 'torchscript' | 'onnx' from the suffix, else from the content."""
     p = Path(path)
-    by_suffix = {".pt2": "export", ".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript",
-                 ".torchscript": "torchscript", ".jit": "torchscript"}
-    if p.suffix.lower() in by_suffix:
-        return by_suffix[p.suffix.lower()]
+    if p.suffix.lower() in _BY_SUFFIX:
+        return _BY_SUFFIX[p.suffix.lower()]
     if not zipfile.is_zipfile(p):
         return "onnx"
     names = zipfile.ZipFile(p).namelist()

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import math
 import os
 import random
 import re
+import stat
 import sys
 import time
 from pathlib import Path
@@ -32,7 +34,7 @@ from .checkpoint import (MAX_AFD_PARAMS, CheckpointError, check_module_config, l
                          save_checkpoint)
 from .models import create_model
 from .modules import BLOCKS, FDM_MODES, GATES, WIDTH_PRESETS
-from .utils import atomic_write_bytes, resolve_device, write_json
+from .utils import atomic_write_bytes, remove_stale_temps, resolve_device, write_json
 from .modules import AFDModule
 
 
@@ -43,6 +45,17 @@ AUTOCAST_CHOICES = ("auto", "bfloat16", "off")
 #: validation cells are empty on steps without validation, ``ce`` on batches without labels).
 CSV_COLUMNS = ("step", "loss", "l1", "kl", "ce", "gate", "lr", "time_s", "val_n", "val_quality", "val_clean_direct",
                "val_clean_afd", "val_q_direct", "val_q_afd")
+
+
+#: The range of every integer setting, checked where it is parsed (the ``afd train`` flags and
+#: ``TrainConfig.validate``; README "Errors"). The upper bounds keep a run finite and its numbers in
+#: range: 10^20 steps overflow the sample index, a billion compressions per sample never ends, a seed
+#: must fit torch's 64-bit generator.
+MAX_COUNT = 10**9
+INT_RANGES = {"steps": (1, MAX_COUNT), "batch_size": (1, 10**6), "crop": (8, 4096), "max_compressions": (1, 20),
+              "warmup": (0, MAX_COUNT), "val_every": (1, MAX_COUNT), "val_images": (1, MAX_COUNT),
+              "val_quality": (1, 100), "ckpt_every": (1, MAX_COUNT), "workers": (0, 256), "seed": (0, 2**63 - 1),
+              "threads": (0, 1024), "stop_after": (1, MAX_COUNT)}
 
 
 class TrainingDiverged(RuntimeError):
@@ -119,6 +132,12 @@ class TrainConfig:
     progress: bool = True
 
     def validate(self) -> None:
+        for name, (lo, hi) in INT_RANGES.items():
+            v = getattr(self, name)
+            if v is None and name == "stop_after":
+                continue
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise ValueError(f"{name.replace('_', ' ')} must be an integer in {lo}..{hi}, got {v!r}")
         for name in ("lr", "weight_decay", "clip", "l1_weight", "kl_weight", "ce_weight", "gate_weight",
                      "kl_temperature"):
             v = getattr(self, name)
@@ -142,11 +161,7 @@ class TrainConfig:
             except CheckpointError:
                 raise ValueError(f"width {w}: the AFD module would have more than "
                                  f"afd_ext.checkpoint.MAX_AFD_PARAMS ({MAX_AFD_PARAMS}) parameters") from None
-        if self.steps <= 0:
-            raise ValueError(f"steps must be positive, got {self.steps}")
-        if self.batch_size <= 0:
-            raise ValueError(f"batch size must be positive, got {self.batch_size}")
-        if self.crop <= 0 or self.crop % 8:
+        if self.crop % 8:
             raise ValueError(f"crop must be a positive multiple of 8, got {self.crop}")
         data.parse_qualities(self.qualities)
         if self.quality_range is not None:
@@ -182,8 +197,6 @@ class TrainConfig:
             if Path(self.init).exists():  # a folder, a FIFO, a device
                 raise ValueError(f"--init {self.init}: not a regular file; give a checkpoint (.safetensors)")
             raise FileNotFoundError(f"--init: no checkpoint at {self.init}")
-        if self.max_compressions < 1:
-            raise ValueError(f"max compressions must be >= 1, got {self.max_compressions}")
         if self.time_budget is not None and self.time_budget <= 0:
             raise ValueError(f"time budget must be positive, got {self.time_budget}")
         if self.time_budget is not None and self.resume:
@@ -207,20 +220,37 @@ class TrainConfig:
 # -- the output folder: one run at a time, no stale temporary files, a log without repeats ----------
 
 LOCK_NAME = ".lock"
-# atomic_path's temporaries: .STEM.<8 random chars>.tmp[.SUFFIX] (tempfile.mkstemp)
-_STALE_TMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?$")
+#: What a run writes into its --out folder (besides the logs); a fresh run (no --resume) removes the
+#: previous run's, so the folder never holds one run's final model beside another's logs.
+RUN_FILES = ("afd.safetensors", "afd.json", "last.safetensors", "last.json", "train_summary.json")
 
 
 def clean_stale_tmp(out: Path) -> list[Path]:
-    """Remove the temporary files an interrupted (killed) write left in ``out``; call it only
-    while holding the folder's lock. Returns what was removed."""
-    removed = []
-    for f in out.iterdir():
-        if _STALE_TMP.match(f.name) and f.is_file() and not f.is_symlink():
-            with contextlib.suppress(FileNotFoundError):
-                f.unlink()
-                removed.append(f)
-    return removed
+    """Remove the temporary files an interrupted (killed) write left in ``out``: only the writer's
+    own (``utils.TEMP_PATTERN``, of a process that is gone); call it while holding the folder's
+    lock. Returns what was removed."""
+    return remove_stale_temps(out)
+
+
+def _open_lock_file(out: Path):
+    """``OUT/.lock`` opened for read/write without ever following a link or opening something
+    that is not a plain file of its own (its pid is written into it: a link or a hard link to
+    another file would truncate that file)."""
+    path = out / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ValueError(f"--out {out}: {path} is a symbolic link; the lock file is never followed "
+                             "(remove the link)") from None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+        os.close(fd)
+        why = "has other hard links" if stat.S_ISREG(st.st_mode) else "is not a regular file"
+        raise ValueError(f"--out {out}: {path} {why}; the lock file must be the folder's own (remove it)")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "r+")
 
 
 @contextlib.contextmanager
@@ -234,7 +264,7 @@ def lock_output(out: str | os.PathLike):
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: is a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    fh = open(out / LOCK_NAME, "a+")
+    fh = _open_lock_file(out)
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -290,7 +320,8 @@ def _restart_log(log_path: Path, start: int) -> None:
     rest: the steps after it are run again, and a fresh run (start 0) starts a fresh log. A line
     cut by a kill is dropped too. ``train_log.csv`` (beside it) is rewritten from the kept entries."""
     kept = []
-    for line in (log_path.read_text(errors="replace").splitlines() if log_path.exists() else []):
+    # is_file: a regular file (through a link too); a FIFO put in its place would block the read
+    for line in (log_path.read_text(errors="replace").splitlines() if log_path.is_file() else []):
         try:
             entry = json.loads(line)
         except json.JSONDecodeError:
@@ -335,6 +366,8 @@ def _check_resume(path: Path, saved: dict, tensors: dict, cfg: TrainConfig) -> i
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise CheckpointError(f"--resume: {path} holds no training state (train_state.step): it is not a "
                               "last.safetensors written by afd train")
+    if step > cfg.steps:  # a crafted or foreign state: the final model would be written untrained
+        raise CheckpointError(f"--resume: {path} claims step {step}, beyond this recipe's {cfg.steps} steps")
     if not any(k.startswith("train_state.") for k in tensors) and step > 0:
         raise CheckpointError(f"--resume: {path} holds no optimizer state (train_state.* tensors)")
     if saved.get("backbone") != cfg.backbone:
@@ -626,6 +659,11 @@ def _train_locked(cfg: TrainConfig, device, rank: int, world: int, out: Path, tr
     start = 0
     last = out / "last.safetensors"
     resume_tensors = None
+    if not cfg.resume and cfg.init is not None:
+        init = Path(cfg.init).resolve()
+        if any(init == (out / name).resolve() for name in RUN_FILES):
+            raise ValueError(f"--init {cfg.init}: a fresh run into --out {out} replaces that file; copy it "
+                             "elsewhere first, or train into another --out")
     if cfg.resume:  # checked before anything is built
         if not last.exists():
             raise FileNotFoundError(f"--resume: no checkpoint to resume from at {last}")
@@ -677,6 +715,10 @@ def _train_locked(cfg: TrainConfig, device, rank: int, world: int, out: Path, tr
     log_path = out / "train_log.jsonl"  # and train_log.csv, the same entries flat
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
+        if not cfg.resume:  # a fresh run replaces the folder's previous run: its final model and state go
+            for name in RUN_FILES:
+                with contextlib.suppress(FileNotFoundError):
+                    (out / name).unlink()
         _restart_log(log_path, start)  # a killed run's steps after the checkpoint are run (and logged) again
     new_unreadable = list(unreadable)
     t0 = time.time()
@@ -709,7 +751,12 @@ def _train_locked(cfg: TrainConfig, device, rank: int, world: int, out: Path, tr
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(afd.parameters(), cfg.clip)
-        opt.step()
+        try:
+            opt.step()
+        except RuntimeError as exc:  # e.g. --lr 1e38: AdamW's step size lr / (1 - beta1) overflows float32
+            if "overflow" not in str(exc):
+                raise
+            raise diverged(f"the optimizer's update overflows ({str(exc).splitlines()[0]})") from None
         bad = _nonfinite_tensor(afd)
         if bad is not None:
             raise diverged(f"weight {bad} is no longer finite")

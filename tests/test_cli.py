@@ -1,5 +1,7 @@
 """The afd command: usage errors exit 2, file problems exit 1 with one line, bad files are skipped."""
 import json
+import os
+import sys
 
 import numpy as np
 import pytest
@@ -24,7 +26,22 @@ def _usage_error(argv, capsys):
     (["eval", "x", "--quality", "0"], "JPEG quality must be in 1..100, got 0"),
     (["eval", "x", "--quality", "101"], "got 101"),
     (["eval", "x", "--quality", "ten"], "must be an integer"),
-    (["train", "--data", "x", "--steps", "-5"], "must be in >= 1, got -5"),
+    (["train", "--data", "x", "--steps", "-5"], "steps must be in 1..1000000000, got -5"),
+    # every integer flag has an upper bound: huge values are usage errors, not overflows or hangs
+    (["train", "--data", "x", "--steps", "100000000000000000000"], "steps must be in 1..1000000000"),
+    (["train", "--data", "x", "--max-compressions", "1000000000"], "max compressions must be in 1..20"),
+    (["train", "--data", "x", "--seed", "1e30"], "seed must be an integer"),
+    (["train", "--data", "x", "--seed", "1" + "0" * 30], "seed must be in 0..9223372036854775807"),
+    (["train", "--data", "x", "--workers", "1000000"], "workers must be in 0..256"),
+    (["train", "--data", "x", "--threads", "100000"], "threads must be in 0..1024"),
+    (["train", "--data", "x", "--batch-size", "10000000"], "batch size must be in 1..1000000"),
+    (["train", "--data", "x", "--crop", "8000"], "crop must be in 1..4096"),
+    (["train", "--data", "x", "--stop-after", "1" + "0" * 20], "stop after must be in"),
+    (["train", "--data", "x", "--ckpt-every", "1" + "0" * 5000], "must be an integer"),
+    (["eval", "x", "--seed", "1" + "0" * 30], "seed must be in"),
+    (["eval", "x", "--limit", "1" + "0" * 20], "must be in 1..1000000000"),
+    (["predict", "x", "--batch-size", "1" + "0" * 20], "batch size must be in"),
+    (["bench", "--e2e", "--threads", "100000"], "threads must be in 1..1024"),
     (["train", "--data", "x", "--clean-fraction", "2"], "clean fraction"),
     (["demo", "--bogus"], "unrecognized arguments: --bogus"),
     (["train", "--data", "x", "--crop", "7"], "multiple of 8"),
@@ -153,3 +170,52 @@ def test_train_flags_are_the_train_config_fields():
     cfg = train_config(build_parser().parse_args(["train", "--data", "x", "--kl-weight", "0.7", "--no-flip",
                                                   "--width", "12", "--no-progress"]))
     assert cfg.kl_weight == 0.7 and cfg.flip is False and cfg.width == 12 and cfg.progress is False
+
+
+# -- optional packages, odd paths (README "Errors") -----------------------------------------------------
+
+@pytest.fixture
+def no_matplotlib(monkeypatch):
+    import afd_ext.cli
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError
+
+    def no_work(*a, **k):
+        raise AssertionError("the work started before the missing package was found")
+    monkeypatch.setattr(afd_ext.cli, "_model", no_work)
+
+
+@pytest.mark.parametrize("argv", [["eval", "{d}", "--plot", "{t}/p.png", "--json", "{t}/r.json"],
+                                  ["demo", "--data", "{d}", "--out", "{t}/demo.png", "--json", "{t}/d.json"]])
+def test_missing_matplotlib_is_found_before_the_work(argv, no_matplotlib, mixed_folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = [a.replace("{d}", str(mixed_folder)).replace("{t}", str(out)) for a in argv]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "error:" in err and "pip install matplotlib" in err and "Traceback" not in err
+    assert list(out.iterdir()) == []
+
+
+def test_predict_reports_a_name_too_long_and_classifies_the_rest(mixed_folder, checkpoint, capsys):
+    good = str(mixed_folder / "n01440764_ok0.jpg")
+    long_name = str(mixed_folder / ("x" * 300 + ".jpg"))
+    assert main(["predict", good, long_name, "--checkpoint", checkpoint, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [r["path"] for r in result["predictions"]] == [good, long_name]
+    assert "topk" in result["predictions"][0] and "too long" in result["predictions"][1]["error"]
+    assert result["n_ok"] == 1 and result["n_failed"] == 1
+
+
+def test_predict_prints_a_non_utf8_name_escaped_and_finishes(tmp_path, checkpoint, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    arr = np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    latin1 = os.fsdecode(b"caf\xe9.jpg")  # a Latin-1 name on a UTF-8 system
+    Image.fromarray(arr).save(folder / latin1, format="JPEG")
+    Image.fromarray(arr).save(folder / "plain.jpg")
+    (folder / os.fsdecode(b"bad\xff.jpg")).write_text("not an image")
+    # capsys's streams are strict UTF-8, like PYTHONIOENCODING=utf-8
+    assert main(["predict", str(folder), "--checkpoint", checkpoint]) == 0
+    out = capsys.readouterr()
+    assert "caf\\xe9.jpg: " in out.out and "plain.jpg: " in out.out
+    assert "bad\\xff.jpg" in out.err and "skipped 1" in out.err

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -171,8 +174,7 @@ def test_failed_export_leaves_existing_file(tiny, tmp_path, monkeypatch):
     out.write_bytes(b"previous")
 
     def broken_save(ep, f, **kw):
-        with open(f, "wb") as fh:
-            fh.write(b"partial")
+        f.write(b"partial")
         raise OSError("disk full")
     monkeypatch.setattr(torch.export, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
@@ -202,3 +204,75 @@ def test_cli_export(ckpt, tmp_path, capsys):
     out = tmp_path / "cli.pt"
     assert main(["export", "--checkpoint", str(ckpt), "--device", "cpu", "--format", "torchscript", str(out)]) == 0
     assert out.is_file() and str(out) in capsys.readouterr().out
+
+
+# -- where the export goes (README "Errors": output paths) ------------------------------------------
+
+def test_export_onto_an_existing_directory_is_refused(tiny, tmp_path):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    with pytest.raises(ValueError, match="is a directory"):
+        export_model(tiny, "export", folder, image_size=64)
+    assert list(tmp_path.iterdir()) == [folder] and list(folder.iterdir()) == []  # no models.pt2 beside it
+
+
+def test_cli_export_onto_a_directory_exits_1(tmp_path, capsys):
+    from afd_ext.cli import main
+    assert main(["export", "--format", "export", "--device", "cpu", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "afd export: error:" in err and "is a directory" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == [] and not tmp_path.with_suffix(".pt2").exists()
+
+
+@pytest.mark.parametrize("fmt,name", [("export", "m.onnx"), ("torchscript", "m.pt2"), ("onnx", "m.pt")])
+def test_a_suffix_of_another_format_is_refused(tiny, tmp_path, fmt, name):
+    with pytest.raises(ValueError, match=f"the suffix .* format's, this is '{fmt}'"):
+        export_model(tiny, fmt, tmp_path / name, image_size=64)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unknown_suffix_is_read_back_by_content(tiny, tmp_path):
+    path = export_model(tiny, "torchscript", tmp_path / "m.model", image_size=64)
+    assert path == tmp_path / "m.model" and detect_format(path) == "torchscript"
+
+
+_FULL_DISK_EXPORT = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import torch
+import afd_ext
+from afd_ext.cli import main
+from test_export import TinyNet
+net = TinyNet().eval()
+model = afd_ext.attach(net, stem=net.stem, rest=net.rest, act="relu", channels=8, width="tiny").eval()
+model.checkpoint_path = None
+import afd_ext.models
+afd_ext.models.create_model = lambda *a, **k: model  # the tiny model instead of the backbone
+sys.exit(main(["export", "--device", "cpu", "--format", sys.argv[2], sys.argv[3]]))
+"""
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 64 KiB file system (the exports are 270-500 KB): a disk that fills during the write."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root (and mount rights here)")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+@pytest.mark.parametrize("fmt", ["export", "torchscript"])
+def test_a_full_disk_during_export_is_one_error_line_and_nothing_left(small_tmpfs, fmt):
+    # in a child: the failure this guards against is torch's C++ writer aborting the process
+    r = subprocess.run([sys.executable, "-c", _FULL_DISK_EXPORT, str(Path(__file__).parent), fmt,
+                        str(small_tmpfs / "m")], capture_output=True, text=True, timeout=600)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert lines[-1].startswith("afd export: error:") and "No space left on device" in lines[-1]
+    assert "Traceback" not in r.stderr and "terminate called" not in r.stderr
+    assert os.listdir(small_tmpfs) == []  # neither the file nor a hidden temporary

@@ -482,12 +482,16 @@ def test_killed_run_leaves_no_stale_temporaries_and_resume_does_not_repeat_steps
     # what a SIGKILL during step 3's log line and a checkpoint write leaves behind
     with open(out / "train_log.jsonl", "a") as fh:
         fh.write(json.dumps({"step": 3, "loss": 1.0}) + "\n" + '{"step": 4, "lo')
-    stale = [out / ".last.k1ll3d_0.tmp.safetensors", out / ".afd.abcdefgh.tmp.json"]
+    killed = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(killed.stdout)  # the writer's temporaries (utils.TEMP_PATTERN), their process gone
+    stale = [out / f".last.afd-{pid}-0123abcd.tmp.safetensors", out / f".afd.afd-{pid}-89abcdef.tmp.json"]
     for f in stale:
         f.write_bytes(b"\0" * 4096)
     (out / "notes.tmp").write_text("not ours")
+    (out / ".notes.abcdefgh.tmp").write_text("not ours either")
     assert main(["train", "--data", str(photos), "--out", str(out), "--resume"] + TRAIN) == 0
     assert not any(f.exists() for f in stale) and (out / "notes.tmp").exists()
+    assert (out / ".notes.abcdefgh.tmp").exists()
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in log] == [1, 2, 3, 4]
     assert log[2]["loss"] != 1.0  # step 3 is the resumed run's, not the killed one's

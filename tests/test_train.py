@@ -205,3 +205,98 @@ def test_checkpoints_record_no_absolute_paths(photos, tmp_path):
     assert json.loads((out / "afd.json").read_text())["recipe"]["init"].endswith("first/afd.safetensors")
     assert portable_path("runs/x") == "runs/x"
     assert portable_path(os.path.join(os.getcwd(), "a", "b")) == os.path.join("a", "b")
+
+
+# -- the output folder and hostile run state (README "Errors") --------------------------------------
+
+def test_a_lock_file_that_is_a_symlink_is_never_followed(photos, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me")
+    (out / ".lock").symlink_to(precious)
+    assert main(["train", "--data", str(photos), "--out", str(out)] + COMMON) == 1
+    err = capsys.readouterr().err
+    assert "afd train: error:" in err and ".lock is a symbolic link" in err and "Traceback" not in err
+    assert precious.read_text() == "keep me" and not (out / "train_log.jsonl").exists()
+
+
+def test_a_lock_file_hard_linked_to_another_file_is_refused(photos, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me")
+    os.link(precious, out / ".lock")
+    assert main(["train", "--data", str(photos), "--out", str(out)] + COMMON) == 1
+    assert "other hard links" in capsys.readouterr().err and precious.read_text() == "keep me"
+
+
+def test_stale_cleanup_removes_only_the_writers_own_temporaries(tmp_path):
+    from afd_ext.train import clean_stale_tmp
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(gone.stdout)  # a process that has exited
+    ours_dead = tmp_path / f".last.afd-{dead}-0123abcd.tmp.safetensors"  # utils.TEMP_PATTERN
+    ours_live = tmp_path / f".afd.afd-{os.getpid()}-4567cdef.tmp.json"  # alive: its write may be under way
+    users = [tmp_path / n for n in (".X.abcdefgh.tmp", ".notes.12345678.tmp", ".last.k1ll3d_0.tmp.safetensors")]
+    for f in [ours_dead, ours_live, *users]:
+        f.write_bytes(b"\0" * 64)
+    assert clean_stale_tmp(tmp_path) == [ours_dead]
+    assert not ours_dead.exists() and ours_live.exists() and all(f.exists() for f in users)
+
+
+def test_a_fresh_run_into_a_used_folder_removes_the_previous_runs_files(photos, tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(photos), "--out", str(out)] + COMMON) == 0
+    assert (out / "afd.safetensors").exists() and (out / "train_summary.json").exists()
+    # a fresh run (no --resume) stopped before its end: no final model of the previous run beside its files
+    assert main(["train", "--data", str(photos), "--out", str(out), "--stop-after", "1"] + COMMON) == 0
+    assert not (out / "afd.safetensors").exists() and not (out / "afd.json").exists()
+    assert not (out / "train_summary.json").exists()
+    assert json.loads((out / "last.json").read_text())["train_state"]["step"] == 1  # this run's state
+    assert [int(r["step"]) for r in _csv(out)] == [1]
+
+
+def test_init_from_the_folder_a_fresh_run_replaces_is_refused(photos, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(photos), "--out", str(out)] + COMMON) == 0
+    before = (out / "afd.safetensors").read_bytes()
+    assert main(["train", "--data", str(photos), "--out", str(out), "--init", str(out / "afd.safetensors")]
+                + COMMON) == 1
+    assert "a fresh run into --out" in capsys.readouterr().err
+    assert (out / "afd.safetensors").read_bytes() == before
+
+
+def test_resume_from_a_step_beyond_the_recipe_is_refused(photos, tmp_path, capsys):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(photos), "--out", str(out), "--stop-after", "2"] + COMMON) == 0
+    last = out / "last.safetensors"
+    with safe_open(str(last), "pt") as fh:
+        meta = fh.metadata()
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    config = json.loads(meta["afd_config"])
+    config["train_state"]["step"] = 10**6  # crafted: claims to be far past the 4-step recipe
+    save_file(tensors, str(last), metadata={**meta, "afd_config": json.dumps(config)})
+    assert main(["train", "--data", str(photos), "--out", str(out), "--resume"] + COMMON) == 1
+    err = capsys.readouterr().err
+    assert "1000000" in err and "beyond" in err and "Traceback" not in err
+    assert not (out / "afd.safetensors").exists()
+
+
+def test_an_update_that_overflows_is_reported_as_divergence(photos, tmp_path, capsys):
+    opts = [o for o in COMMON]
+    opts[opts.index("--warmup") + 1] = "0"
+    assert main(["train", "--data", str(photos), "--out", str(tmp_path / "x"), "--lr", "1e38"] + opts) == 1
+    err = capsys.readouterr().err
+    assert "afd train: error: training diverged at step 1" in err and "Traceback" not in err
+    assert not (tmp_path / "x" / "afd.safetensors").exists()
+
+
+@pytest.mark.parametrize("field,value", [("steps", 10**20), ("max_compressions", 10**9), ("seed", 10**30),
+                                         ("seed", -1), ("batch_size", 10**7), ("workers", 10**6),
+                                         ("threads", 10**6), ("warmup", 10**10), ("steps", True), ("crop", 10**6)])
+def test_config_integers_are_range_checked(field, value):
+    from afd_ext.train import TrainConfig
+    with pytest.raises(ValueError, match=field.replace("_", " ") + " must be an integer in"):
+        TrainConfig(data=["x"], **{field: value}).validate()
