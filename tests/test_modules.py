@@ -225,3 +225,71 @@ def test_deploy_accepts_floating_dtypes_only(dtype):
     with pytest.raises(TypeError, match="FDENet.deploy: dtype must be"):
         m.fde.deploy(dtype=dtype)
     assert m.fde._folded is None
+
+
+@pytest.mark.parametrize("h,w,stride", [(57, 33, 2), (30, 22, 2), (17, 9, 1)])
+def test_odd_sizes_pad_edge_replicate_and_resample_nearest(h, w, stride):
+    """The FDM of an odd-sized image is the FDE of the image edge-replicated at the bottom/right to
+    multiples of 8 (index clamping, written independently of F.pad), then, where its grid does not
+    divide the feature grid, resampled by nearest neighbour: cell (i, j) takes block
+    (floor(i * hb / hf), floor(j * wb / wf))."""
+    m = _perturb(AFDModule(8, width=4)).eval()
+    g = torch.Generator().manual_seed(1)
+    img = torch.rand(2, 3, h, w, generator=g) * 255
+    hf, wf = -(-h // stride), -(-w // stride)
+    rows = torch.arange(-(-h // 8) * 8).clamp(max=h - 1)
+    cols = torch.arange(-(-w // 8) * 8).clamp(max=w - 1)
+    padded = img[:, :, rows][:, :, :, cols]
+    blocks = m.fde(padded)
+    hb, wb = blocks.shape[-2:]
+    with torch.no_grad():
+        fdm = m.compute_fdm(img, (hf, wf))
+    if hf % hb or wf % wb:
+        ii = (torch.arange(hf) * hb) // hf
+        jj = (torch.arange(wf) * wb) // wf
+        want = blocks[:, :, ii][:, :, :, jj]
+    else:
+        want = blocks
+    assert fdm.shape == want.shape
+    assert torch.allclose(fdm, want, rtol=1e-5, atol=1e-6)
+
+
+def _gated(bias, seed=0):
+    m = _perturb(AFDModule(8, width=4, act="relu6", gate="global"), seed=seed).eval()
+    with torch.no_grad():
+        m.gate_head.weight.zero_()
+        m.gate_head.bias.fill_(bias)
+    return m
+
+
+@pytest.mark.parametrize("impl", ["reference", "fused"])
+def test_closed_gate_leaves_the_stem_features_exactly(impl):
+    """Do no harm by construction: where the gate's logit is <= 0 the module returns exactly
+    act(feat), whatever the FE-Net and FDM would add."""
+    m = _gated(-3.0)
+    feat, img = _inputs(c=8)
+    if impl == "fused":
+        m.deploy()
+    out, z = m(feat, img, return_gate=True)
+    assert (z <= 0).all()
+    assert torch.equal(out, R.apply_act(feat, "relu6"))
+    open_out = _gated(3.0)(feat, img)
+    assert not torch.allclose(open_out, R.apply_act(feat, "relu6"), atol=1e-3)  # the FE-Net does act
+
+
+def test_gate_scales_the_correction_and_survives_deploy_and_checkpoints(tmp_path):
+    """g = relu(tanh(z/2)) multiplies the whole correction: out - act-free feat is g x the ungated
+    module's correction (identity act); deploy and a checkpoint round trip keep the outputs."""
+    gated = _perturb(AFDModule(8, width=4, act="identity", gate="global")).eval()
+    plain = AFDModule(8, width=4, act="identity").eval()
+    plain.load_state_dict({k: v for k, v in gated.state_dict().items() if not k.startswith("gate_head.")})
+    feat, img = _inputs(c=8)
+    out, z = gated(feat, img, return_gate=True)
+    g = torch.relu(torch.tanh(z / 2)).view(-1, 1, 1, 1)
+    assert torch.allclose(out - feat, g * (plain(feat, img) - feat), atol=1e-5)
+    path = afd_ext.save_checkpoint(tmp_path / "g.safetensors", gated, {"backbone": "x"})
+    loaded, config = afd_ext.load_checkpoint(path)
+    assert config["module"]["gate"] == "global" and loaded.gate_mode == "global"
+    assert torch.equal(loaded.eval()(feat, img), out)
+    gated.deploy()
+    assert torch.allclose(gated(feat, img), out, atol=1e-4)
