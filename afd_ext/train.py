@@ -179,8 +179,7 @@ class TrainConfig:
             raise ValueError(f"mild range must be LO HI with LO <= HI, got {self.mild_range!r}")
         if self.gate not in GATES:
             raise ValueError(f"gate must be one of {GATES}, got {self.gate!r}")
-        if self.gate != "none" and self.fdm == "none":
-            raise ValueError("--gate global reads the FDM: it needs --fdm spatial or global")
+
         if not 0.0 <= self.holdout < 1.0:
             raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")
         for name in ("shift_fraction", "rescale_fraction", "webp_fraction", "chroma444_fraction"):
