@@ -4,25 +4,34 @@ Every loader turns a file into an RGB PIL image or raises :class:`ImageError`
 (a ValueError) naming the file and the problem, so a caller can report it and
 go on with the other files. Only regular files are opened, and nothing larger than
 the budgets below (MAX_FILE_BYTES, MAX_IMAGE_PIXELS, MAX_ASPECT_RATIO) is read or decoded.
+
+Everything a decoder raises while reading an image or its metadata becomes an ImageError in one
+place, :func:`image_errors`, which :func:`inspect_image` and :func:`decode_image` (and the
+pipeline's torchvision route) run under. No Pillow setting is ever changed: truncated data is
+detected here (a decoder that asks for bytes past the end of the file; for JPEG, scan data that
+stops before the last block), whatever ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES`` says.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
-import math
 import os
 import random
 import re
 import stat
-import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, features
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+# Every file extension the folder walk picks up, written once. JPEG under all its names, GIF (the
+# first frame) and AVIF (read where this Pillow has AVIF support; elsewhere each file is reported
+# with that reason, never dropped without a word).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".avif")
 DEFAULT_QUALITIES = (25, 18, 15, 10, 7)  # ImageNet-C JPEG severities 1..5
 RESIZE, CROP = 256, 224
 _SYNSET = re.compile(r"^(n\d{8})")
@@ -133,33 +142,346 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         img = img.convert("RGBA")
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, img)
-    return img.convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
 
 
-def decode_image(data: bytes, name: str = "<bytes>") -> Image.Image:
-    """Bytes of an image file -> RGB PIL image, EXIF orientation applied."""
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
+@contextlib.contextmanager
+def image_errors(name) -> Iterator[None]:
+    """The one place where what a decoder raises becomes an :class:`ImageError` naming the file:
+    Pillow (SyntaxError, OSError, struct.error, ValueError, ... from any plugin, while reading the
+    header, the metadata or the pixels) and torchvision's decoders alike. ImageError passes as it is."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))  # reads the header only
-            check_image_size(img.width, img.height, name)  # the declared size, before any pixel is decoded
-            img.load()
+        yield
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
         raise ImageError(name, f"too large for Pillow's safety limit (Image.MAX_IMAGE_PIXELS): {exc}") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        reason = str(exc) or type(exc).__name__
-        if "truncated" in reason:
+    except MemoryError:
+        raise ImageError(name, "out of memory while decoding") from None
+    except Exception as exc:  # noqa: BLE001 - the rule: nothing a decoder raises leaks past here
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "truncated" in reason.lower():
             reason = f"truncated or corrupt image file ({reason})"
         elif "cannot identify" in reason:
             reason = "not an image file Pillow can read"
+        elif not isinstance(exc, OSError):  # e.g. SyntaxError("not a TIFF file"): say what kind
+            reason = f"corrupt image file ({type(exc).__name__}: {reason})"
         raise ImageError(name, reason) from None
-    if img.width < 1 or img.height < 1:
-        raise ImageError(name, f"empty image ({img.width}x{img.height})")
-    img = ImageOps.exif_transpose(img)
-    return _to_rgb(img)
+
+
+# -- what a file says about itself (headers only) --------------------------------------------------
+
+_EXIF_ORIENTATION = 0x0112
+# EXIF orientation -> the transposes that display it (the same table as ImageOps.exif_transpose)
+_ORIENT = {2: (Image.Transpose.FLIP_LEFT_RIGHT,), 3: (Image.Transpose.ROTATE_180,),
+           4: (Image.Transpose.FLIP_TOP_BOTTOM,), 5: (Image.Transpose.TRANSPOSE,),
+           6: (Image.Transpose.ROTATE_270,), 7: (Image.Transpose.TRANSVERSE,), 8: (Image.Transpose.ROTATE_90,)}
+# Formats without lossy compression (a TIFF is lossless unless JPEG/WebP-compressed, a WebP when
+# its bitstream is VP8L): nothing a compression artefact corrector could correct.
+_LOSSLESS_FORMATS = {"PNG", "BMP", "DIB", "GIF", "PPM", "TGA", "QOI", "ICO", "PCX", "SGI"}
+
+
+@dataclass(frozen=True)
+class JpegLayout:
+    """A JPEG's frame and scans from its markers (see :func:`jpeg_layout`)."""
+    sof: int                 # frame marker: 0xC0 baseline, 0xC1 extended, 0xC2 progressive, ...
+    components: tuple        # ((component id, table id Tq), ...) in frame order: luma first
+    scans: tuple             # ((frame component indices), Ss, Se, Ah, Al) per scan
+    end: int                 # offset of the EOI marker, or where the data stops when there is none
+    has_eoi: bool
+
+    @property
+    def progressive(self) -> bool:
+        return self.sof in (0xC2, 0xC6, 0xCA, 0xCE)
+
+    @property
+    def single_scan(self) -> bool:
+        """One scan carrying every component (baseline/sequential files: nearly all JPEGs)."""
+        return not self.progressive and len(self.scans) == 1 and len(self.scans[0][0]) == len(self.components)
+
+    def missing_data(self) -> Optional[str]:
+        """Why the scans do not code the whole image, or None: a sequential file needs every
+        component in a scan, a progressive one every coefficient of every component down to the
+        last bit (Al = 0). Encoders always send all of it; a file cut at a scan boundary does not."""
+        if not self.scans:
+            return "no scan data"
+        if not self.progressive:
+            sent = {c for comps, *_ in self.scans for c in comps}
+            if len(sent) < len(self.components):
+                return f"its scans code {len(sent)} of {len(self.components)} components"
+            return None
+        done = [[False] * 64 for _ in self.components]
+        for comps, ss, se, _ah, al in self.scans:
+            if al == 0:
+                for c in comps:
+                    for k in range(ss, min(se, 63) + 1):
+                        done[c][k] = True
+        short = sum(not all(d) for d in done)
+        if short:
+            return (f"its {len(self.scans)} progressive scans stop before {short} of {len(self.components)} "
+                    "components are complete")
+        return None
+
+
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # not DHT, JPG, DAC
+
+
+def _scan_end(data: bytes, i: int) -> Optional[int]:
+    """Where the entropy-coded data starting at ``i`` stops: the 0xFF of the next marker that is
+    not stuffing (0xFF00), a restart marker (RST0..7) or a fill byte; None when the data runs out."""
+    n = len(data)
+    while True:
+        j = data.find(b"\xff", i)
+        if j < 0 or j + 1 >= n:
+            return None
+        nxt = data[j + 1]
+        if nxt == 0x00 or 0xD0 <= nxt <= 0xD7:
+            i = j + 2
+        elif nxt == 0xFF:
+            i = j + 1  # fill bytes before a marker
+        else:
+            return j
+
+
+def _truncated(name, what: str) -> ImageError:
+    return ImageError(name, f"truncated JPEG data: {what}")
+
+
+def jpeg_layout(data: bytes, name: str = "<bytes>", headers_only: bool = False) -> JpegLayout:
+    """Walk a JPEG's markers: the frame header, every scan (skipping its entropy-coded data) and
+    the end-of-image marker. ImageError ("truncated JPEG data") when a marker segment runs past the
+    end of the data or the data stops before the first scan. Reads no pixels (a regex finds the
+    end of each scan). ``headers_only``: stop at the first scan."""
+    if data[:2] != b"\xff\xd8":
+        raise ImageError(name, "not a JPEG file (no start-of-image marker)")
+    n, i = len(data), 2
+    sof, components, scans = None, (), []
+    while True:
+        j = data.find(b"\xff", i)  # libjpeg skips stray bytes between segments with a warning
+        while 0 <= j < n - 1 and data[j + 1] == 0xFF:
+            j += 1  # fill bytes before a marker
+        if j < 0 or j >= n - 1:
+            if not scans:
+                raise _truncated(name, "the file ends before the image data")
+            return JpegLayout(sof, components, tuple(scans), n, False)
+        marker, pos = data[j + 1], j
+        i = j + 2
+        if marker == 0xD9:  # EOI
+            if not scans:
+                raise _truncated(name, "an end-of-image marker before any image data")
+            return JpegLayout(sof, components, tuple(scans), pos, True)
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7 or marker == 0x00:
+            continue  # parameterless (TEM, RSTn) or stray: libjpeg passes over them too
+        if i + 2 > n:
+            raise _truncated(name, f"the file ends inside the marker 0xFF{marker:02X}")
+        length = int.from_bytes(data[i:i + 2], "big")
+        if length < 2 or i + length > n:
+            raise _truncated(name, f"the 0xFF{marker:02X} segment ({length} bytes) runs past the end of the file")
+        seg, i = data[i + 2:i + length], i + length
+        if marker in _SOF_MARKERS and sof is None and len(seg) >= 6:
+            nf = seg[5]
+            sof = marker
+            components = tuple((seg[6 + 3 * k], seg[8 + 3 * k]) for k in range(nf) if 8 + 3 * k < len(seg))
+        elif marker == 0xDA:  # SOS: the scan's parameters, then its entropy-coded data
+            if sof is None or len(seg) < 1:
+                raise ImageError(name, "corrupt JPEG: a scan before the frame header")
+            ns = seg[0]
+            if len(seg) < 1 + 2 * ns + 3:
+                raise ImageError(name, "corrupt JPEG: a short scan header")
+            ids = [c for c, _ in components]
+            comps = tuple(ids.index(seg[1 + 2 * k]) for k in range(ns) if seg[1 + 2 * k] in ids)
+            ss, se, a = seg[1 + 2 * ns], seg[2 + 2 * ns], seg[3 + 2 * ns]
+            scans.append((comps, ss, se, a >> 4, a & 15))
+            if headers_only:
+                return JpegLayout(sof, components, tuple(scans), i, False)
+            end = _scan_end(data, i)
+            if end is None:  # the scan runs to the end of the data: no end marker
+                return JpegLayout(sof, components, tuple(scans), n, False)
+            i = end
+
+
+def _jpeg_quality(img: Image.Image, layout: Optional[JpegLayout]) -> Optional[int]:
+    ids = [tq for _, tq in layout.components] if layout is not None else None
+    return estimate_jpeg_quality(getattr(img, "quantization", None) or {}, ids)
+
+
+def _webp_lossless(data: bytes) -> Optional[bool]:
+    """True for a VP8L (lossless) WebP, False for VP8 (lossy), None when neither chunk is found.
+    Walks the RIFF chunks (and the first animation frame's)."""
+    i, end = 12, min(len(data), 8 + int.from_bytes(data[4:8], "little"))
+    while i + 8 <= end:
+        tag, size = data[i:i + 4], int.from_bytes(data[i + 4:i + 8], "little")
+        if tag == b"VP8L":
+            return True
+        if tag == b"VP8 ":
+            return False
+        if tag == b"ANMF":  # frame header of 16 bytes, then the frame's own chunks
+            i += 8 + 16
+            continue
+        i += 8 + size + (size & 1)
+    return None
+
+
+def _lossless(img: Image.Image, data: bytes, layout: Optional[JpegLayout]) -> Optional[bool]:
+    fmt = img.format or ""
+    if layout is not None:
+        return layout.sof in (0xC3, 0xC7, 0xCB, 0xCF)  # lossless JPEG processes
+    if fmt in _LOSSLESS_FORMATS:
+        return True
+    if fmt == "TIFF":
+        compression = str(img.info.get("compression", "raw"))
+        return not ("jpeg" in compression or compression == "webp")
+    if fmt == "WEBP":
+        return _webp_lossless(data)
+    return None
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF (or XMP) orientation, 1 when absent, out of range or unreadable: a damaged EXIF
+    block is metadata every viewer ignores, so the pixels are used as stored."""
+    try:
+        value = img.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 - corrupt EXIF/XMP (SyntaxError "not a TIFF file", struct.error, ...)
+        return 1
+    return value if isinstance(value, int) and value in _ORIENT else 1
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What an image file's header says (:func:`inspect_image`)."""
+    format: str                         # Pillow's format name: "JPEG", "PNG", "WEBP", "MPO", ...
+    width: int                          # as stored (before the EXIF orientation)
+    height: int
+    mode: str
+    orientation: int = 1                # EXIF orientation 1..8 (1 when absent or unreadable)
+    jpeg_quality: Optional[int] = None  # estimated from the quantization tables (JPEG only)
+    lossless: Optional[bool] = None     # True: no lossy compression; False: lossy; None: not known
+    jpeg: Optional[JpegLayout] = None
+
+
+def _not_readable_reason(data: bytes) -> Optional[str]:
+    if data[4:8] == b"ftyp":
+        brand = data[8:12]
+        if brand in (b"avif", b"avis") and not features.check("avif"):
+            return "an AVIF image, and this Pillow build cannot decode AVIF (Pillow >= 11.3 wheels can)"
+        if brand in (b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1"):
+            return "a HEIF/HEIC image, which Pillow cannot decode without a plugin (pillow-heif)"
+    return None
+
+
+def inspect_image(data: bytes, name: str = "<bytes>") -> ImageInfo:
+    """The header of an image file (bytes), checked before any pixel is decoded: the declared size
+    against the budgets (``check_image_size``), a JPEG's markers (``jpeg_layout``: segments inside
+    the file, the scans code every component and coefficient), the EXIF orientation (1 when the
+    EXIF is unreadable), the JPEG quality estimate and whether the format is lossless.
+    Raises ImageError naming the file for anything else (:func:`image_errors`)."""
+    with image_errors(name):
+        try:
+            img = Image.open(io.BytesIO(data))  # reads the header only
+        except Image.UnidentifiedImageError:
+            reason = _not_readable_reason(data)
+            if reason:
+                raise ImageError(name, reason) from None
+            raise
+        with img:
+            check_image_size(img.width, img.height, name)  # the declared size, before any pixel is decoded
+            layout = None
+            if img.format in ("JPEG", "MPO"):
+                layout = jpeg_layout(data, name)
+                missing = layout.missing_data()
+                if missing:
+                    raise _truncated(name, missing)
+            return ImageInfo(img.format or "", img.width, img.height, img.mode, _orientation(img),
+                             _jpeg_quality(img, layout) if layout is not None else None,
+                             _lossless(img, data, layout), layout)
+
+
+class _EndWatch(io.BytesIO):
+    """The file a decoder reads; notes a read at the end of the data: a decoder that asks for more
+    than the file holds met truncated data (Pillow pads it silently when LOAD_TRUNCATED_IMAGES is
+    set; this library never changes that setting, it watches the reads instead)."""
+    ended = False
+
+    def read(self, size=-1, /):
+        chunk = super().read(size)
+        if not chunk and size != 0:
+            self.ended = True
+        return chunk
+
+
+def _load_watched(payload: bytes, draft: bool = False) -> tuple[Image.Image, bool]:
+    """(decoded image, whether the decoder read past the end of ``payload``)."""
+    fp = _EndWatch(payload)
+    img = Image.open(fp)
+    if draft:  # libjpeg's 1/8 scale: all the entropy-coded data is read, a fraction of the pixels made
+        img.draft(img.mode, ((img.width + 7) // 8, (img.height + 7) // 8))
+    fp.ended = False  # only the pixel data counts, not the header probes
+    try:
+        img.load()
+    except OSError:
+        if fp.ended:
+            return img, True
+        raise
+    return img, fp.ended
+
+
+# Appended to a JPEG's data in place of its end marker (single-scan files). A complete scan lets
+# libjpeg emit every row before it needs the marker; a scan cut short (even with an end marker
+# glued on: libjpeg then pads the missing blocks with grey and only warns) consumes these bytes
+# as data and asks for more. 16 bytes cover libjpeg-turbo's 57-bit look-ahead; zero bytes hold no marker.
+_SCAN_FILLER = bytes(16)
+# Placed before the end marker of a multi-scan (progressive) file: skipped as stray bytes after
+# a complete last scan, decoded as data (a different image) by a last scan that was cut short.
+_SCAN_PROBE = bytes(random.Random(0x4AFD).randrange(0, 255) for _ in range(256))  # no 0xFF: no marker
+_EOI = b"\xff\xd9"
+
+
+def _decode_jpeg(data: bytes, layout: JpegLayout, name: str, draft: bool = False) -> Image.Image:
+    """libjpeg decode (through Pillow) that refuses scan data cut short, with or without an end
+    marker, whatever LOAD_TRUNCATED_IMAGES says; the same pixels as Pillow's own decode."""
+    body = data[:layout.end]
+    if layout.single_scan:
+        img, ended = _load_watched(body + _SCAN_FILLER, draft)
+        if ended:
+            raise _truncated(name, "the scan data stops before the last blocks of the image")
+        return img
+    # full scale: at 1/8 only the DC coefficients show, and a last scan usually refines the others
+    img, ended = _load_watched(body + _EOI)
+    probe, probe_ended = _load_watched(body + _SCAN_PROBE + _EOI)
+    if ended or probe_ended or img.size != probe.size or img.tobytes() != probe.tobytes():
+        raise _truncated(name, "its last scan stops before the last blocks of the image")
+    return img
+
+
+def check_jpeg_data(data: bytes, info: ImageInfo, name: str = "<bytes>") -> None:
+    """For decoders other than libjpeg (nvjpeg, which decodes truncated scans without a word):
+    ImageError unless the JPEG's scan data is complete, decoded by libjpeg (a single-scan file at
+    1/8 scale: every entropy-coded bit is read, in about half the time of a full decode)."""
+    if info.jpeg is None:
+        return
+    with image_errors(name):
+        _decode_jpeg(data, info.jpeg, name, draft=True)
+
+
+def decode_image(data: bytes, name: str = "<bytes>", info: Optional[ImageInfo] = None) -> Image.Image:
+    """Bytes of an image file -> RGB PIL image, EXIF orientation applied (ignored when the EXIF is
+    unreadable). ``info``: this file's :func:`inspect_image` when the caller has it already. Raises
+    ImageError naming the file for anything the file or a decoder gets wrong: every decode of the
+    package goes through here (and :func:`image_errors`)."""
+    with image_errors(name):
+        if info is None:
+            info = inspect_image(data, name)
+        if info.jpeg is not None:
+            img = _decode_jpeg(data, info.jpeg, name)
+        else:
+            img, ended = _load_watched(data)
+            if ended:
+                raise ImageError(name, "truncated or corrupt image file (the image data ends before the last row)")
+        if img.width < 1 or img.height < 1:
+            raise ImageError(name, f"empty image ({img.width}x{img.height})")
+        for op in _ORIENT.get(info.orientation, ()):
+            img = img.transpose(op)
+        return _to_rgb(img)
 
 
 def read_image_bytes(path: str | os.PathLike, max_bytes: int = MAX_FILE_BYTES) -> bytes:
@@ -283,18 +605,19 @@ def multi_compress(img: Image.Image, qualities: Sequence[int], times: int, rng: 
 # -- what a JPEG file says about itself ----------------------------------------------------------
 
 @functools.lru_cache(maxsize=1)
-def _reference_tables() -> tuple:
-    """((quality, luma table, chroma table), ...) of Pillow/libjpeg's scaled IJG tables, 1..100,
-    in the order Pillow reports ``Image.quantization`` (read back from tiny encodes)."""
+def _reference_tables() -> tuple[np.ndarray, np.ndarray]:
+    """(log luma tables, log chroma tables), each (100, 64): Pillow/libjpeg's scaled IJG tables for
+    quality 1..100, in the order Pillow reports ``Image.quantization`` (read back from tiny encodes)."""
     probe = Image.new("RGB", (16, 16), (128, 64, 32))
-    out = []
+    luma, chroma = [], []
     for q in range(1, 101):
         buf = io.BytesIO()
         probe.save(buf, format="JPEG", quality=q)
         with Image.open(buf) as im:
             t = im.quantization
-        out.append((q, np.asarray(t[0], np.float64), np.asarray(t.get(1, t[0]), np.float64)))
-    return tuple(out)
+        luma.append(t[0])
+        chroma.append(t.get(1, t[0]))
+    return np.log(np.asarray(luma, np.float64)), np.log(np.asarray(chroma, np.float64))
 
 
 # A JPEG whose tables say quality above this has nothing for the AFD to correct (it is trained on
@@ -302,36 +625,43 @@ def _reference_tables() -> tuple:
 SKIP_AFD_ABOVE_QUALITY = 85
 
 
-def estimate_jpeg_quality(quantization: dict) -> Optional[int]:
+def estimate_jpeg_quality(quantization: dict, table_ids: Optional[Sequence[int]] = None) -> Optional[int]:
     """The IJG quality (1..100) whose scaled standard tables are closest (mean absolute log
-    ratio) to a JPEG's quantization tables (Pillow's ``Image.quantization``); exact for files
-    written by libjpeg/Pillow, the nearest equivalent for other encoders. None without tables."""
-    if not quantization or 0 not in quantization or len(quantization[0]) != 64:
+    ratio) to a JPEG's quantization tables (Pillow's ``Image.quantization``: {table id: 64
+    values}); exact for files written by libjpeg/Pillow, the nearest equivalent for other
+    encoders. None without tables.
+
+    ``table_ids``: the table id (Tq) each frame component uses, in frame order (luma first), as
+    the frame header says (``jpeg_layout(data).components``); the ids are the encoder's choice
+    (0/1 usually, 2/3 or swapped in some files). Without it: the lowest id is taken as luma, the
+    next as chroma."""
+    tables = {k: v for k, v in (quantization or {}).items() if len(v) == 64}
+    if not tables:
         return None
-    luma = np.log(np.maximum(np.asarray(quantization[0], np.float64), 1.0))
-    chroma = np.log(np.maximum(np.asarray(quantization[1], np.float64), 1.0)) if (
-        1 in quantization and len(quantization[1]) == 64) else None
-    best, best_err = None, math.inf
-    for q, ref_l, ref_c in _reference_tables():
-        err = np.abs(luma - np.log(ref_l)).mean()
-        if chroma is not None:
-            err = 0.5 * (err + np.abs(chroma - np.log(ref_c)).mean())
-        if err < best_err:
-            best, best_err = q, err
-    return best
+    if table_ids:
+        luma_id = table_ids[0]
+        chroma_id = next((t for t in table_ids[1:] if t != luma_id), None) if len(table_ids) > 1 else None
+    else:
+        ids = sorted(tables)
+        luma_id, chroma_id = ids[0], (ids[1] if len(ids) > 1 else None)
+    if luma_id not in tables:
+        return None
+    ref_l, ref_c = _reference_tables()
+    err = np.abs(np.log(np.maximum(np.asarray(tables[luma_id], np.float64), 1.0)) - ref_l).mean(1)
+    if chroma_id in tables:
+        err = 0.5 * (err + np.abs(np.log(np.maximum(np.asarray(tables[chroma_id], np.float64), 1.0)) - ref_c).mean(1))
+    return int(np.argmin(err)) + 1  # the first (lowest) quality on a tie, as before
 
 
 def jpeg_quality_of_bytes(data: bytes) -> Optional[int]:
-    """Estimated quality of JPEG file bytes from their quantization tables (headers only, no
-    pixel decoding); None for other formats or unreadable headers."""
+    """Estimated quality of JPEG file bytes from the quantization tables its components use
+    (headers only, no pixel decoding); None for other formats or unreadable headers."""
     if data[:3] != b"\xff\xd8\xff":
         return None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as im:
-                return estimate_jpeg_quality(getattr(im, "quantization", None) or {})
-    except Exception:  # a broken header: the decoder reports the file
+        with image_errors("<bytes>"), Image.open(io.BytesIO(data)) as im:
+            return _jpeg_quality(im, jpeg_layout(data, headers_only=True))
+    except ImageError:  # a broken header: the decoder reports the file
         return None
 
 

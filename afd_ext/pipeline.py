@@ -11,32 +11,46 @@ on GPU, optionally ``torch.compile``)::
         print(r["path"], r.get("topk") or r["error"])
 
 Decoding
-    * CPU (``decoder='pillow'``, the default there): :func:`afd_ext.data.decode_image` in a
+    Every file is first read by :func:`afd_ext.data.inspect_image` (header, budgets, a JPEG's
+    markers, EXIF orientation, quality estimate, lossless or not) in a thread pool, then:
+
+    * CPU (``decoder='pillow'``, the default there): :func:`afd_ext.data.decode_image` in the
       thread pool (Pillow releases the GIL while decoding); EXIF orientation applied, grey,
-      CMYK, palette and alpha images converted to RGB (alpha over white).
+      CMYK, palette and alpha images converted to RGB (alpha over white); then, still in the
+      worker, the evaluation transform :func:`afd_ext.data.resize_center_crop` (exactly
+      ``afd eval``'s), so that only 224x224 crops are batched: memory does not grow with the
+      batch size times the photos' resolution.
     * CUDA (``decoder='torchvision'``, the default there): the JPEGs of a batch are decoded
-      together with ``torchvision.io.decode_jpeg(list, device='cuda')`` (nvjpeg). nvjpeg
-      ignores EXIF orientation, is lenient with truncated files and does not handle every
-      colour space, so a file goes to Pillow instead when it is not a JPEG, carries an EXIF
-      orientation other than 1, is not RGB/grey (CMYK...), lacks the end-of-image marker
-      (truncated), or when nvjpeg fails on it (the batch is retried file by file first).
-      Results therefore agree with the CPU path up to the decoders' rounding (nvjpeg's IDCT
-      and chroma upsampling differ from libjpeg-turbo's by a few grey levels).
+      together with ``torchvision.io.decode_jpeg(list, device='cuda')`` (nvjpeg), in groups of
+      at most ``NVJPEG_GROUP_PIXELS``, and each image is resized and cropped on the device
+      (:func:`resize_center_crop_tensor`, within 2 grey levels of Pillow's) before the next
+      group. nvjpeg ignores EXIF orientation, decodes scan data cut short without a word and
+      does not handle every colour space, so libjpeg first reads each file's scan data at 1/8
+      scale (:func:`afd_ext.data.check_jpeg_data`), and a file goes to Pillow instead when it is
+      not a single-scan JPEG, carries an EXIF orientation other than 1, is not RGB/grey
+      (CMYK...), or when nvjpeg fails on it (the group is retried file by file first). Results
+      therefore agree with the CPU path up to the decoders' and resizers' rounding.
+
+AFD or not
+    JPEGs whose estimated quality is above ``skip_afd_above`` and lossless files (PNG, BMP, GIF,
+    TIFF without JPEG compression, lossless WebP: nothing was compressed) run the classifier
+    alone; each result row says the file's ``format``, ``jpeg_quality``, ``lossless`` and whether
+    the AFD ran (``afd``).
 
 Robustness
     A file that cannot be read or decoded gives ``{"path": ..., "error": ...}`` in its place
     and never stops the others: only regular files are read (FIFOs and devices are refused
     unopened), within ``data.MAX_FILE_BYTES``, and every decoder route checks the header's size
-    against ``data.MAX_IMAGE_PIXELS`` / ``data.MAX_ASPECT_RATIO`` before decoding; an image a
-    batch cannot resize gets its own error row. ``strict=True`` raises the first such
-    :class:`~afd_ext.data.ImageError` (in input order) instead. Folders are expanded in
-    place (recursively, sorted, as :func:`afd_ext.data.list_images`) unless
-    ``expand_dirs=False``.
+    against ``data.MAX_IMAGE_PIXELS`` / ``data.MAX_ASPECT_RATIO`` before decoding; whatever a
+    decoder raises becomes that file's :class:`~afd_ext.data.ImageError` in one place
+    (:func:`afd_ext.data.image_errors`). ``strict=True`` raises the first such error (in input
+    order) instead. Folders are expanded in place (recursively, sorted, as
+    :func:`afd_ext.data.list_images`) unless ``expand_dirs=False``.
 """
 from __future__ import annotations
 
 import contextlib
-import io
+import numbers
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -48,16 +62,16 @@ import torch
 import torch.nn.functional as F
 
 from .utils import resolve_device
-from .data import (CROP, IMAGE_EXTENSIONS, RESIZE, SKIP_AFD_ABOVE_QUALITY, ImageError, check_image_size, check_resize,
-                   class_name, decode_image, jpeg_quality_of_bytes, list_images, read_image_bytes, to_tensor)
+from .data import (CROP, IMAGE_EXTENSIONS, RESIZE, SKIP_AFD_ABOVE_QUALITY, ImageError, ImageInfo, check_jpeg_data,
+                   check_resize, class_name, decode_image, image_errors, inspect_image, list_images, read_image_bytes,
+                   resize_center_crop, to_tensor)
 
-_JPEG_SOI = b"\xff\xd8\xff"
-_JPEG_EOI = b"\xff\xd9"
-_EXIF_ORIENTATION = 0x0112
 AUTOCAST_DTYPES = ("float32", "float16", "bfloat16")  # the names the CLI offers; DTYPES also takes aliases
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
           "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "half": torch.float16}
-
+# Decoded pixels one nvjpeg call may hold on the device (about 200 MB of RGB): a batch of camera
+# photos is decoded in groups of this size, each group resized to crops before the next.
+NVJPEG_GROUP_PIXELS = 64 * 2**20
 
 
 def _resolve_dtype(dtype, device: torch.device) -> torch.dtype:
@@ -77,36 +91,28 @@ def _resolve_dtype(dtype, device: torch.device) -> torch.dtype:
 # -- reading and decoding ------------------------------------------------------------------------
 
 def is_jpeg(data: bytes) -> bool:
-    return data[:3] == _JPEG_SOI
+    return data[:3] == b"\xff\xd8\xff"
+
+
+def _nvjpeg_ok(info: ImageInfo) -> bool:
+    return (info.jpeg is not None and info.jpeg.single_scan and info.jpeg.has_eoi and info.mode in ("RGB", "L")
+            and info.orientation == 1)
 
 
 def nvjpeg_candidate(data: bytes) -> bool:
     """Whether a GPU JPEG decoder gives the same image as Pillow's ``decode_image``: a
-    complete baseline/progressive RGB or grey JPEG without an EXIF rotation. Reads the
-    headers only (no pixel decoding)."""
-    if not is_jpeg(data) or not data.rstrip(b"\x00\r\n\t ").endswith(_JPEG_EOI):
+    single-scan RGB or grey JPEG within the pixel budgets, without an EXIF rotation, whose
+    markers are complete up to the end marker (:func:`afd_ext.data.inspect_image`). Reads the
+    headers only; the scan data itself is checked by :func:`afd_ext.data.check_jpeg_data`."""
+    if not is_jpeg(data):
         return False
-    from PIL import Image
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as im:
-                if im.format != "JPEG" or im.mode not in ("RGB", "L"):
-                    return False
-                try:  # the pixel budgets apply to every decoder: checked on the header, before decoding
-                    check_image_size(im.width, im.height)
-                except ImageError:
-                    return False  # Pillow's path reports it
-                return im.getexif().get(_EXIF_ORIENTATION, 1) in (0, 1)
-    except Exception:  # anything odd: let Pillow decode it and report
+        return _nvjpeg_ok(inspect_image(data))
+    except ImageError:  # Pillow's path reports it
         return False
 
 
-def _pillow_tensor(data: bytes, name: str) -> torch.Tensor:
-    return to_tensor(decode_image(data, name))
-
-
-def _nvjpeg_decode(datas: list[bytes], device: torch.device) -> list[Optional[torch.Tensor]]:
+def _nvjpeg_decode(datas: list[bytes], names: list[str], device: torch.device) -> list[Optional[torch.Tensor]]:
     """Decode JPEG bytes on ``device`` with torchvision (batched). None for the files it
     could not decode (the caller falls back to Pillow for those)."""
     from torchvision.io import ImageReadMode, decode_jpeg
@@ -119,15 +125,17 @@ def _nvjpeg_decode(datas: list[bytes], device: torch.device) -> list[Optional[to
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torchvision.io decoding -> torchcodec
         try:
-            out = decode_jpeg(tensors, **kwargs)
+            with image_errors(names[0] if len(names) == 1 else f"{len(names)} JPEGs"):
+                out = decode_jpeg(tensors, **kwargs)
             return [t if t.dim() == 3 and t.shape[0] == 3 else None for t in out]
-        except Exception:  # one bad file fails the batch: retry file by file
+        except ImageError:  # one bad file fails the batch: retry file by file
             res: list[Optional[torch.Tensor]] = []
-            for t in tensors:
+            for t, name in zip(tensors, names):
                 try:
-                    img = decode_jpeg([t], **kwargs)[0]
+                    with image_errors(name):
+                        img = decode_jpeg([t], **kwargs)[0]
                     res.append(img if img.dim() == 3 and img.shape[0] == 3 else None)
-                except Exception:
+                except ImageError:
                     res.append(None)
             return res
 
@@ -152,20 +160,14 @@ def resize_center_crop_tensor(img: torch.Tensor, resize: int = RESIZE, crop: int
 
 
 def preprocess_batch(images: Sequence[torch.Tensor], resize: int = RESIZE, crop: int = CROP) -> torch.Tensor:
-    """Decoded uint8 (3,H,W) images (any sizes, one device) -> uint8 (N,3,crop,crop).
-    Images of the same size are resized together."""
+    """Decoded uint8 (3,H,W) images (any sizes, one device) -> uint8 (N,3,crop,crop). Each image
+    is resized on its own and only the crops are stacked: full-resolution photos are never
+    stacked nor converted to float together (eight 24-megapixel photos would take gigabytes)."""
     if not images:
         raise ValueError("no images")
-    groups: dict[tuple, list[int]] = {}
-    for i, t in enumerate(images):
-        groups.setdefault(tuple(t.shape), []).append(i)
     out = torch.empty((len(images), 3, crop, crop), dtype=torch.uint8, device=images[0].device)
-    for idx in groups.values():
-        batch = torch.stack([images[i] for i in idx]) if len(idx) > 1 else images[idx[0]].unsqueeze(0)
-        res = resize_center_crop_tensor(batch, resize, crop)
-        if len(idx) == len(images):
-            return res
-        out[torch.tensor(idx, device=out.device)] = res
+    for i, t in enumerate(images):
+        out[i] = resize_center_crop_tensor(t, resize, crop)[0]
     return out
 
 
@@ -177,7 +179,7 @@ class _Item:
     path: Optional[Path] = None
     data: Optional[bytes] = None
     error: Optional[ImageError] = None
-    quality: Optional[int] = None  # estimated JPEG quality (None: not a JPEG)
+    info: Optional[ImageInfo] = None  # the header (format, JPEG quality estimate, lossless), once read
 
 
 class Pipeline:
@@ -197,8 +199,10 @@ class Pipeline:
         decoder: 'auto' (torchvision/nvjpeg on CUDA, Pillow on CPU), 'pillow' or 'torchvision'.
         workers: threads that read and Pillow-decode files (default min(4, CPUs)).
         skip_afd_above: JPEG files whose estimated quality (:func:`afd_ext.data.estimate_jpeg_quality`,
-            from the file's quantization tables) is above this run the classifier alone: no extra
-            cost, no change. None runs the AFD on every image. Other formats always run it.
+            from the quantization tables the file's components use) is above this, and lossless
+            files (PNG, BMP, GIF, TIFF without JPEG compression, lossless WebP), run the
+            classifier alone: no extra cost, no change. An integer 0..100 (not a bool), or None
+            to run the AFD on every image. Lossy files of other formats (WebP, AVIF) run it.
     """
 
     def __init__(self, model, device=None, use_afd: bool = True, dtype=None, compile: bool = False,
@@ -206,9 +210,13 @@ class Pipeline:
                  deploy: bool = True, resize: int = RESIZE, crop: int = CROP,
                  skip_afd_above: Optional[int] = SKIP_AFD_ABOVE_QUALITY):
         self.device = resolve_device(device)
-        if skip_afd_above is not None and not (isinstance(skip_afd_above, int) and 0 <= skip_afd_above <= 100):
-            raise ValueError(f"skip_afd_above must be an integer quality in 0..100 or None, got {skip_afd_above!r}")
-        self.skip_afd_above = skip_afd_above
+        # bool is an int subclass: True would silently mean "skip above quality 1"
+        if skip_afd_above is not None and (isinstance(skip_afd_above, bool)
+                                           or not isinstance(skip_afd_above, numbers.Integral)
+                                           or not 0 <= skip_afd_above <= 100):
+            raise ValueError("skip_afd_above must be an integer quality in 0..100 or None, got "
+                             f"{skip_afd_above!r} ({type(skip_afd_above).__name__})")
+        self.skip_afd_above = None if skip_afd_above is None else int(skip_afd_above)
         self.dtype = _resolve_dtype(dtype, self.device)
         if decoder not in ("auto", "pillow", "torchvision"):
             raise ValueError(f"decoder must be 'auto', 'pillow' or 'torchvision', got {decoder!r}")
@@ -264,8 +272,16 @@ class Pipeline:
                 x, use_afd=use_afd and self.use_afd)
         return out.float()
 
-    def _runs_afd(self, quality: Optional[int]) -> bool:
-        return self.use_afd and (quality is None or self.skip_afd_above is None or quality <= self.skip_afd_above)
+    def _runs_afd(self, info: Optional[ImageInfo]) -> bool:
+        """The AFD corrects compression artefacts: it runs unless the file says there are none to
+        correct (lossless) or too few (a JPEG above ``skip_afd_above``)."""
+        if not self.use_afd:
+            return False
+        if self.skip_afd_above is None or info is None:
+            return True
+        if info.lossless:
+            return False
+        return info.jpeg_quality is None or info.jpeg_quality <= self.skip_afd_above
 
     def _topk(self, logits: torch.Tensor, topk: int) -> list[list[dict]]:
         n_classes = logits.shape[-1]
@@ -344,69 +360,67 @@ class Pipeline:
         return self._run(items, topk, batch_size, strict)
 
     # -- the batched loop ---------------------------------------------------------------------
+    def _crop(self, img, name: str) -> torch.Tensor:
+        """A decoded PIL image -> uint8 (3,crop,crop): the evaluation transform, in the worker."""
+        try:
+            return to_tensor(resize_center_crop(img, self.resize, self.crop))
+        except (ValueError, MemoryError) as exc:
+            raise ImageError(name, f"cannot resize to the model's input: {exc}") from None
+
     def _load(self, item: _Item) -> tuple[str, Any]:
-        """Runs in a worker thread: ('tensor', uint8 (3,H,W) CPU) | ('jpeg', bytes) for the
-        batched device decoder | ('error', ImageError). Sets ``item.quality`` for JPEGs."""
+        """Runs in a worker thread: ('crop', uint8 (3,crop,crop) CPU) | ('jpeg', bytes) for the
+        batched device decoder | ('error', ImageError). Sets ``item.info``."""
         if item.error is not None:
             return "error", item.error
         try:
             data = item.data if item.data is not None else read_image_bytes(item.path)
-            item.quality = jpeg_quality_of_bytes(data)
-            if self.decoder == "torchvision" and nvjpeg_candidate(data):
+            item.info = inspect_image(data, item.name)
+            if self.decoder == "torchvision" and _nvjpeg_ok(item.info):
+                check_jpeg_data(data, item.info, item.name)  # nvjpeg would decode a cut scan silently
                 return "jpeg", data
-            return "tensor", _pillow_tensor(data, item.name)
+            return "crop", self._crop(decode_image(data, item.name, item.info), item.name)
         except ImageError as exc:
             return "error", exc
-        except Exception as exc:  # never let one file stop the batch
-            return "error", ImageError(item.name, f"{type(exc).__name__}: {exc}")
 
     def _decode_chunk(self, chunk: list[_Item], loaded: list[tuple[str, Any]]) -> list[Any]:
-        """Finish decoding a chunk: batched device decode of the JPEG candidates, Pillow for
-        those it fails on. Returns per item a (3,H,W) uint8 tensor on the device or ImageError."""
+        """Finish a chunk: batched device decode of the JPEG candidates (in groups of at most
+        NVJPEG_GROUP_PIXELS, each image resized to its crop before the next group), Pillow for
+        those it fails on. Returns per item a uint8 (3,crop,crop) tensor on the device or ImageError."""
         out: list[Any] = [None] * len(chunk)
         jpeg_idx = [i for i, (kind, _) in enumerate(loaded) if kind == "jpeg"]
-        decoded = _nvjpeg_decode([loaded[i][1] for i in jpeg_idx], self.device) if jpeg_idx else []
-        for i, t in zip(jpeg_idx, decoded):
-            if t is None:  # the device decoder failed on it: Pillow decodes it or says why not
-                try:
-                    loaded[i] = ("tensor", _pillow_tensor(loaded[i][1], chunk[i].name))
+        groups, group, pixels = [], [], 0
+        for i in jpeg_idx:
+            px = chunk[i].info.width * chunk[i].info.height
+            if group and pixels + px > NVJPEG_GROUP_PIXELS:
+                groups.append(group)
+                group, pixels = [], 0
+            group.append(i)
+            pixels += px
+        if group:
+            groups.append(group)
+        for group in groups:
+            decoded = _nvjpeg_decode([loaded[i][1] for i in group], [chunk[i].name for i in group], self.device)
+            for i, t in zip(group, decoded):
+                if t is not None:
+                    try:
+                        out[i] = resize_center_crop_tensor(t.to(self.device), self.resize, self.crop)[0]
+                        continue
+                    except (ValueError, RuntimeError):  # e.g. out of device memory: Pillow's route
+                        pass
+                try:  # the device decoder failed on it: Pillow decodes it or says why not
+                    loaded[i] = ("crop", self._crop(decode_image(loaded[i][1], chunk[i].name, chunk[i].info),
+                                                    chunk[i].name))
                 except ImageError as exc:
                     loaded[i] = ("error", exc)
-                except Exception as exc:
-                    loaded[i] = ("error", ImageError(chunk[i].name, f"{type(exc).__name__}: {exc}"))
-            else:
-                out[i] = t.to(self.device)
+            del decoded
         for i, (kind, val) in enumerate(loaded):
             if out[i] is not None:
                 continue
             if kind == "error":
                 out[i] = val
-            elif kind == "tensor":
-                t = val
-                if self.device.type == "cuda":
-                    t = t.pin_memory()
-                out[i] = t.to(self.device, non_blocking=True)
+            elif kind == "crop":
+                out[i] = val.to(self.device)
         return out
-
-    def _preprocess(self, chunk: list[_Item], decoded: list[Any], good: list[int]):
-        """(crops, indices) of the decoded images of a chunk; when the batch fails (an image that
-        cannot be resized within the budgets, memory), image by image: the failures become that
-        file's ImageError in ``decoded`` and never stop the others."""
-        if not good:
-            return None, good
-        try:
-            return preprocess_batch([decoded[i] for i in good], self.resize, self.crop), good
-        except Exception:
-            pass
-        crops, kept = [], []
-        for i in good:
-            try:
-                crops.append(preprocess_batch([decoded[i]], self.resize, self.crop))
-                kept.append(i)
-            except Exception as exc:
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                decoded[i] = ImageError(chunk[i].name, f"cannot resize to the model's input: {first}")
-        return (torch.cat(crops) if crops else None), kept
 
     def _run(self, items: list[_Item], topk: int, batch_size: int, strict: bool) -> list[dict]:
         results: list[dict] = []
@@ -431,13 +445,9 @@ class Pipeline:
                         raise first_bad
                 good = [i for i, v in enumerate(decoded) if isinstance(v, torch.Tensor)]
                 by_index = {}
-                crops, good = self._preprocess(chunk, decoded, good)
-                if strict and any(isinstance(v, ImageError) for v in decoded):  # failed in _preprocess
-                    for f in pending:
-                        f.cancel()
-                    raise next(v for v in decoded if isinstance(v, ImageError))
                 if good:
-                    runs = [self._runs_afd(chunk[i].quality) for i in good]
+                    crops = torch.stack([decoded[i] for i in good])
+                    runs = [self._runs_afd(chunk[i].info) for i in good]
                     for flag in (True, False):  # the files that skip the AFD never enter it
                         sel = [j for j, r in enumerate(runs) if r == flag]
                         if sel:
@@ -447,7 +457,9 @@ class Pipeline:
                 for i, (item, val) in enumerate(zip(chunk, decoded)):
                     if i in by_index:
                         t, ran = by_index[i]
-                        results.append({"path": item.name, "topk": t, "jpeg_quality": item.quality, "afd": ran})
+                        info = item.info
+                        results.append({"path": item.name, "topk": t, "format": info.format,
+                                        "jpeg_quality": info.jpeg_quality, "lossless": info.lossless, "afd": ran})
                     else:
                         err = val if isinstance(val, ImageError) else ImageError(item.name, "could not decode")
                         results.append({"path": item.name, "error": err.reason})

@@ -21,7 +21,8 @@ import numpy as np
 from .data import SKIP_AFD_ABOVE_QUALITY
 
 # The output columns, one row per input row, in this order.
-COLUMNS = ("path", "top1", "top1_name", "top1_prob", "quality", "afd_applied", "error", "topk", "topk_probs")
+COLUMNS = ("path", "top1", "top1_name", "top1_prob", "format", "quality", "afd_applied", "error", "topk",
+           "topk_probs")
 
 
 class Predictor:
@@ -29,8 +30,9 @@ class Predictor:
     include_paths=True)`` (columns ``bytes`` and ``path``; ``path`` may be absent).
 
     Output columns: ``path``; ``top1`` (class index, -1 on error), ``top1_name``, ``top1_prob``;
-    ``quality`` (the JPEG quality estimated from the file's quantization tables, -1 when not a
-    JPEG or on error); ``afd_applied`` (False for files above ``skip_afd_above`` and on error);
+    ``format`` (Pillow's name: 'JPEG', 'PNG', ...; '' on error); ``quality`` (the JPEG quality
+    estimated from the quantization tables its components use, -1 when not a JPEG or on error);
+    ``afd_applied`` (False for JPEGs above ``skip_afd_above``, lossless files and on error);
     ``error`` ('' when none); ``topk`` / ``topk_probs`` (N, topk) (-1 / 0.0 on error).
     """
 
@@ -66,6 +68,7 @@ def rows_to_columns(results: list[dict], topk: int) -> dict[str, np.ndarray]:
         "top1": np.full(n, -1, dtype=np.int64),
         "top1_name": np.array([""] * n, dtype=object),
         "top1_prob": np.zeros(n, dtype=np.float32),
+        "format": np.array([""] * n, dtype=object),
         "quality": np.full(n, -1, dtype=np.int64),
         "afd_applied": np.zeros(n, dtype=bool),
         "error": np.array([r.get("error", "") for r in results], dtype=object),
@@ -79,6 +82,7 @@ def rows_to_columns(results: list[dict], topk: int) -> dict[str, np.ndarray]:
         out["top1"][i] = top[0]["index"]
         out["top1_name"][i] = top[0]["name"]
         out["top1_prob"][i] = top[0]["prob"]
+        out["format"][i] = r.get("format") or ""
         out["quality"][i] = -1 if r.get("jpeg_quality") is None else r["jpeg_quality"]
         out["afd_applied"][i] = bool(r.get("afd"))
         out["topk"][i, :len(top)] = [c["index"] for c in top]

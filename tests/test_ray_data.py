@@ -79,3 +79,24 @@ def test_on_a_local_ray_cluster(folder, cli_top1):
     assert len(rows) == 4
     columns = {k: [r[k] for r in rows] for k in rows[0]}
     _check(columns, cli_top1)
+
+
+def test_a_photo_with_a_corrupt_exif_block_is_a_row_not_an_error(folder):
+    """A PNG whose EXIF TIFF header is damaged (every viewer shows it) is classified; a truncated
+    JPEG with an end marker glued on is an error row; each row says the file's format."""
+    import io
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    raw = bytearray(exif.tobytes())
+    raw[8] = 0x94  # getexif() raises SyntaxError("not a TIFF file")
+    png = io.BytesIO()
+    _photo(200, 240, 5).save(png, "PNG", exif=bytes(raw))
+    good = (folder / "img0.jpg").read_bytes()
+    cut = good[:len(good) // 2] + b"\xff\xd9"
+    batch = {"bytes": np.array([png.getvalue(), good, cut], dtype=object),
+             "path": np.array(["exif.png", "img0.jpg", "cut.jpg"], dtype=object)}
+    out = Predictor(device="cpu", topk=2)(batch)
+    assert list(out["error"][:2]) == ["", ""] and out["top1"][0] >= 0
+    assert list(out["format"]) == ["PNG", "JPEG", ""]
+    assert not out["afd_applied"][0]  # lossless: nothing for the AFD to correct
+    assert out["top1"][2] == -1 and "truncated JPEG data" in out["error"][2]
