@@ -68,7 +68,11 @@ def list_images(paths: str | os.PathLike | Sequence, recursive: bool = True) -> 
         paths = [paths]
     out: list[Path] = []
     for p in map(Path, paths):
-        if p.is_dir():
+        try:
+            is_dir = p.is_dir()
+        except OSError as exc:  # e.g. a name too long for the file system (ENAMETOOLONG)
+            raise FileNotFoundError(f"cannot look up {p}: {exc.strerror or exc}") from None
+        if is_dir:
             it = p.rglob("*") if recursive else p.iterdir()
             out += sorted(f for f in it if f.suffix.lower() in IMAGE_EXTENSIONS and not f.is_dir())
         elif os.path.lexists(p):

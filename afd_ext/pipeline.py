@@ -328,7 +328,12 @@ class Pipeline:
             paths = [paths]
         items: list[_Item] = []
         for p in map(Path, paths):
-            if expand_dirs and p.is_dir():
+            try:
+                is_dir = expand_dirs and p.is_dir()
+            except OSError as exc:  # a name the file system cannot look up (too long): its own error row
+                items.append(_Item(str(p), error=ImageError(p, f"cannot look up the path: {exc.strerror or exc}")))
+                continue
+            if is_dir:
                 try:  # the package's one folder walk: special files inside are listed, then reported
                     items += [_Item(str(f), path=f) for f in list_images(p)]
                 except ValueError:

@@ -429,3 +429,19 @@ def test_resizing_each_photo_before_batching_keeps_the_top1():
         old = shipped.predict_tensor(resize_center_crop_tensor(torch.stack([full, full]))[:1], topk=1)[0]
         assert r["topk"][0]["index"] == old["topk"][0]["index"], path
         assert abs(r["topk"][0]["prob"] - old["topk"][0]["prob"]) < 0.05
+
+
+def test_a_path_too_long_to_look_up_is_its_own_error_row(tmp_path):
+    """Pipeline.predict_files (the library route, not only the CLI): a name the file system refuses
+    (ENAMETOOLONG) gets an error row; the other files are classified."""
+    from PIL import Image
+
+    import afd_ext
+    from afd_ext.pipeline import Pipeline
+    good = tmp_path / "good.png"
+    Image.new("RGB", (40, 30), (120, 60, 30)).save(good)
+    too_long = tmp_path / ("x" * 300 + ".jpg")
+    pipe = Pipeline(afd_ext.create_model("efficientnet_lite0", afd=False), device="cpu")
+    rows = pipe.predict_files([good, too_long])
+    assert "topk" in rows[0] and "error" not in rows[0]
+    assert "error" in rows[1] and "look up" in rows[1]["error"]
