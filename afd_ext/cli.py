@@ -222,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--limit", type=count_type, default=None, help="first N labelled images only")
     e.add_argument("--holdout-only", action="store_true",
                    help="only the images the checkpoint's training run held out")
+    e.add_argument("--decision-set", action="store_true",
+                   help="only the decision set: labelled images whose name hash is below "
+                        "afd_ext.data.DECISION_SET_FRACTION (233 of the 500 dev images; docs/accuracy.md)")
     e.add_argument("--seed", type=seed_type, default=0)
     e.add_argument("--strict", action="store_true", help="fail on the first unreadable file")
     e.add_argument("--no-progress", action="store_true")
@@ -357,6 +360,11 @@ def cmd_eval(a) -> int:
         if not names:
             raise ValueError(f"{ckpt}: the checkpoint records no held-out files")
         paths = [str(f) for f in list_images(paths) if Path(f).name in names]
+    if a.decision_set:
+        from .data import in_decision_set, list_images
+        paths = [str(f) for f in list_images(paths) if in_decision_set(f)]
+        if not paths:
+            raise ValueError(f"no labelled image of the decision set in {', '.join(map(str, a.paths))}")
     result = ev.evaluate(model, paths, a.quality, batch_size=a.batch_size, multi_compress=a.multi_compress,
                          seed=a.seed, strict=a.strict, progress=not a.no_progress, limit=a.limit,
                          checkpoint=ckpt, backbone=a.backbone, protocol=a.protocol, codec=a.codec)

@@ -58,6 +58,26 @@ class ImageError(ValueError):
 
 # -- files -------------------------------------------------------------------------------------
 
+#: The decision set: the labelled images whose stable name hash (:func:`name_hash_fraction`) is below
+#: this fraction. Of the 500 ``imagenet-sample-dev`` images these are 233; recipes are decided on them,
+#: and a checkpoint trained with ``--holdout DECISION_SET_FRACTION`` (v3) never saw one. They include
+#: every image v1 (holdout 0.2) and v2 (holdout 0.35) held out, but v1 trained on 146 of them and v2
+#: started from v1 (docs/accuracy.md says which checkpoint saw what).
+DECISION_SET_FRACTION = 0.5
+
+
+def name_hash_fraction(path: str | os.PathLike) -> float:
+    """A file name's stable position in [0, 1] (SHA-1 of the name): the same on every machine and run.
+    Training's hold-out split and the decision set are both read from it."""
+    import hashlib
+    return int(hashlib.sha1(Path(path).name.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+
+def in_decision_set(path: str | os.PathLike) -> bool:
+    """Whether a labelled image belongs to the decision set (see DECISION_SET_FRACTION)."""
+    return label_from_path(path) is not None and name_hash_fraction(path) < DECISION_SET_FRACTION
+
+
 def list_images(paths: str | os.PathLike | Sequence, recursive: bool = True) -> list[Path]:
     """Image files under the given files/folders (sorted, recursive). Missing paths raise
     FileNotFoundError; no image at all raises ValueError. Everything that is not a folder is

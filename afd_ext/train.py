@@ -390,9 +390,8 @@ def _check_resume(path: Path, saved: dict, tensors: dict, cfg: TrainConfig) -> i
 
 
 def _is_holdout(path: Path, fraction: float) -> bool:
-    """Stable split by file name, the same on every machine and run."""
-    h = int(hashlib.sha1(path.name.encode()).hexdigest()[:8], 16)
-    return h / 0xFFFFFFFF < fraction
+    """Stable split by file name, the same on every machine and run (--holdout 0.5: the decision set)."""
+    return data.name_hash_fraction(path) < fraction
 
 
 def split_files(paths: Sequence[str], holdout: float) -> tuple[list[Path], list[Path]]:

@@ -1,9 +1,13 @@
 """Direct vs AFD under every degradation (afd eval's protocols x codecs) for several checkpoints,
 on one list of images; writes JSON + Markdown + PNG. Every figure comes from afd_ext.evaluate.
 
-    python tools/eval_protocols.py --images <folders> --holdout-of runs/mix/afd.safetensors \
-        --checkpoint v1=afd_ext/weights/afd_efficientnet_lite0_v1.safetensors \
-        --checkpoint v2=afd_ext/weights/afd_efficientnet_lite0.safetensors --out bench/results/accuracy_protocols
+    python tools/eval_protocols.py --images $AFD_DATA/imagenet-sample-dev --decision-set \
+        --checkpoint v2=afd_ext/weights/afd_efficientnet_lite0_v2.safetensors \
+        --checkpoint v3=afd_ext/weights/afd_efficientnet_lite0.safetensors --out bench/results/accuracy_decision_set
+
+``--decision-set`` (afd_ext.data.in_decision_set) or ``--holdout-of CHECKPOINT`` (its held-out files) picks
+the images. Besides the four degradations at quality 25/18/15/10/7, each checkpoint is measured on mildly
+compressed photos (the ``full`` protocol at quality 90 and 75), where the AFD must do no harm.
 """
 from __future__ import annotations
 
@@ -15,16 +19,19 @@ import torch
 
 import afd_ext
 from afd_ext.checkpoint import read_checkpoint
-from afd_ext.data import list_images
+from afd_ext.data import DECISION_SET_FRACTION, in_decision_set, list_images
 from afd_ext.utils import git_commit, write_json
 
 SETTINGS = (("crop", "jpeg"), ("resized", "jpeg"), ("full", "jpeg"), ("crop", "webp"))
+MILD = ("full", "jpeg", (90, 75))  # protocol, codec, qualities: mildly compressed photos
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", nargs="+", required=True)
-    ap.add_argument("--holdout-of", required=True, help="checkpoint whose held-out files are evaluated")
+    pick = ap.add_mutually_exclusive_group(required=True)
+    pick.add_argument("--holdout-of", help="checkpoint whose held-out files are evaluated")
+    pick.add_argument("--decision-set", action="store_true", help="the decision set (afd_ext.data.in_decision_set)")
     ap.add_argument("--checkpoint", action="append", required=True, metavar="NAME=PATH")
     ap.add_argument("--out", required=True, help="output path without extension")
     ap.add_argument("--threads", type=int, default=0)
@@ -32,8 +39,13 @@ def main() -> None:
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    names = set(read_checkpoint(a.holdout_of)[1]["data"]["holdout_files"])
-    files = [str(f) for f in list_images(a.images) if f.name in names]
+    if a.decision_set:
+        files = [str(f) for f in list_images(a.images) if in_decision_set(f)]
+        which = f"the decision set (name hash below {DECISION_SET_FRACTION})"
+    else:
+        names = set(read_checkpoint(a.holdout_of)[1]["data"]["holdout_files"])
+        files = [str(f) for f in list_images(a.images) if f.name in names]
+        which = "held-out files of " + Path(a.holdout_of).name
     runs = {}
     for spec in a.checkpoint:
         name, path = spec.split("=", 1)
@@ -46,13 +58,19 @@ def main() -> None:
             runs[name]["results"].append(r)
             print(name, protocol, codec, f"clean {r['clean']['top1_direct']:.1f}->{r['clean']['top1_afd']:.1f}",
                   f"mean {r['mean']['top1_direct']:.1f}->{r['mean']['top1_afd']:.1f}", flush=True)
+        protocol, codec, qualities = MILD
+        r = afd_ext.evaluate(model, files, qualities=list(qualities), protocol=protocol, codec=codec, progress=False,
+                             checkpoint=path, backbone="efficientnet_lite0")
+        runs[name]["mild"] = r
+        print(name, "mild", *[f"q{q['quality']} {q['top1_direct']:.1f}->{q['top1_afd']:.1f}" for q in r["qualities"]],
+              flush=True)
     n = runs[next(iter(runs))]["results"][0]["n_images"]
     commit = git_commit()
     out = {"date": datetime.date.today().isoformat(), "commit": commit, "n_images": n,
-           "one_image_points": 100.0 / n, "images": "held-out files of " + Path(a.holdout_of).name,
+           "one_image_points": 100.0 / n, "images": which,
            "qualities": [25, 18, 15, 10, 7], "torch": torch.__version__, "device": "cpu", "runs": runs}
     write_json(a.out + ".json", out)
-    lines = [f"Direct vs AFD on {n} held-out labelled dev images (one image = {100.0 / n:.2f} points), "
+    lines = [f"Direct vs AFD on {n} labelled dev images, {which} (one image = {100.0 / n:.2f} points), "
              f"mean top-1 over JPEG/WebP quality 25/18/15/10/7; commit {commit}, {out['date']}.", "",
              "| checkpoint | protocol | codec | clean direct | clean AFD | mean direct | mean AFD | gain |"
              " 1..5x direct | 1..5x AFD |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -63,6 +81,12 @@ def main() -> None:
             lines.append(f"| {name} | {r['protocol']} | {r['codec']} | {c['top1_direct']:.1f} | {c['top1_afd']:.1f} | "
                          f"{m['top1_direct']:.1f} | {m['top1_afd']:.1f} | {m['top1_afd'] - m['top1_direct']:+.1f} | "
                          + (f"{mc['top1_direct']:.1f} | {mc['top1_afd']:.1f} |" if mc else " | |"))
+    lines += ["", f"Mildly compressed photos ({MILD[0]} protocol), top-1 direct -> AFD:", "",
+              "| checkpoint | " + " | ".join(f"q{q}" for q in MILD[2]) + " |", "| --- |" + " --- |" * len(MILD[2])]
+    for name, run in runs.items():
+        lines.append(f"| {name} | " + " | ".join(f"{q['top1_direct']:.1f} -> {q['top1_afd']:.1f} "
+                                                  f"({q['top1_afd'] - q['top1_direct']:+.1f})"
+                                                  for q in run["mild"]["qualities"]) + " |")
     Path(a.out + ".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     import matplotlib
@@ -77,7 +101,7 @@ def main() -> None:
     ax.set_xticks([j + width * (len(runs) - 1) / 2 for j in range(len(SETTINGS))], labels)
     ax.axhline(0, c="k", lw=0.8)
     ax.set_ylabel("mean top-1 gain of the AFD (points)")
-    ax.set_title(f"{n} held-out images (1 image = {100.0 / n:.2f} pt)")
+    ax.set_title(f"{n} images (1 image = {100.0 / n:.2f} pt)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(a.out + ".png")
