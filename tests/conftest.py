@@ -3,9 +3,10 @@
 - Triton kernels run under the interpreter on CPU tensors when no GPU is present
   (TRITON_INTERPRET must be set before any kernel module is imported).
 - Tests that need ../shared/data skip with the reason when it is absent.
+The helpers tests import (backend lists, tolerances, data paths, skip marks) live in helpers.py;
+this file holds only pytest's hooks and process set-up.
 """
 import os
-from pathlib import Path
 
 # Small test shapes run fastest single-threaded; several threads on 2 shared cores spin-wait.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -24,14 +25,6 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 settings.register_profile("ci", deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                      HealthCheck.data_too_large])
 settings.load_profile("ci")
-
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-DEV_IMAGES = SHARED_DATA / "imagenet-sample-dev"
-HAS_CUDA = torch.cuda.is_available()
-
-needs_data = pytest.mark.skipif(not DEV_IMAGES.is_dir(), reason=f"needs the shared data at {SHARED_DATA}")
-needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
-
 
 _TRITON_PROBLEM: list = []
 
@@ -86,45 +79,3 @@ def pytest_collection_modifyitems(config, items):
         params = getattr(getattr(item, "callspec", None), "params", {})
         if params.get("backend") == "triton" and params.get("device", "cpu") == "cpu":
             item.add_marker(skip)
-
-
-def cpu_backends():
-    """Backends that can run on CPU tensors in this process."""
-    import afd_ext
-    out = [b for b in afd_ext.available_backends() if b in ("reference", "cpp")]
-    if "triton" in afd_ext.available_backends() and os.environ.get("TRITON_INTERPRET") == "1":
-        out.append("triton")
-    return out
-
-
-GPU_BACKENDS = ("reference", "cuda", "triton")
-
-
-def cuda_backends():
-    import afd_ext
-    if not HAS_CUDA:
-        return []
-    return [b for b in afd_ext.available_backends() if b in GPU_BACKENDS]
-
-
-def backend_device_pairs():
-    """(backend, device) cases: the CPU backends, and every GPU backend, always collected: on a
-    machine without a GPU, or without that backend built, each GPU case is there and skips saying
-    why (so the count of skipped tests shows what did not run)."""
-    import afd_ext
-    pairs = [(b, "cpu") for b in cpu_backends()]
-    for b in GPU_BACKENDS:
-        if not HAS_CUDA:
-            pairs.append(pytest.param(b, "cuda", marks=pytest.mark.skip(reason="needs a CUDA device")))
-        elif b not in afd_ext.available_backends():
-            pairs.append(pytest.param(b, "cuda", marks=pytest.mark.skip(
-                reason=f"backend {b!r} is not built here (available: {afd_ext.available_backends()})")))
-        else:
-            pairs.append((b, "cuda"))
-    return pairs
-
-
-def tol(dtype):
-    """(rtol, atol) by dtype, as docs/design.md §2 sets them."""
-    return {torch.float64: (1e-10, 1e-9), torch.float32: (1e-5, 1e-4), torch.float16: (1e-2, 2e-2),
-            torch.bfloat16: (2e-2, 5e-2)}[dtype]

@@ -4,7 +4,7 @@ import torch
 
 import afd_ext
 from afd_ext import data
-from conftest import DEV_IMAGES, needs_data
+from helpers import DEV_IMAGES, needs_data
 
 
 @pytest.fixture(scope="module")

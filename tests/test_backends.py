@@ -105,7 +105,7 @@ def test_env_var_naming_no_backend_fails_at_use_not_at_import():
 
 
 def _other_cpu_backend():
-    from conftest import cpu_backends
+    from helpers import cpu_backends
     others = [b for b in cpu_backends() if b != "reference"]
     if not others:
         pytest.skip("needs a second CPU backend besides the reference")

@@ -6,8 +6,8 @@ from hypothesis import strategies as st
 
 import afd_ext
 from afd_ext import reference as R
-from conftest import backend_device_pairs, cpu_backends
-from op_utils import EXAMPLES, LAYOUTS, assert_close, dtypes_for, run, with_layout
+from helpers import backend_device_pairs, cpu_backends
+from helpers import EXAMPLES, LAYOUTS, assert_close, dtypes_for, run, with_layout
 
 OP = torch.ops.afd.block_dct_fdm.default
 PAIRS = backend_device_pairs()

@@ -120,7 +120,7 @@ def test_jpeg_quality_bounds():
 
 # -- hostile inputs, round 2 (issue 22): decoding and metadata ----------------------------------------
 
-from conftest import DEV_IMAGES, SHARED_DATA, needs_data  # noqa: E402
+from helpers import DEV_IMAGES, SHARED_DATA, needs_data  # noqa: E402
 
 
 def _jpeg(img, **kw):

@@ -5,8 +5,8 @@ import torch
 import torch.autograd.forward_ad as fwAD
 
 from afd_ext import reference as R
-from conftest import backend_device_pairs
-from op_utils import assert_close, run
+from helpers import backend_device_pairs
+from helpers import assert_close, run
 
 PAIRS = backend_device_pairs()
 OPS = ("block_dct", "block_dct_fdm", "repconv_dedrift")

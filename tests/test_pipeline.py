@@ -13,7 +13,7 @@ import afd_ext
 from afd_ext.checkpoint import save_checkpoint
 from afd_ext.data import ImageError, resize_center_crop, to_tensor
 from afd_ext.pipeline import Pipeline, nvjpeg_candidate, preprocess_batch, resize_center_crop_tensor
-from conftest import needs_data
+from helpers import needs_data
 
 ORIENTATION = 0x0112
 
@@ -420,7 +420,7 @@ def test_full_resolution_photos_are_never_batched(pipe, tmp_path, monkeypatch, d
 def test_resizing_each_photo_before_batching_keeps_the_top1():
     """The former order (full-resolution photos of one size stacked, then resized together on the
     device) and the worker's Pillow transform give the same top-1 on real photos (the shipped AFD)."""
-    from conftest import DEV_IMAGES
+    from helpers import DEV_IMAGES
     shipped = Pipeline.from_checkpoint("efficientnet_lite0", device="cpu", skip_afd_above=None)
     paths = sorted(DEV_IMAGES.iterdir())[::60]
     new = shipped.predict_files(paths, topk=1, batch_size=8)

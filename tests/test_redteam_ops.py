@@ -14,8 +14,8 @@ import torch
 import afd_ext
 from afd_ext import ops
 from afd_ext import reference as R
-from conftest import backend_device_pairs, cpu_backends
-from op_utils import run
+from helpers import backend_device_pairs, cpu_backends
+from helpers import run
 
 BACKENDS = cpu_backends()
 ROOT = Path(__file__).resolve().parents[1]

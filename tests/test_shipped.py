@@ -4,7 +4,7 @@ import pytest
 import afd_ext
 from afd_ext.checkpoint import read_checkpoint
 from afd_ext.data import list_images
-from conftest import DEV_IMAGES, needs_data
+from helpers import DEV_IMAGES, needs_data
 
 
 @needs_data

@@ -1,0 +1,96 @@
+"""Helpers shared by the test modules (imported as ``helpers``; fixtures and hooks are in conftest.py)."""
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import afd_ext
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DEV_IMAGES = SHARED_DATA / "imagenet-sample-dev"
+HAS_CUDA = torch.cuda.is_available()
+
+needs_data = pytest.mark.skipif(not DEV_IMAGES.is_dir(), reason=f"needs the shared data at {SHARED_DATA}")
+needs_cuda = pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+
+
+LAYOUTS = ("contiguous", "channels_last", "noncontiguous")
+# Examples per backend in the hypothesis parity tests. The Triton interpreter is slow on CPU,
+# so it gets fewer; together every op sees well over 200 random cases per CI run.
+EXAMPLES = {"reference": 40, "cpp": 200, "cuda": 200, "triton": int(os.environ.get("AFD_TRITON_EXAMPLES", "100"))}
+
+
+def with_layout(t: torch.Tensor, layout: str) -> torch.Tensor:
+    """The same values in another memory layout."""
+    if layout == "contiguous":
+        return t.contiguous()
+    if layout == "channels_last":
+        return t.contiguous(memory_format=torch.channels_last)
+    if layout == "noncontiguous":
+        # every other column of a twice-as-wide tensor
+        wide = torch.empty(*t.shape[:-1], 2 * t.shape[-1], dtype=t.dtype, device=t.device)
+        wide[..., ::2] = t
+        out = wide[..., ::2]
+        assert not out.is_contiguous() or t.numel() <= 1 or t.shape[-1] == 1
+        return out
+    raise ValueError(layout)
+
+
+def dtypes_for(backend: str, device: str):
+    if device == "cuda":
+        return [torch.float32, torch.float16, torch.bfloat16]
+    if backend == "triton":
+        return [torch.float32]
+    return [torch.float32, torch.float64]
+
+
+def run(backend: str, op, *args):
+    with afd_ext.use_backend(backend):
+        return op(*args)
+
+
+def assert_close(out, ref, dtype):
+    rtol, atol = tol(dtype)
+    assert out.shape == ref.shape, (out.shape, ref.shape)
+    assert out.dtype == ref.dtype, (out.dtype, ref.dtype)
+    torch.testing.assert_close(out.float(), ref.float(), rtol=rtol, atol=atol, equal_nan=True)
+
+
+def cpu_backends():
+    """Backends that can run on CPU tensors in this process."""
+    out = [b for b in afd_ext.available_backends() if b in ("reference", "cpp")]
+    if "triton" in afd_ext.available_backends() and os.environ.get("TRITON_INTERPRET") == "1":
+        out.append("triton")
+    return out
+
+
+GPU_BACKENDS = ("reference", "cuda", "triton")
+
+
+def cuda_backends():
+    if not HAS_CUDA:
+        return []
+    return [b for b in afd_ext.available_backends() if b in GPU_BACKENDS]
+
+
+def backend_device_pairs():
+    """(backend, device) cases: the CPU backends, and every GPU backend, always collected: on a
+    machine without a GPU, or without that backend built, each GPU case is there and skips saying
+    why (so the count of skipped tests shows what did not run)."""
+    pairs = [(b, "cpu") for b in cpu_backends()]
+    for b in GPU_BACKENDS:
+        if not HAS_CUDA:
+            pairs.append(pytest.param(b, "cuda", marks=pytest.mark.skip(reason="needs a CUDA device")))
+        elif b not in afd_ext.available_backends():
+            pairs.append(pytest.param(b, "cuda", marks=pytest.mark.skip(
+                reason=f"backend {b!r} is not built here (available: {afd_ext.available_backends()})")))
+        else:
+            pairs.append((b, "cuda"))
+    return pairs
+
+
+def tol(dtype):
+    """(rtol, atol) by dtype, as docs/design.md §2 sets them."""
+    return {torch.float64: (1e-10, 1e-9), torch.float32: (1e-5, 1e-4), torch.float16: (1e-2, 2e-2),
+            torch.bfloat16: (2e-2, 5e-2)}[dtype]
