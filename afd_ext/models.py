@@ -145,7 +145,8 @@ def create_model(name: str = "efficientnet_lite0", *, pretrained: bool = True,
             ``False``: no AFD (the classifier alone, in the same wrapper and input contract);
             an ``AFDModule``: that module; a dict: a new, untrained ``AFDModule`` with these
             options (``width``, ``fdm``, ``block``, ...), which leaves the logits unchanged.
-        checkpoint: an AFD checkpoint (.safetensors) to load instead of the shipped one.
+        checkpoint: an AFD checkpoint (.safetensors) to load instead of the shipped one, or the name
+            of an earlier shipped release (``afd_ext.weights.list_releases(name)``, e.g. "v1").
         device: where the model goes (default: stays on the CPU).
 
     The model has ``pretrained_cfg`` (timm's keys; ``mean``/``std`` are those of the input the
@@ -154,7 +155,7 @@ def create_model(name: str = "efficientnet_lite0", *, pretrained: bool = True,
     it in its card) and ``transforms()``; ``checkpoint_path`` is the loaded checkpoint (or None).
     """
     from .checkpoint import load_checkpoint
-    from .weights import shipped_checkpoint
+    from .weights import list_releases, shipped_checkpoint
     spec = model_spec(name)
     if checkpoint is not None and afd is not True:
         raise ValueError("checkpoint= loads an AFD: it needs afd=True")
@@ -163,7 +164,10 @@ def create_model(name: str = "efficientnet_lite0", *, pretrained: bool = True,
     path: Optional[Path] = None
     module: Optional[AFDModule] = None
     if afd is True:
-        path = Path(checkpoint) if checkpoint is not None else shipped_checkpoint(spec.name)
+        if checkpoint is None or str(checkpoint) in list_releases(spec.name):  # a release name: "v1", "v2"
+            path = shipped_checkpoint(spec.name, None if checkpoint is None else str(checkpoint))
+        else:
+            path = Path(checkpoint)
         module, _ = load_checkpoint(path, backbone=spec.name, channels=adapter.channels)
     elif isinstance(afd, AFDModule):
         module = afd
