@@ -7,7 +7,8 @@ import torch
 
 import afd_ext
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# The real images (imagenet-sample-dev/, bsds500/): $AFD_DATA, else ../shared/data beside the checkout.
+SHARED_DATA = Path(os.environ.get("AFD_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
 DEV_IMAGES = SHARED_DATA / "imagenet-sample-dev"
 HAS_CUDA = torch.cuda.is_available()
 
