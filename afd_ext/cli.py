@@ -115,7 +115,9 @@ def _nonneg_float(text: str) -> float:
 def _add_model_args(p, checkpoint_default_help="the checkpoint shipped for the backbone"):
     p.add_argument("--backbone", default="efficientnet_lite0",
                    choices=list_models())
-    p.add_argument("--checkpoint", default=None, help=f"AFD checkpoint (.safetensors); default: {checkpoint_default_help}")
+    p.add_argument("--checkpoint", default=None,
+                   help=f"AFD checkpoint (.safetensors) or a shipped release name (v1, ...); default: "
+                        f"{checkpoint_default_help}")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
 
 

@@ -135,7 +135,8 @@ def _print(rows, summary, qualities) -> None:
     for r in comp:
         md = " " if r["agree_direct"] else "x"
         ma = " " if r["agree_afd"] else "x"
-        print(f"{r['photo']:<{w}} {r['protocol']:<5} {r['quality']:>3}  {r['clean'][:20]:<20} {md}{r['compressed'][:20]:<20} "
+        print(f"{r['photo']:<{w}} {r['protocol']:<5} {r['quality']:>3}  {r['clean'][:20]:<20} "
+              f"{md}{r['compressed'][:20]:<20} "
               f"{ma}{r['compressed_afd'][:20]:<20} {r['p_clean_class_direct']:6.3f} {r['p_clean_class_afd']:6.3f} "
               f"{r['kl_direct']:7.3f} {r['kl_afd']:7.3f}")
     print()

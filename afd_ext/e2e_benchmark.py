@@ -35,7 +35,6 @@ from __future__ import annotations
 import copy
 import datetime
 import io
-import json
 import os
 import statistics
 import contextlib
@@ -240,7 +239,6 @@ def run_e2e(device: str = "cpu", json_path: Optional[str] = None, batches: Optio
         base = build_model(backbone, width=width)
         for config in configs:
             model = None
-            compile_s = None
             try:
                 if config.endswith("cuda_graphs") and not gpu:
                     raise _Skip("CUDA graphs need a CUDA device")
@@ -271,7 +269,8 @@ def run_e2e(device: str = "cpu", json_path: Optional[str] = None, batches: Optio
                     try:
                         if pipe is not None:
                             datas = _jpeg_batch(b)
-                            fn = (lambda d=datas, n=b: pipe.predict_bytes(d, batch_size=n, topk=5))
+                            def fn(d=datas, n=b, p=pipe):
+                                return p.predict_bytes(d, batch_size=n, topk=5)
                         else:
                             x = torch.randint(0, 256, (b, 3, 224, 224), dtype=torch.uint8, device=dev)
                             x = x.contiguous(memory_format=torch.channels_last) if channels_last else x

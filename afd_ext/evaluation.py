@@ -2,7 +2,6 @@
 quality, classify with and without the AFD in the same run."""
 from __future__ import annotations
 
-import json
 import random
 import sys
 from dataclasses import dataclass, field

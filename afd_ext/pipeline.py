@@ -206,7 +206,8 @@ class Pipeline:
     """
 
     def __init__(self, model, device=None, use_afd: bool = True, dtype=None, compile: bool = False,
-                 cuda_graphs: bool = False, channels_last: bool = True, decoder: str = "auto", workers: Optional[int] = None,
+                 cuda_graphs: bool = False, channels_last: bool = True, decoder: str = "auto",
+                 workers: Optional[int] = None,
                  deploy: bool = True, resize: int = RESIZE, crop: int = CROP,
                  skip_afd_above: Optional[int] = SKIP_AFD_ABOVE_QUALITY):
         self.device = resolve_device(device)

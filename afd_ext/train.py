@@ -30,12 +30,11 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from . import __version__, data
-from .checkpoint import (MAX_AFD_PARAMS, CheckpointError, check_module_config, load_checkpoint, read_checkpoint,
+from .checkpoint import (MAX_AFD_PARAMS, CheckpointError, check_module_config, read_checkpoint,
                          save_checkpoint)
 from .models import create_model
 from .modules import BLOCKS, FDM_MODES, GATES, WIDTH_PRESETS
 from .utils import atomic_write_bytes, remove_stale_temps, resolve_device, write_json
-from .modules import AFDModule
 
 
 #: ``TrainConfig.autocast`` choices: the dtype the frozen classifier runs in ("auto": bfloat16 on

@@ -6,7 +6,6 @@ import torch
 import torchvision
 
 import afd_ext
-from afd_ext import reference as R
 
 try:
     import timm

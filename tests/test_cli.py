@@ -166,7 +166,8 @@ def test_train_flags_are_the_train_config_fields():
     default = TrainConfig(data=["x"])
     for f in dataclasses.fields(TrainConfig):
         got, want = getattr(cfg, f.name), getattr(default, f.name)
-        assert (tuple(got) if isinstance(got, list) else got) == (tuple(want) if isinstance(want, list) else want), f.name
+        as_tuple = (tuple(got) if isinstance(got, list) else got), (tuple(want) if isinstance(want, list) else want)
+        assert as_tuple[0] == as_tuple[1], f.name
     cfg = train_config(build_parser().parse_args(["train", "--data", "x", "--kl-weight", "0.7", "--no-flip",
                                                   "--width", "12", "--no-progress"]))
     assert cfg.kl_weight == 0.7 and cfg.flip is False and cfg.width == 12 and cfg.progress is False

@@ -1,8 +1,6 @@
 """The deployed AFDModule traces: torch.compile(fullgraph=True) and torch.export."""
-import pytest
 import torch
 
-import afd_ext
 from afd_ext import AFDModule
 
 

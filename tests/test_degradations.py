@@ -1,6 +1,5 @@
 """Where compression happens: codecs, the eval protocols, the training mixture, JPEG quality estimates."""
 import io
-import random
 
 import numpy as np
 import pytest

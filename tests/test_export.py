@@ -19,7 +19,8 @@ from afd_ext.export import (FORMATS, OnnxModel, detect_format, export, export_mo
 
 HAS_ORT = importlib.util.find_spec("onnxruntime") is not None
 HAS_ONNX = importlib.util.find_spec("onnx") is not None and importlib.util.find_spec("onnxscript") is not None
-needs_onnx = pytest.mark.skipif(not HAS_ONNX, reason="ONNX export needs onnx and onnxscript (pip install onnx onnxscript)")
+needs_onnx = pytest.mark.skipif(not HAS_ONNX,
+                                reason="ONNX export needs onnx and onnxscript (pip install onnx onnxscript)")
 
 
 def _perturb(afd, scale=0.05, seed=0):

@@ -152,7 +152,10 @@ def test_uint8_image_goes_to_the_fde_as_it_is(impl, h, w, monkeypatch):
     u8 = img.round().to(torch.uint8)
     seen = []
     forward = afd_ext.FDENet.forward
-    monkeypatch.setattr(afd_ext.FDENet, "forward", lambda self, im, *a: (seen.append(im.dtype), forward(self, im, *a))[1])
+    def spy(self, im, *a):
+        seen.append(im.dtype)
+        return forward(self, im, *a)
+    monkeypatch.setattr(afd_ext.FDENet, "forward", spy)
     with torch.no_grad():
         got = m(feat, u8)
         want = m(feat, u8.float())

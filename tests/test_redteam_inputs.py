@@ -442,7 +442,8 @@ def test_integer_weights_are_refused_not_cast(tmp_path):
     tensors = {k: v.contiguous() for k, v in afd.state_dict().items()}
     tensors["fe.enc1.c_1x1.weight"] = tensors["fe.enc1.c_1x1.weight"].to(torch.int32)
     path = _with_config(tmp_path, {"backbone": "efficientnet_lite0", "module": afd.config}, tensors)
-    with pytest.raises(CheckpointError, match=r"bad\.safetensors: tensor fe\.enc1\.c_1x1\.weight has dtype torch\.int32"):
+    with pytest.raises(CheckpointError,
+                       match=r"bad\.safetensors: tensor fe\.enc1\.c_1x1\.weight has dtype torch\.int32"):
         load_checkpoint(path)
 
 

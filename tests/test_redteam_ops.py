@@ -103,7 +103,8 @@ def test_layers_over_nothing_raise_the_same_error(backend, device, case):
 
 
 def test_issue_command_raises_instead_of_crashing():
-    code = ("import torch, afd_ext\ntry:\n    torch.ops.afd.repconv_dedrift(torch.randn(2,0,6,4), torch.randn(4,0,3,3), "
+    code = ("import torch, afd_ext\ntry:\n"
+            "    torch.ops.afd.repconv_dedrift(torch.randn(2,0,6,4), torch.randn(4,0,3,3), "
             "torch.randn(4), torch.rand(2,4,3,2), torch.randn(2,4,6,4), 'relu')\n"
             "except ValueError as e:\n    print('ValueError', e)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

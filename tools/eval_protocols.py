@@ -53,8 +53,8 @@ def main() -> None:
         runs[name] = {"checkpoint": path, "results": []}
         for protocol, codec in SETTINGS:
             r = afd_ext.evaluate(model, files, protocol=protocol, codec=codec, progress=False,
-                                 multi_compress=a.multi_compress and (protocol, codec) == ("crop", "jpeg"), checkpoint=path,
-                                 backbone="efficientnet_lite0")
+                                 multi_compress=a.multi_compress and (protocol, codec) == ("crop", "jpeg"),
+                                 checkpoint=path, backbone="efficientnet_lite0")
             runs[name]["results"].append(r)
             print(name, protocol, codec, f"clean {r['clean']['top1_direct']:.1f}->{r['clean']['top1_afd']:.1f}",
                   f"mean {r['mean']['top1_direct']:.1f}->{r['mean']['top1_afd']:.1f}", flush=True)
