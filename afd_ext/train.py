@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from . import __version__, data
+from . import data
+from ._version import __version__
 from .checkpoint import (MAX_AFD_PARAMS, CheckpointError, check_module_config, read_checkpoint,
                          save_checkpoint)
 from .models import create_model
