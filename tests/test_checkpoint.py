@@ -155,3 +155,26 @@ def test_huge_integer_in_config_names_file_and_key(tmp_path, where, key):
     path.with_suffix(".json").write_text(text.replace(f'"{huge}"', huge))
     with pytest.raises(CheckpointError, match=rf"{re.escape(str(path.with_suffix('.json')))}: the AFD config's"):
         read_checkpoint(path)
+
+
+def test_a_checkpoint_above_2_gib_is_refused_unread(tmp_path, monkeypatch, capsys):
+    """README "Errors": a checkpoint file above 2 GiB is a CheckpointError naming the file and the
+    cap, from its size alone (a sparse file: nothing is written, nothing may be read)."""
+    from afd_ext import checkpoint as ck
+    assert ck.MAX_CHECKPOINT_BYTES == 2 * 1024 ** 3
+    path = tmp_path / "huge.safetensors"
+    with open(path, "wb") as fh:
+        fh.truncate(2 * 1024 ** 3 + 1)
+
+    def no_read(*a, **k):
+        raise AssertionError(f"the oversized checkpoint was opened: {a}")
+    monkeypatch.setattr(ck, "open", no_read, raising=False)  # the module's open(): shadows the builtin
+    for call in (read_checkpoint, load_checkpoint):
+        with pytest.raises(CheckpointError, match=rf"{re.escape(str(path))}: 2147483649 bytes, above the checkpoint "
+                                                  r"size cap of 2147483648 bytes"):
+            call(path)
+    # the CLI: one error line, exit 1
+    from afd_ext.cli import main
+    assert main(["predict", str(tmp_path), "--checkpoint", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "size cap of 2147483648 bytes" in err and "Traceback" not in err

@@ -221,6 +221,21 @@ def test_float_tiff_in_0_1_is_scaled_not_black(tmp_path):
     assert np.abs(np.asarray(data.load_image(tmp_path / "g.tif"), dtype=float)[..., 0] - ramp * 200).max() <= 1
 
 
+@pytest.mark.parametrize("scale", [1.0, 200.0])
+def test_float_tiff_nan_and_inf_read_as_0(tmp_path, scale):
+    """README "Errors": a float TIFF's NaN/Inf pixels are read as 0, and do not set the scale of the
+    others (an Inf peak would turn the image black; a NaN would reach the classifier)."""
+    ramp = np.linspace(0, 1, 64 * 48, dtype=np.float32).reshape(48, 64) * scale
+    bad = ramp.copy()
+    bad[0, :8], bad[1, :8], bad[2, :8] = np.nan, np.inf, -np.inf
+    Image.fromarray(bad, "F").save(tmp_path / "nan.tif")
+    img = np.asarray(data.load_image(tmp_path / "nan.tif"), dtype=float)
+    assert img.shape == (48, 64, 3)
+    assert (img[:3, :8] == 0).all(), img[:3, :8, 0]
+    levels = ramp * (255 if scale == 1.0 else 1)  # 0..1 scaled; above 1: the levels as they are
+    assert np.abs(img[..., 0] - levels)[3:].max() <= 1 and np.abs(img[:3, 8:, 0] - levels[:3, 8:]).max() <= 1
+
+
 # -- CLI: predict exit codes, OS errors on path-taking flags, packages, flag values -------------------
 
 @pytest.mark.parametrize("what", ["empty folder", "missing path", "only bad files"])
