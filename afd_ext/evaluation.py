@@ -177,8 +177,3 @@ def plot(result: dict, path: str) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp)
     plt.close(fig)
-
-
-def write_json(result: dict, path: str) -> None:
-    from .utils import write_json
-    write_json(path, result)

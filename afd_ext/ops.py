@@ -438,7 +438,8 @@ for _op, _backward in (("block_dct", _block_dct_backward), ("block_dct_fdm", _bl
 
 
 # ---------------------------------------------------------------------------------------------
-# Thin Python wrappers (documented entry points).
+# The functional API (README "Python API"), as torchvision.ops wraps torch.ops.torchvision: a
+# documented Python signature over each op; the modules call torch.ops.afd.* directly.
 
 def block_dct(img: torch.Tensor) -> torch.Tensor:
     """(B,3,H,W) RGB 0..255 -> (B,192,H/8,W/8) JPEG block-DCT coefficients (docs/design.md §2)."""

@@ -565,7 +565,7 @@ def afd_loss(model, clean: torch.Tensor, comp: torch.Tensor, labels: torch.Tenso
 
 
 @torch.no_grad()
-def validate(model, files: Sequence[Path], quality: int, limit: int) -> dict:
+def held_out_top1(model, files: Sequence[Path], quality: int, limit: int) -> dict:
     """Top-1 at ``quality`` and on clean images, direct vs AFD, on held-out labelled images."""
     from .evaluation import evaluate
     if not files:
@@ -788,7 +788,7 @@ def _train_locked(cfg: TrainConfig, device, rank: int, world: int, out: Path, tr
                 new_unreadable = []
             if step % cfg.val_every == 0 or step == cfg.steps:
                 afd.eval()
-                entry["val"] = validate(model, held, cfg.val_quality, cfg.val_images)
+                entry["val"] = held_out_top1(model, held, cfg.val_quality, cfg.val_images)
                 afd.train()
                 tqdm.write(f"step {step}: {entry['val']}", file=sys.stderr)
             with open(log_path, "a") as fh:

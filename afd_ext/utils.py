@@ -291,12 +291,14 @@ def _git(*args) -> Optional[str]:
 
 
 def git_commit() -> Optional[str]:
-    """HEAD, with '-dirty' when tracked files under the package differ from it. AFD_COMMIT
+    """HEAD, with '-dirty' when any tracked file of the repository differs from it (a kernel, a
+    benchmark, a tool: anything that can change a measured row). AFD_COMMIT
     overrides it (a copied working tree, as on a lent GPU machine, can carry a stale .git)."""
     if os.environ.get("AFD_COMMIT"):
         return os.environ["AFD_COMMIT"]
     head = _git("rev-parse", "HEAD")
     if not head:
         return None
-    changed = _git("status", "--porcelain", "--untracked-files=no", ".")
+    top = _git("rev-parse", "--show-toplevel")
+    changed = _git("-C", top, "status", "--porcelain", "--untracked-files=no") if top else None
     return head + ("-dirty" if changed else "")

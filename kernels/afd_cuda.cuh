@@ -44,8 +44,8 @@ cudaError_t launch_block_dct_fdm_generic(const void* img, int img_uint8, Strides
                                          const void* b3, void* out, Strides4 out_st, int B, int H, int W, int h1,
                                          int h2, int C, DType dt, const DeviceInfo& dev, cudaStream_t stream);
 
-// (b) Tensor-core path (float16 / bfloat16 image of the weights' dtype; a uint8 image takes path
-//     (a)): the colour transform and the DCT are linear, so they are folded into the first layer
+// (b) Tensor-core path (float16 / bfloat16 image of the weights' dtype; the launcher widens a uint8
+//     image to that dtype before it): the colour transform and the DCT are linear, so they are folded into the first layer
 //     (w1f = w1 . K, K the 192x192 pixel->coefficient matrix; see
 //     kernels/README.md). Image must be dense NCHW (nhwc == 0) or dense NHWC (nhwc == 1) with a
 //     16-byte aligned data pointer. Workspace: w1f (h1p x 192 float16, for both input dtypes: the

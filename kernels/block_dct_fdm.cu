@@ -11,9 +11,9 @@
 //     zig-zag order is applied when reading w1's columns). The three layers are SIMT GEMMs: each
 //     thread computes 4 outputs x NB/8 blocks with float (double) accumulators, weights via __ldg.
 //
-// (b) fdm_mma_kernel (float16 / bfloat16, dense NCHW or NHWC image of the weights' dtype; a uint8
-//     image takes path (a) for now: its 8-pixel row pieces are 8 bytes, not the 16 that the cp.async
-//     staging copies, and would need widening to float16 in shared memory): tensor cores (mma.sync
+// (b) fdm_mma_kernel (float16 / bfloat16, dense NCHW or NHWC image of the weights' dtype; the
+//     launcher widens a uint8 image to the weights' dtype first (csrc/cuda/block_dct_fdm_cuda.cpp):
+//     its 8-pixel row pieces are 8 bytes, not the 16 that the cp.async staging copies): tensor cores (mma.sync
 //     m16n8k16, fp32 accumulation). The colour transform, level shift, DCT and zig-zag order are
 //     linear, so they are folded into the first layer by a tiny prologue kernel (fdm_fold_kernel):
 //     z1 = w1f . rgb + b1f with w1f = w1 . K (K: 192 pixel values -> 192 coefficients, columns in the
