@@ -3,8 +3,9 @@
 - Triton kernels run under the interpreter on CPU tensors when no GPU is present
   (TRITON_INTERPRET must be set before any kernel module is imported).
 - Tests that need ../shared/data skip with the reason when it is absent.
-The helpers tests import (backend lists, tolerances, data paths, skip marks) live in helpers.py;
-this file holds only pytest's hooks and process set-up.
+The helpers tests import (backend lists, tolerances, data paths, skip marks, the synthetic-photo
+generator) live in helpers.py; this file holds pytest's hooks, process set-up and the fixtures
+shared by several test modules (the AFD checkpoints ``checkpoint`` and ``checkpoint_small``).
 """
 import os
 
@@ -79,3 +80,19 @@ def pytest_collection_modifyitems(config, items):
         params = getattr(getattr(item, "callspec", None), "params", {})
         if params.get("backend") == "triton" and params.get("device", "cpu") == "cpu":
             item.add_marker(skip)
+
+
+# -- fixtures shared by the test modules (built by helpers.write_checkpoint) -------------------------
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory):
+    """A perturbed tiny AFD (width 4) for Lite0, as a path string: the CLI and file tests' checkpoint."""
+    from helpers import write_checkpoint
+    return write_checkpoint(tmp_path_factory.mktemp("ck_tiny") / "afd.safetensors", width=4)
+
+
+@pytest.fixture(scope="session")
+def checkpoint_small(tmp_path_factory):
+    """A perturbed AFD of the shipped checkpoint's width ("small", 8) for Lite0, as a path string."""
+    from helpers import write_checkpoint
+    return write_checkpoint(tmp_path_factory.mktemp("ck_small") / "afd.safetensors", width="small")

@@ -95,3 +95,50 @@ def tol(dtype):
     """(rtol, atol) by dtype, as docs/design.md §2 sets them."""
     return {torch.float64: (1e-10, 1e-9), torch.float32: (1e-5, 1e-4), torch.float16: (1e-2, 2e-2),
             torch.bfloat16: (2e-2, 5e-2)}[dtype]
+
+
+# -- synthetic photos and checkpoints (one generator for every test module) --------------------------
+
+def make_photo(h: int = 240, w: int = 320, seed: int = 0, noise: float = 6.0, freq=(0.01, 0.08)):
+    """A photo-like RGB ``PIL.Image`` of ``h`` x ``w``, the same for the same arguments: per channel a
+    product of sinusoids (random frequencies in ``freq`` cycles per pixel x 2 pi, random phases), a
+    diagonal brightness ramp and Gaussian noise of std ``noise``. Orientation and content matter to a
+    classifier, and its JPEG scans are not trivially short."""
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    chans = []
+    for _ in range(3):
+        fy, fx = rng.uniform(freq[0], freq[1], size=2)
+        chans.append(127 + 90 * np.sin(fy * yy + rng.uniform(0, 6)) * np.cos(fx * xx + rng.uniform(0, 6)))
+    img = np.stack(chans, -1) + np.linspace(0, 60, w)[None, :, None] * (yy[..., None] / h)
+    img += rng.normal(0, noise, img.shape)
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+
+
+def jpeg_bytes(img, quality: int = 80, **save_kw) -> bytes:
+    """``img`` saved as JPEG in memory (``save_kw``: Pillow's, e.g. ``exif=``, ``progressive=True``). The
+    default quality, 80, is at most ``afd_ext.data.SKIP_AFD_ABOVE_QUALITY``: the AFD runs on it."""
+    import io
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality, **save_kw)
+    return buf.getvalue()
+
+
+def perturb(module, scale: float = 0.05, seed: int = 0):
+    """``module`` with Gaussian noise of std ``scale`` added to every parameter, in place (a new AFD is
+    the identity; perturbed, it changes the logits)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype).to(p.device) * scale)
+    return module
+
+
+def write_checkpoint(path, width=4, scale: float = 0.05, seed: int = 0, channels: int = 32, act: str = "relu6") -> str:
+    """A perturbed ``AFDModule`` for EfficientNet-Lite0's stem (32 channels, relu6) saved at ``path``
+    (with its ``.json``); returns the path as a string."""
+    from afd_ext.checkpoint import save_checkpoint
+    afd = perturb(afd_ext.AFDModule(channels, width=width, act=act), scale, seed)
+    return str(save_checkpoint(path, afd, {"backbone": "efficientnet_lite0"}))

@@ -8,14 +8,13 @@ import torch
 
 import afd_ext
 from afd_ext.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from helpers import perturb
 
 
 @pytest.fixture
 def saved(tmp_path):
-    afd = afd_ext.AFDModule(32, width=4, act="relu6")
-    with torch.no_grad():
-        for p in afd.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
+    """(the module, its checkpoint file) in this test's own folder: the tests below damage the file."""
+    afd = perturb(afd_ext.AFDModule(32, width=4, act="relu6"), 0.1)
     path = save_checkpoint(tmp_path / "ck.safetensors", afd, {"backbone": "efficientnet_lite0"})
     return afd, path
 

@@ -9,13 +9,7 @@ from PIL import Image
 import afd_ext
 from afd_ext import data
 from afd_ext.train import CompressedPairs, TrainConfig
-
-
-def _photo(h=300, w=420, seed=0):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    img = np.stack([127 + 90 * np.sin(0.03 * (c + 1) * yy) * np.cos(0.05 * xx) for c in range(3)], -1)
-    return Image.fromarray(np.clip(img + rng.normal(0, 8, img.shape), 0, 255).astype(np.uint8))
+from helpers import make_photo
 
 
 def _arr(img):
@@ -23,7 +17,7 @@ def _arr(img):
 
 
 def test_codecs_and_chroma_differ_and_bad_values_raise():
-    img = data.resize_center_crop(_photo())
+    img = data.resize_center_crop(make_photo(300, 420))
     jpeg, webp = data.compress(img, 10, "jpeg"), data.compress(img, 10, "webp")
     full_chroma = data.compress(img, 10, "jpeg", "4:4:4")
     assert jpeg.size == webp.size == full_chroma.size == img.size
@@ -38,7 +32,7 @@ def test_codecs_and_chroma_differ_and_bad_values_raise():
 
 
 def test_protocols_are_defined_as_documented():
-    photo = _photo()
+    photo = make_photo(300, 420)
     crop = data.resize_center_crop(photo)
     c = data.degrade(photo, [10], "crop")
     assert np.array_equal(_arr(c), _arr(data.jpeg_compress(crop, 10)))
@@ -55,7 +49,7 @@ def test_protocols_are_defined_as_documented():
 
 @pytest.mark.parametrize("sub", [0, 2])
 def test_jpeg_quality_estimate_is_exact_for_pillow_files(sub):
-    img = _photo(64, 64)
+    img = make_photo(64, 64)
     for q in (1, 7, 10, 18, 50, 75, 85, 86, 95, 100):
         buf = io.BytesIO()
         img.save(buf, format="JPEG", quality=q, subsampling=sub)
@@ -71,7 +65,7 @@ def test_jpeg_quality_estimate_is_exact_for_pillow_files(sub):
 def photo_files(tmp_path_factory):
     root = tmp_path_factory.mktemp("photos")
     for i in range(4):
-        _photo(200 + 20 * i, 260, seed=i).save(root / f"n01440764_{i}.png")
+        make_photo(200 + 20 * i, 260, seed=i).save(root / f"n01440764_{i}.png")
     return sorted(root.iterdir())
 
 
@@ -159,7 +153,7 @@ def _import_imagecorruptions():
 
 
 def _test_photos():
-    photos = [_photo(), _photo(240, 320, seed=3).rotate(90, expand=True)]
+    photos = [make_photo(300, 420), make_photo(240, 320, seed=3).rotate(90, expand=True)]
     try:
         from skimage import data as skdata
         photos += [Image.fromarray(skdata.chelsea()), Image.fromarray(skdata.astronaut())]
@@ -184,3 +178,49 @@ def test_crop_protocol_is_imagenet_c_jpeg_compression(severity):
         # the comparison can fail: a neighbouring severity gives other pixels
         other = data.DEFAULT_QUALITIES[severity % 5]
         assert not np.array_equal(np.asarray(data.degrade(photo, [other], "crop")), theirs)
+
+
+def test_evaluate_gives_the_model_each_settings_own_pixels(photo_files):
+    """``evaluate(protocol=, codec=, multi_compress=)`` changes what the classifier is given: the
+    batch of each quality is that setting's ``data.degrade`` of the photos, different for every
+    protocol and codec; the clean batch is the same whatever the setting; --multi-compress adds
+    the 1..5-times compressed batches."""
+    model = afd_ext.attach(afd_ext.load_classifier("efficientnet_lite0"))
+    seen = []
+    stem = model.stem_features
+
+    def spy(x):
+        seen.append(x.clone())
+        return stem(x)
+    model.stem_features = spy  # the batches evaluate() hands the classifier, in order
+    files = [str(f) for f in photo_files[:2]]
+    photos = [data.load_image(f) for f in files]
+
+    def expected(qualities, protocol, codec):
+        return torch.stack([data.to_tensor(data.degrade(p, qualities, protocol, codec)) for p in photos])
+
+    batches = {}
+    for protocol, codec in [("crop", "jpeg"), ("resized", "jpeg"), ("full", "jpeg"), ("crop", "webp")]:
+        seen.clear()
+        afd_ext.evaluate(model, files, qualities=[10], progress=False, protocol=protocol, codec=codec)
+        assert len(seen) == 2  # clean, q10
+        assert torch.equal(seen[1], expected([10], protocol, codec)), (protocol, codec)
+        batches[protocol, codec] = seen[1]
+        assert torch.equal(seen[0], torch.stack([data.to_tensor(data.resize_center_crop(p)) for p in photos]))
+    keys = list(batches)
+    for i, a in enumerate(keys):
+        for b in keys[i + 1:]:
+            assert not torch.equal(batches[a], batches[b]), (a, b)
+    seen.clear()
+    r = afd_ext.evaluate(model, files, qualities=[10, 7], progress=False, protocol="full", multi_compress=True)
+    assert len(seen) == 8 and [m["times"] for m in r["multi_compress"]] == [1, 2, 3, 4, 5]  # clean, q10, q7, 1..5x
+    import itertools
+    more_than_once = 0
+    for times in range(1, 6):  # each photo: `times` successive compressions at qualities drawn from {10, 7}
+        for i, p in enumerate(photos):
+            got = seen[2 + times][i]
+            draws = [qs for qs in itertools.product([10, 7], repeat=times)
+                     if torch.equal(got, data.to_tensor(data.degrade(p, list(qs), "full", "jpeg")))]
+            assert draws, (times, i)
+            more_than_once += not (torch.equal(got, seen[1][i]) or torch.equal(got, seen[2][i]))
+    assert more_than_once >= 3  # not one compression again and again

@@ -13,9 +13,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import afd_ext
-from afd_ext.checkpoint import save_checkpoint
 from afd_ext.export import (FORMATS, OnnxModel, detect_format, export, export_model, load_exported,
                             read_export_info)
+from helpers import perturb
 
 HAS_ORT = importlib.util.find_spec("onnxruntime") is not None
 HAS_ONNX = importlib.util.find_spec("onnx") is not None and importlib.util.find_spec("onnxscript") is not None
@@ -23,24 +23,9 @@ needs_onnx = pytest.mark.skipif(not HAS_ONNX,
                                 reason="ONNX export needs onnx and onnxscript (pip install onnx onnxscript)")
 
 
-def _perturb(afd, scale=0.05, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in afd.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * scale)
-    return afd
-
-
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    afd = _perturb(afd_ext.AFDModule(32, act="relu6"))
-    path = tmp_path_factory.mktemp("ckpt") / "afd.safetensors"
-    return save_checkpoint(path, afd, {"backbone": "efficientnet_lite0"})
-
-
-@pytest.fixture(scope="module")
-def eager(ckpt):
-    return afd_ext.create_model("efficientnet_lite0", checkpoint=ckpt, device="cpu")
+def eager(checkpoint_small):
+    return afd_ext.create_model("efficientnet_lite0", checkpoint=checkpoint_small, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +65,7 @@ def tiny():
     torch.manual_seed(0)
     net = TinyNet().eval()
     model = afd_ext.attach(net, stem=net.stem, rest=net.rest, act="relu", channels=8, width="tiny")
-    _perturb(model.afd, 0.1)
+    perturb(model.afd, 0.1)
     return model.eval()
 
 
@@ -88,8 +73,8 @@ def _no_temp_files(folder):
     return [p.name for p in folder.iterdir() if ".tmp" in p.name] == []
 
 
-def test_torch_export_roundtrip(ckpt, images, expected, tmp_path):
-    path = export("efficientnet_lite0", ckpt, "export", tmp_path / "model")
+def test_torch_export_roundtrip(checkpoint_small, images, expected, tmp_path):
+    path = export("efficientnet_lite0", checkpoint_small, "export", tmp_path / "model")
     assert path == tmp_path / "model.pt2" and path.is_file() and _no_temp_files(tmp_path)
     module = load_exported(path)
     targets = {str(n.target) for n in module.exported_program.graph.nodes if n.op == "call_function"}
@@ -102,8 +87,8 @@ def test_torch_export_roundtrip(ckpt, images, expected, tmp_path):
     assert "[0,1]" in info["input"]
 
 
-def test_torchscript_roundtrip(ckpt, eager, images, expected, tmp_path):
-    path = export("efficientnet_lite0", str(ckpt), "torchscript", tmp_path / "model.pt")
+def test_torchscript_roundtrip(checkpoint_small, eager, images, expected, tmp_path):
+    path = export("efficientnet_lite0", checkpoint_small, "torchscript", tmp_path / "model.pt")
     assert detect_format(path) == "torchscript" and _no_temp_files(tmp_path)
     module = load_exported(path)
     assert "afd::" not in str(module.inlined_graph)  # standard ops only: loadable without afd_ext
@@ -134,9 +119,9 @@ def test_onnx_small_model_agrees_with_eager(tiny, tmp_path):
 
 @needs_onnx
 @pytest.mark.slow
-def test_onnx_backbone_export(ckpt, images, expected, tmp_path):
+def test_onnx_backbone_export(checkpoint_small, images, expected, tmp_path):
     import onnx
-    path = export("efficientnet_lite0", ckpt, "onnx", tmp_path / "model.onnx")
+    path = export("efficientnet_lite0", checkpoint_small, "onnx", tmp_path / "model.onnx")
     model = load_exported(path)
     onnx.checker.check_model(model.model)
     assert {n.domain for n in model.model.graph.node} <= {"", "ai.onnx"}
@@ -200,10 +185,11 @@ def test_bad_arguments(tiny, tmp_path):
         load_exported(tmp_path / "nothing.pt2")
 
 
-def test_cli_export(ckpt, tmp_path, capsys):
+def test_cli_export(checkpoint_small, tmp_path, capsys):
     from afd_ext.cli import main
     out = tmp_path / "cli.pt"
-    assert main(["export", "--checkpoint", str(ckpt), "--device", "cpu", "--format", "torchscript", str(out)]) == 0
+    assert main(["export", "--checkpoint", checkpoint_small, "--device", "cpu", "--format", "torchscript",
+                 str(out)]) == 0
     assert out.is_file() and str(out) in capsys.readouterr().out
 
 
@@ -277,3 +263,30 @@ def test_a_full_disk_during_export_is_one_error_line_and_nothing_left(small_tmpf
     assert lines[-1].startswith("afd export: error:") and "No space left on device" in lines[-1]
     assert "Traceback" not in r.stderr and "terminate called" not in r.stderr
     assert os.listdir(small_tmpfs) == []  # neither the file nor a hidden temporary
+
+
+@pytest.mark.parametrize("fmt,suffix", [("export", ".pt2"), pytest.param("onnx", ".onnx", marks=needs_onnx)])
+def test_cli_export_formats(fmt, suffix, tiny, checkpoint_small, tmp_path, monkeypatch, capsys):
+    """`afd export --format export|onnx OUT` writes that format (the model create_model gives, here the
+    tiny one for speed: the backbone's graphs are checked above), which loads back and agrees."""
+    import afd_ext.models
+    from afd_ext.cli import main
+    calls = []
+
+    def fake_create_model(*a, **k):
+        calls.append((a, k))
+        return tiny
+    monkeypatch.setattr(afd_ext.models, "create_model", fake_create_model)
+    out = tmp_path / "m"
+    assert main(["export", "--checkpoint", checkpoint_small, "--device", "cpu", "--format", fmt, str(out)]) == 0
+    path = out.with_suffix(suffix)
+    assert path.is_file() and str(path) in capsys.readouterr().out and _no_temp_files(tmp_path)
+    assert calls == [(("efficientnet_lite0",), {"afd": True, "checkpoint": checkpoint_small,
+                                                "device": torch.device("cpu")})]
+    assert detect_format(path) == fmt and read_export_info(path)["format"] == fmt
+    module = load_exported(path)
+    x = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        ref = tiny(x)
+        got = module(x) if fmt == "export" or HAS_ORT else module.run_reference(x)
+    torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)

@@ -7,17 +7,12 @@ import pytest
 from PIL import Image
 
 from afd_ext import data
-
-
-def _photo(w=64, h=48, seed=0):
-    rng = np.random.default_rng(seed)
-    base = np.linspace(0, 255, w, dtype=np.float64)[None, :, None] * np.ones((h, 1, 3))
-    return Image.fromarray(np.clip(base + rng.normal(0, 20, (h, w, 3)), 0, 255).astype(np.uint8), "RGB")
+from helpers import DEV_IMAGES, SHARED_DATA, jpeg_bytes, make_photo, needs_data
 
 
 @pytest.fixture
 def folder(tmp_path):
-    img = _photo()
+    img = make_photo(48, 64)
     img.save(tmp_path / "n01440764_good.jpg", quality=90)
     img.convert("CMYK").save(tmp_path / "n01440764_cmyk.jpg")
     img.convert("L").save(tmp_path / "n01440764_grey.jpg")
@@ -53,7 +48,7 @@ def test_good_files_load_as_rgb(folder, kind):
 
 def test_sixteen_bit_keeps_the_range(folder):
     img = np.asarray(data.load_image(folder / "n01440764_16bit.png"))
-    ref = np.asarray(_photo().convert("L"))
+    ref = np.asarray(make_photo(48, 64).convert("L"))
     assert np.abs(img[..., 0].astype(int) - ref.astype(int)).max() <= 1
 
 
@@ -111,7 +106,7 @@ def test_labels_from_names_and_folders(tmp_path):
 
 
 def test_jpeg_quality_bounds():
-    img = _photo()
+    img = make_photo(48, 64)
     for q in (0, 101):
         with pytest.raises(ValueError, match="1..100"):
             data.jpeg_compress(img, q)
@@ -119,24 +114,6 @@ def test_jpeg_quality_bounds():
 
 
 # -- hostile inputs, round 2 (issue 22): decoding and metadata ----------------------------------------
-
-from helpers import DEV_IMAGES, SHARED_DATA, needs_data  # noqa: E402
-
-
-def _jpeg(img, **kw):
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", **kw)
-    return buf.getvalue()
-
-
-def _smooth(h=240, w=320, seed=0):
-    """A photo-like image (smooth gradients and texture) whose JPEG scans are not trivially short."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    chans = [127 + 90 * np.sin(rng.uniform(0.02, 0.09) * yy + c) * np.cos(rng.uniform(0.02, 0.09) * xx)
-             for c in range(3)]
-    return Image.fromarray(np.clip(np.stack(chans, -1) + rng.normal(0, 8, (h, w, 3)), 0, 255).astype(np.uint8))
-
 
 def _corrupt_exif(orientation=6):
     """EXIF whose TIFF header is damaged (byte 8 of the payload, after 'Exif\\0\\0', = 0x94):
@@ -150,7 +127,7 @@ def _corrupt_exif(orientation=6):
 
 @pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
 def test_corrupt_exif_decodes_with_orientation_ignored(tmp_path, fmt):
-    img = _smooth(48, 64)
+    img = make_photo(48, 64)
     path = tmp_path / f"n01440764_badexif.{fmt.lower()}"
     img.save(path, fmt, exif=_corrupt_exif(), **({"lossless": True} if fmt == "WEBP" else {}))
     with Image.open(path) as im, pytest.raises(SyntaxError):
@@ -181,7 +158,7 @@ def test_anything_pillow_raises_becomes_image_error(tmp_path, monkeypatch, exc):
     inspect_image) leaks a raw exception."""
     from PIL import PngImagePlugin
     path = tmp_path / "a.png"
-    _smooth(32, 32).save(path)
+    make_photo(32, 32).save(path)
     monkeypatch.setattr(PngImagePlugin.PngImageFile, "load_end", _Boom(exc))
     with pytest.raises(data.ImageError) as err:
         data.load_image(path)
@@ -211,10 +188,10 @@ JPEG_KINDS = {"baseline": {}, "grey": {"grey": True}, "progressive": {"progressi
 @pytest.mark.parametrize("kind", list(JPEG_KINDS))
 def test_truncated_jpeg_with_an_end_marker_is_refused(kind):
     kw = dict(JPEG_KINDS[kind])
-    img = _smooth(240, 320, seed=3)
+    img = make_photo(240, 320, seed=3)
     if kw.pop("grey", False):
         img = img.convert("L")
-    whole = _jpeg(img, **{"quality": 80, **kw})
+    whole = jpeg_bytes(img, **kw)
     ref = Image.open(io.BytesIO(whole)).convert("RGB")
     assert np.array_equal(np.asarray(data.decode_image(whole, "whole.jpg")), np.asarray(ref))
     if kind == "baseline":  # the issue's case: Pillow alone decodes it without a word
@@ -226,7 +203,7 @@ def test_truncated_jpeg_with_an_end_marker_is_refused(kind):
 
 
 def test_truncated_jpeg_on_disk_and_a_jpeg_without_end_marker(tmp_path):
-    whole = _jpeg(_smooth(), quality=85)
+    whole = jpeg_bytes(make_photo(), quality=85)
     (tmp_path / "t.jpg").write_bytes(whole[:len(whole) // 4] + b"\xff\xd9")
     with pytest.raises(data.ImageError, match="truncated JPEG data") as err:
         data.load_image(tmp_path / "t.jpg")
@@ -243,12 +220,12 @@ def test_pillow_settings_are_never_changed(tmp_path, monkeypatch, setting):
     from PIL import ImageFile
     monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", setting)
     good = tmp_path / "good.jpg"
-    good.write_bytes(_jpeg(_smooth()))
+    good.write_bytes(jpeg_bytes(make_photo()))
     data.load_image(good)
     assert ImageFile.LOAD_TRUNCATED_IMAGES is setting
     whole = good.read_bytes()
     png = io.BytesIO()
-    _smooth().save(png, "PNG")
+    make_photo().save(png, "PNG")
     for name, payload in {"cut.jpg": whole[:len(whole) // 2], "cut_eoi.jpg": whole[:len(whole) // 2] + b"\xff\xd9",
                           "cut.png": png.getvalue()[:len(png.getvalue()) // 2]}.items():
         (tmp_path / name).write_bytes(payload)
@@ -281,7 +258,7 @@ def _retag_tables(jpeg: bytes, mapping: dict) -> bytes:
 @pytest.mark.parametrize("quality,mapping", [(100, {0: 2, 1: 3}), (10, {0: 1, 1: 0}), (50, {0: 3, 1: 2}),
                                              (90, {0: 0, 1: 1})])
 def test_quality_estimate_reads_the_tables_the_components_use(quality, mapping):
-    whole = _jpeg(_smooth(), quality=quality)
+    whole = jpeg_bytes(make_photo(), quality=quality)
     retagged = _retag_tables(whole, mapping)
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(retagged))), np.asarray(Image.open(io.BytesIO(whole))))
     assert data.jpeg_quality_of_bytes(retagged) == quality
@@ -290,12 +267,12 @@ def test_quality_estimate_reads_the_tables_the_components_use(quality, mapping):
                                                                                        mapping[1]]
     with Image.open(io.BytesIO(retagged)) as im:  # the public estimator, given the frame's table ids
         assert data.estimate_jpeg_quality(im.quantization, [mapping[0], mapping[1], mapping[1]]) == quality
-    grey = _jpeg(_smooth().convert("L"), quality=quality)
+    grey = jpeg_bytes(make_photo().convert("L"), quality=quality)
     assert data.jpeg_quality_of_bytes(_retag_tables(grey, {0: mapping[0]})) == quality
 
 
 def test_every_image_extension_is_read_or_reported(tmp_path):
-    img = _smooth(40, 56)
+    img = make_photo(40, 56)
     img.save(tmp_path / "n01440764_a.jfif", "JPEG")
     img.save(tmp_path / "n01440764_b.JPE", "JPEG")
     img.save(tmp_path / "n01440764_c.gif", "GIF")
@@ -342,7 +319,7 @@ def test_real_photos_decode_as_pillow_does_and_their_cuts_are_refused():
         assert np.array_equal(ours, ref), f
     for f in files[::5]:
         raw = f.read_bytes()
-        progressive = _jpeg(Image.open(f).convert("RGB"), quality=90, progressive=True)
+        progressive = jpeg_bytes(Image.open(f).convert("RGB"), quality=90, progressive=True)
         for variant in (raw, progressive):
             for cut in (len(variant) // 4, len(variant) // 2):
                 with pytest.raises(data.ImageError, match="truncated"):
@@ -355,12 +332,12 @@ def test_eval_and_demo_read_every_photo_and_report_the_cut_one(tmp_path):
     import afd_ext
     from afd_ext.demo import run_demo
     from afd_ext.evaluation import evaluate
-    img = _smooth(96, 128, seed=9)
+    img = make_photo(96, 128, seed=9)
     img.save(tmp_path / "n01440764_exif.png", exif=_corrupt_exif())
     img.save(tmp_path / "n01440764_exif.webp", exif=_corrupt_exif(), lossless=True)
     img.save(tmp_path / "n01440764_a.jfif", "JPEG", quality=70)
     img.save(tmp_path / "n01440764_b.gif")
-    whole = _jpeg(img, quality=70)
+    whole = jpeg_bytes(img, quality=70)
     (tmp_path / "n01440764_cut.jpg").write_bytes(whole[:len(whole) // 2] + b"\xff\xd9")
     model = afd_ext.create_model("efficientnet_lite0", afd={"width": 8}, pretrained=False)
     result = evaluate(model, tmp_path, qualities=[10], progress=False)

@@ -5,14 +5,7 @@ import torch
 import afd_ext
 from afd_ext import AFDModule, FENet
 from afd_ext import reference as R
-
-
-def _perturb(module, scale=0.2, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(torch.randn(p.shape, generator=g, dtype=p.dtype) * scale)
-    return module
+from helpers import perturb
 
 
 def _inputs(b=2, c=16, h=64, w=48, stride=2, dtype=torch.float32, seed=0):
@@ -34,7 +27,7 @@ def test_new_module_is_exact_identity_after_act(act, fdm):
 # six re-parameterized layers in a row: float32 rounding compounds beyond one op's 1e-5
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.float64, 1e-10)])
 def test_reparameterize_and_deploy_keep_outputs(fdm, dtype, tol):
-    m = _perturb(AFDModule(16, width=4, act="relu6", fdm=fdm).to(dtype)).eval()
+    m = perturb(AFDModule(16, width=4, act="relu6", fdm=fdm).to(dtype), 0.2).eval()
     feat, img = _inputs(dtype=dtype)
     before = m(feat, img)
     m.reparameterize()
@@ -49,7 +42,7 @@ def test_reparameterize_and_deploy_keep_outputs(fdm, dtype, tol):
 
 @pytest.mark.parametrize("b", [0, 1, 3])
 def test_batch_sizes(b):
-    m = _perturb(AFDModule(8, width=4)).eval()
+    m = perturb(AFDModule(8, width=4), 0.2).eval()
     feat, img = _inputs(b=b, c=8)
     out = m(feat, img)
     assert out.shape == feat.shape
@@ -59,7 +52,7 @@ def test_batch_sizes(b):
 def test_odd_and_non_square_sizes(h, w, stride):
     """Images are padded to multiples of 8 for the DCT; an FDM grid that does not divide the
     feature grid is resampled (nearest) to it."""
-    m = _perturb(AFDModule(8, width=4)).eval()
+    m = perturb(AFDModule(8, width=4), 0.2).eval()
     g = torch.Generator().manual_seed(0)
     img = torch.rand(2, 3, h, w, generator=g) * 255
     feat = torch.randn(2, 8, -(-h // stride), -(-w // stride), generator=g)
@@ -70,7 +63,7 @@ def test_odd_and_non_square_sizes(h, w, stride):
 
 
 def test_channels_last_and_non_contiguous_inputs():
-    m = _perturb(AFDModule(8, width=4)).eval()
+    m = perturb(AFDModule(8, width=4), 0.2).eval()
     feat, img = _inputs(c=8)
     ref = m(feat, img)
     out = m(feat.contiguous(memory_format=torch.channels_last), img.contiguous(memory_format=torch.channels_last))
@@ -82,7 +75,7 @@ def test_channels_last_and_non_contiguous_inputs():
 
 
 def test_uint8_image_accepted_and_bad_dtypes_rejected():
-    m = _perturb(AFDModule(8, width=4)).eval()
+    m = perturb(AFDModule(8, width=4), 0.2).eval()
     feat, img = _inputs(c=8)
     u8 = img.round().to(torch.uint8)
     assert torch.allclose(m(feat, u8), m(feat, u8.float()))
@@ -98,7 +91,7 @@ def test_uint8_image_accepted_and_bad_dtypes_rejected():
 
 def test_gradients_flow_to_every_trainable_parameter():
     m = AFDModule(8, width=4, act="identity")
-    _perturb(m.fe.last, 0.1)  # a zero last block blocks the gradient to the rest at step 0
+    perturb(m.fe.last, 0.1)  # a zero last block blocks the gradient to the rest at step 0
     feat, img = _inputs(c=8)
     m(feat, img).square().mean().backward()
     missing = [n for n, p in m.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
@@ -130,7 +123,7 @@ def test_plain_conv_ablation_has_deploy_cost():
 
 def test_deployed_module_under_autocast():
     """Autocast must not reach inside the fused kernels (their ATen calls keep the dtype given)."""
-    m = _perturb(AFDModule(8, width=4, act="relu6"), 0.05).eval().deploy()
+    m = perturb(AFDModule(8, width=4, act="relu6"), 0.05).eval().deploy()
     feat, img = _inputs(c=8)
     with torch.no_grad():
         ref = m(feat, img)
@@ -145,7 +138,7 @@ def test_deployed_module_under_autocast():
 def test_uint8_image_goes_to_the_fde_as_it_is(impl, h, w, monkeypatch):
     """The deployed and training forms take a uint8 image with exactly the float image's result;
     where the size needs no padding the FDE-Net (and its op) receives the uint8 tensor itself."""
-    m = _perturb(AFDModule(8, width=4, act="relu6")).eval()
+    m = perturb(AFDModule(8, width=4, act="relu6"), 0.2).eval()
     if impl != "training form":
         m.deploy(impl)
     feat, img = _inputs(c=8, h=h, w=w, stride=2)
@@ -164,7 +157,7 @@ def test_uint8_image_goes_to_the_fde_as_it_is(impl, h, w, monkeypatch):
 
 
 def test_deploy_casts_the_dedrift_weights_once():
-    m = _perturb(AFDModule(8, width=4, act="relu6"), 0.05).eval().deploy(dtype=torch.bfloat16)
+    m = perturb(AFDModule(8, width=4, act="relu6"), 0.05).eval().deploy(dtype=torch.bfloat16)
     w, b = m._dedrift_w, m._dedrift_b
     assert w.dtype == b.dtype == torch.bfloat16
     assert torch.equal(w, m.fe.last.conv.weight.to(torch.bfloat16))
@@ -181,7 +174,7 @@ def test_deploy_casts_the_dedrift_weights_once():
 
 
 def test_redeploy_in_another_dtype_folds_from_the_parameters():
-    m = _perturb(AFDModule(8, width=4)).eval().deploy()
+    m = perturb(AFDModule(8, width=4), 0.2).eval().deploy()
     first = [w.clone() for w in m.fde.op_weights()]
     m.deploy(dtype=torch.bfloat16)
     assert all(w.dtype == torch.bfloat16 for w in m.fde.op_weights())
@@ -194,8 +187,8 @@ def test_redeploy_in_another_dtype_folds_from_the_parameters():
 def test_state_dict_loaded_into_a_deployed_module_is_what_runs(dtype):
     """deploy() keeps folded / cast copies of the weights; load_state_dict makes them again from
     the loaded parameters, in the deployed dtype (before: the old FDE-Net weights kept running)."""
-    a = _perturb(AFDModule(8, width=4, act="relu6"), 0.1, seed=1).eval().deploy(dtype=dtype)
-    b = _perturb(AFDModule(8, width=4, act="relu6"), 0.1, seed=2).eval().deploy(dtype=dtype)
+    a = perturb(AFDModule(8, width=4, act="relu6"), 0.1, seed=1).eval().deploy(dtype=dtype)
+    b = perturb(AFDModule(8, width=4, act="relu6"), 0.1, seed=2).eval().deploy(dtype=dtype)
     b.load_state_dict(a.state_dict())
     for x, y in zip(a.fde.op_weights(), b.fde.op_weights()):
         assert y.dtype == (dtype or torch.float32) and torch.equal(x, y)
@@ -210,7 +203,7 @@ def test_deploy_cast_copies_are_not_used_in_another_dtype():
     """After deploy(dtype=bfloat16), .to(float64) moves the cast copies too; they would carry
     bfloat16's precision, so the module computes from its float64 parameters instead."""
     feat, img = _inputs(c=8, dtype=torch.float64)
-    m = _perturb(AFDModule(8, width=4, act="relu6"), 0.1).eval()
+    m = perturb(AFDModule(8, width=4, act="relu6"), 0.1).eval()
     want = __import__("copy").deepcopy(m).deploy().to(torch.float64)(feat, img)
     got = m.deploy(dtype=torch.bfloat16).to(torch.float64)(feat, img)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
@@ -221,7 +214,7 @@ def test_deploy_cast_copies_are_not_used_in_another_dtype():
 @pytest.mark.parametrize("dtype", [torch.int8, torch.int64, torch.bool, torch.uint8, "float16"])
 def test_deploy_accepts_floating_dtypes_only(dtype):
     """An integer dtype would truncate the weights and still run (int8: every |w| < 1 is 0)."""
-    m = _perturb(AFDModule(8, width=4), 0.1).eval()
+    m = perturb(AFDModule(8, width=4), 0.1).eval()
     with pytest.raises(TypeError, match=r"AFDModule.deploy: dtype must be None or a floating dtype .*torch.bfloat16"):
         m.deploy(dtype=dtype)
     assert not any(rc.deployed for rc in m.fe.repconvs())  # refused before anything changed
@@ -236,7 +229,7 @@ def test_odd_sizes_pad_edge_replicate_and_resample_nearest(h, w, stride):
     multiples of 8 (index clamping, written independently of F.pad), then, where its grid does not
     divide the feature grid, resampled by nearest neighbour: cell (i, j) takes block
     (floor(i * hb / hf), floor(j * wb / wf))."""
-    m = _perturb(AFDModule(8, width=4)).eval()
+    m = perturb(AFDModule(8, width=4), 0.2).eval()
     g = torch.Generator().manual_seed(1)
     img = torch.rand(2, 3, h, w, generator=g) * 255
     hf, wf = -(-h // stride), -(-w // stride)
@@ -258,7 +251,7 @@ def test_odd_sizes_pad_edge_replicate_and_resample_nearest(h, w, stride):
 
 
 def _gated(bias, seed=0):
-    m = _perturb(AFDModule(8, width=4, act="relu6", gate="global"), seed=seed).eval()
+    m = perturb(AFDModule(8, width=4, act="relu6", gate="global"), 0.2, seed=seed).eval()
     with torch.no_grad():
         m.gate_head.weight.zero_()
         m.gate_head.bias.fill_(bias)
@@ -283,7 +276,7 @@ def test_closed_gate_leaves_the_stem_features_exactly(impl):
 def test_gate_scales_the_correction_and_survives_deploy_and_checkpoints(tmp_path):
     """g = relu(tanh(z/2)) multiplies the whole correction: out - act-free feat is g x the ungated
     module's correction (identity act); deploy and a checkpoint round trip keep the outputs."""
-    gated = _perturb(AFDModule(8, width=4, act="identity", gate="global")).eval()
+    gated = perturb(AFDModule(8, width=4, act="identity", gate="global"), 0.2).eval()
     plain = AFDModule(8, width=4, act="identity").eval()
     plain.load_state_dict({k: v for k, v in gated.state_dict().items() if not k.startswith("gate_head.")})
     feat, img = _inputs(c=8)

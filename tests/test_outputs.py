@@ -8,13 +8,12 @@ import subprocess
 import sys
 import threading
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from afd_ext.cli import main
 from afd_ext.export import check_output_file
 from afd_ext.utils import atomic_path, atomic_write_bytes, write_json
+from helpers import make_photo
 
 
 def _leftovers(folder):
@@ -25,7 +24,7 @@ def _leftovers(folder):
 @pytest.fixture
 def photo(tmp_path):
     path = tmp_path / "a.jpg"
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 80, 3), dtype=np.uint8)).save(path, quality=90)
+    make_photo(64, 80).save(path, quality=90)
     return path
 
 

@@ -10,48 +10,16 @@ import torch
 from PIL import Image
 
 import afd_ext
-from afd_ext.checkpoint import save_checkpoint
 from afd_ext.data import ImageError, resize_center_crop, to_tensor
 from afd_ext.pipeline import Pipeline, nvjpeg_candidate, preprocess_batch, resize_center_crop_tensor
-from helpers import needs_data
+from helpers import jpeg_bytes, make_photo, needs_data
 
 ORIENTATION = 0x0112
 
 
-def _photo(h, w, seed):
-    """A smooth, structured RGB image (so that orientation and content matter to the model)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    chans = []
-    for c in range(3):
-        fy, fx = rng.uniform(0.01, 0.08, size=2)
-        chans.append(127 + 90 * np.sin(fy * yy + rng.uniform(0, 6)) * np.cos(fx * xx + rng.uniform(0, 6)))
-    img = np.stack(chans, -1) + np.linspace(0, 60, w)[None, :, None] * (yy[..., None] / h)
-    img += rng.normal(0, 6, img.shape)
-    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
-
-
-def _jpeg_bytes(img, exif=None, quality=80):  # at most SKIP_AFD_ABOVE_QUALITY: the AFD runs
-    buf = io.BytesIO()
-    kw = {"exif": exif} if exif is not None else {}
-    img.save(buf, "JPEG", quality=quality, **kw)
-    return buf.getvalue()
-
-
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    afd = afd_ext.AFDModule(32, act="relu6")
-    with torch.no_grad():  # a non-trivial AFD: it must change the predictions
-        for p in afd.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    path = tmp_path_factory.mktemp("ckpt") / "afd.safetensors"
-    return save_checkpoint(path, afd, {"backbone": "efficientnet_lite0"})
-
-
-@pytest.fixture(scope="module")
-def pipe(ckpt):
-    return Pipeline.from_checkpoint("efficientnet_lite0", ckpt, device="cpu", workers=2)
+def pipe(checkpoint_small):
+    return Pipeline.from_checkpoint("efficientnet_lite0", checkpoint_small, device="cpu", workers=2)
 
 
 @pytest.fixture(scope="module")
@@ -67,21 +35,21 @@ def images(tmp_path_factory):
     files = {}
     for i, (h, w) in enumerate([(300, 400), (256, 256), (410, 290)]):
         files[f"jpg{i}"] = d / f"photo{i}.jpg"
-        files[f"jpg{i}"].write_bytes(_jpeg_bytes(_photo(h, w, i)))
-    rgba = np.concatenate([np.asarray(_photo(240, 320, 7)), np.full((240, 320, 1), 128, np.uint8)], -1)
+        files[f"jpg{i}"].write_bytes(jpeg_bytes(make_photo(h, w, i)))
+    rgba = np.concatenate([np.asarray(make_photo(240, 320, 7)), np.full((240, 320, 1), 128, np.uint8)], -1)
     files["png_alpha"] = d / "alpha.png"
     Image.fromarray(rgba, "RGBA").save(files["png_alpha"])
-    full = _jpeg_bytes(_photo(300, 300, 9))
+    full = jpeg_bytes(make_photo(300, 300, 9))
     files["truncated"] = d / "truncated.jpg"
     files["truncated"].write_bytes(full[: len(full) // 2])
     files["text"] = d / "notes.jpg"
     files["text"].write_text("this is not an image\n")
     # EXIF orientation 6: the stored pixels must be turned 90 degrees clockwise for display.
-    stored = _photo(240, 360, 11)
+    stored = make_photo(240, 360, 11)
     exif = Image.Exif()
     exif[ORIENTATION] = 6
     files["exif"] = d / "exif_rot.jpg"
-    files["exif"].write_bytes(_jpeg_bytes(stored, exif=exif.tobytes()))
+    files["exif"].write_bytes(jpeg_bytes(stored, exif=exif.tobytes()))
     with Image.open(files["exif"]) as im:  # the same decoded pixels, turned by hand, saved losslessly
         turned = im.convert("RGB").transpose(Image.Transpose.ROTATE_270)
     files["exif_manual"] = d / "exif_manual.png"
@@ -92,9 +60,9 @@ def images(tmp_path_factory):
     sub = d / "folder"
     (sub / "deeper").mkdir(parents=True)
     files["sub_a"] = sub / "a.jpg"
-    files["sub_a"].write_bytes(_jpeg_bytes(_photo(200, 260, 21)))
+    files["sub_a"].write_bytes(jpeg_bytes(make_photo(200, 260, 21)))
     files["sub_b"] = sub / "deeper" / "b.png"
-    _photo(230, 230, 22).save(files["sub_b"])
+    make_photo(230, 230, 22).save(files["sub_b"])
     (sub / "readme.txt").write_text("ignored: not an image extension")
     files["folder"] = sub
     files["empty_folder"] = d / "empty"
@@ -218,7 +186,7 @@ def test_predict_tensor(pipe_all, images):
     assert pipe_all.predict_tensor(torch.zeros(0, 3, 224, 224, dtype=torch.uint8)) == []
 
 
-def test_afd_changes_predictions(ckpt, pipe, images):
+def test_afd_changes_predictions(checkpoint_small, pipe, images):
     plain = Pipeline.from_checkpoint("efficientnet_lite0", None, device="cpu", use_afd=False)
     assert not plain.use_afd
     a = pipe.predict_files([images["jpg1"]], topk=5)[0]
@@ -241,7 +209,7 @@ def test_torchvision_decoder_routing(pipe, images):
     for key in ("exif", "truncated", "text", "png_alpha"):
         assert not nvjpeg_candidate(images[key].read_bytes()), key
     cmyk = io.BytesIO()
-    _photo(64, 64, 3).convert("CMYK").save(cmyk, "JPEG")
+    make_photo(64, 64, 3).convert("CMYK").save(cmyk, "JPEG")
     assert not nvjpeg_candidate(cmyk.getvalue())
     tv = Pipeline(pipe.model, device="cpu", decoder="torchvision", deploy=False)
     keys = ["jpg0", "exif", "truncated", "text", "jpg1", "png_alpha"]
@@ -253,7 +221,7 @@ def test_torchvision_decoder_routing(pipe, images):
             _same_predictions(ra, rb, atol=2e-2 if key.startswith("jpg") else 1e-4)
 
 
-def test_argument_checks(ckpt, pipe, images):
+def test_argument_checks(checkpoint_small, pipe, images):
     with pytest.raises(ValueError):
         pipe.predict_files([images["jpg0"]], topk=0)
     with pytest.raises(ValueError):
@@ -265,10 +233,10 @@ def test_argument_checks(ckpt, pipe, images):
     assert pipe.predict_files([]) == []
 
 
-def test_cli_predict_json(ckpt, images, tmp_path):
+def test_cli_predict_json(checkpoint_small, images, tmp_path):
     from afd_ext.cli import main
     out = tmp_path / "pred.json"
-    rc = main(["predict", str(images["jpg0"]), str(images["text"]), "--checkpoint", str(ckpt), "--device", "cpu",
+    rc = main(["predict", str(images["jpg0"]), str(images["text"]), "--checkpoint", checkpoint_small, "--device", "cpu",
                "--topk", "2", "--json", str(out)])
     assert rc == 0
     data = json.loads(out.read_text())
@@ -287,16 +255,16 @@ def test_cuda_graphs_need_a_cuda_device():
         Pipeline(model, device="cpu", cuda_graphs=True)
 
 
-def test_high_quality_jpegs_skip_the_afd(ckpt, pipe, tmp_path):
+def test_high_quality_jpegs_skip_the_afd(checkpoint_small, pipe, tmp_path):
     """A JPEG whose tables say quality > SKIP_AFD_ABOVE_QUALITY runs the classifier alone (same
     result as use_afd=False), and so does a lossless file; low-quality JPEGs run the AFD; the row
     says the format, the quality estimate and whether the AFD ran."""
     from afd_ext.data import SKIP_AFD_ABOVE_QUALITY
-    img = _photo(260, 300, 7)
+    img = make_photo(260, 300, 7)
     files = {}
     for q in (10, SKIP_AFD_ABOVE_QUALITY, SKIP_AFD_ABOVE_QUALITY + 1, 95):
         files[q] = tmp_path / f"q{q}.jpg"
-        files[q].write_bytes(_jpeg_bytes(img, quality=q))
+        files[q].write_bytes(jpeg_bytes(img, quality=q))
     png = tmp_path / "a.png"
     img.save(png)
     paths = [files[10], files[SKIP_AFD_ABOVE_QUALITY], png, files[95], files[SKIP_AFD_ABOVE_QUALITY + 1]]
@@ -316,7 +284,7 @@ def test_high_quality_jpegs_skip_the_afd(ckpt, pipe, tmp_path):
 # -- hostile inputs, round 2 (issue 22): decoding, memory, the AFD decision -----------------------------
 
 def test_lossless_files_skip_the_afd_and_each_row_says_why(pipe, tmp_path):
-    img = _photo(120, 160, 4)
+    img = make_photo(120, 160, 4)
     cases = {"a.png": ("PNG", {}, True), "b.bmp": ("BMP", {}, True), "c.gif": ("GIF", {}, True),
              "d.tif": ("TIFF", {}, True), "e.tif": ("TIFF", {"compression": "tiff_lzw"}, True),
              "f.tif": ("TIFF", {"compression": "jpeg"}, False), "g.webp": ("WEBP", {"lossless": True}, True),
@@ -353,7 +321,7 @@ def _corrupt_exif():
 
 @pytest.mark.parametrize("decoder", ["pillow", "torchvision"])
 def test_photos_with_a_corrupt_exif_block_are_classified(pipe, tmp_path, decoder):
-    img = _photo(200, 260, 12)
+    img = make_photo(200, 260, 12)
     paths = []
     for fmt, kw in (("PNG", {}), ("WEBP", {"quality": 90}), ("JPEG", {"quality": 70})):
         paths.append(tmp_path / f"bad_exif.{fmt.lower()}")
@@ -374,7 +342,7 @@ def test_photos_with_a_corrupt_exif_block_are_classified(pipe, tmp_path, decoder
 
 @pytest.mark.parametrize("decoder", ["pillow", "torchvision"])
 def test_truncated_jpeg_with_an_end_marker_is_an_error_row(pipe, tmp_path, decoder):
-    whole = _jpeg_bytes(_photo(300, 400, 13), quality=80)
+    whole = jpeg_bytes(make_photo(300, 400, 13), quality=80)
     paths = {"good.jpg": whole}
     for k in (4, 2):  # head -c $((N/k)) photo.jpg > t.jpg; printf '\xff\xd9' >> t.jpg
         paths[f"cut{k}.jpg"] = whole[:len(whole) // k] + b"\xff\xd9"
@@ -399,7 +367,7 @@ def test_full_resolution_photos_are_never_batched(pipe, tmp_path, monkeypatch, d
     paths = []
     for i in range(3):
         paths.append(tmp_path / f"big{i}.jpg")
-        paths[-1].write_bytes(_jpeg_bytes(_photo(900, 1200, 30 + i)))
+        paths[-1].write_bytes(jpeg_bytes(make_photo(900, 1200, 30 + i)))
     reference = run.predict_files(paths, topk=3, batch_size=1)
     stacked = []
     real_stack = torch.stack

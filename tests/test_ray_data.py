@@ -10,21 +10,14 @@ from PIL import Image
 
 from afd_ext.cli import main
 from afd_ext.ray_data import COLUMNS, Predictor
-
-
-def _photo(h, w, seed):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    chans = [127 + 90 * np.sin(rng.uniform(0.01, 0.08) * yy + c) * np.cos(rng.uniform(0.01, 0.08) * xx)
-             for c in range(3)]
-    return Image.fromarray(np.clip(np.stack(chans, -1) + rng.normal(0, 6, (h, w, 3)), 0, 255).astype(np.uint8))
+from helpers import make_photo
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     d = tmp_path_factory.mktemp("ray_imgs")
     for i, (h, w, q) in enumerate([(300, 400, 20), (256, 256, 60), (410, 290, 95)]):
-        _photo(h, w, i).save(d / f"img{i}.jpg", "JPEG", quality=q)
+        make_photo(h, w, i).save(d / f"img{i}.jpg", "JPEG", quality=q)
     (d / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
     return d
 
@@ -90,7 +83,7 @@ def test_a_photo_with_a_corrupt_exif_block_is_a_row_not_an_error(folder):
     raw = bytearray(exif.tobytes())
     raw[8] = 0x94  # getexif() raises SyntaxError("not a TIFF file")
     png = io.BytesIO()
-    _photo(200, 240, 5).save(png, "PNG", exif=bytes(raw))
+    make_photo(200, 240, 5).save(png, "PNG", exif=bytes(raw))
     good = (folder / "img0.jpg").read_bytes()
     cut = good[:len(good) // 2] + b"\xff\xd9"
     batch = {"bytes": np.array([png.getvalue(), good, cut], dtype=object),

