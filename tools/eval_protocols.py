@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import sys
 from pathlib import Path
 
 import torch
@@ -27,6 +28,8 @@ MILD = ("full", "jpeg", (90, 75))  # protocol, codec, qualities: mildly compress
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["merge"]:  # tools/eval_protocols.py merge OUT RUN.json RUN.json ...
+        return merge(sys.argv[3:], sys.argv[2])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", nargs="+", required=True)
     pick = ap.add_mutually_exclusive_group(required=True)
@@ -69,9 +72,16 @@ def main() -> None:
     out = {"date": datetime.date.today().isoformat(), "commit": commit, "n_images": n,
            "one_image_points": 100.0 / n, "images": which,
            "qualities": [25, 18, 15, 10, 7], "torch": torch.__version__, "device": "cpu", "runs": runs}
-    write_json(a.out + ".json", out)
-    lines = [f"Direct vs AFD on {n} labelled dev images, {which} (one image = {100.0 / n:.2f} points), "
-             f"mean top-1 over JPEG/WebP quality 25/18/15/10/7; commit {commit}, {out['date']}.", "",
+    report(out, a.out)
+
+
+def report(out: dict, path: str) -> None:
+    """``path``.json, .md and .png of one result (several checkpoints on the same images)."""
+    runs = out["runs"]
+    write_json(path + ".json", out)
+    n = out["n_images"]
+    lines = [f"Direct vs AFD on {n} labelled dev images, {out['images']} (one image = {100.0 / n:.2f} points), "
+             f"mean top-1 over JPEG/WebP quality 25/18/15/10/7; commit {out['commit']}, {out['date']}.", "",
              "| checkpoint | protocol | codec | clean direct | clean AFD | mean direct | mean AFD | gain |"
              " 1..5x direct | 1..5x AFD |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, run in runs.items():
@@ -87,7 +97,7 @@ def main() -> None:
         lines.append(f"| {name} | " + " | ".join(f"{q['top1_direct']:.1f} -> {q['top1_afd']:.1f} "
                                                   f"({q['top1_afd'] - q['top1_direct']:+.1f})"
                                                   for q in run["mild"]["qualities"]) + " |")
-    Path(a.out + ".md").write_text("\n".join(lines) + "\n")
+    Path(path + ".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     import matplotlib
     matplotlib.use("Agg")
@@ -101,10 +111,30 @@ def main() -> None:
     ax.set_xticks([j + width * (len(runs) - 1) / 2 for j in range(len(SETTINGS))], labels)
     ax.axhline(0, c="k", lw=0.8)
     ax.set_ylabel("mean top-1 gain of the AFD (points)")
-    ax.set_title(f"{n} images (1 image = {100.0 / n:.2f} pt)")
+    ax.set_title(f"{out['n_images']} images (1 image = {100.0 / out['n_images']:.2f} pt)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(a.out + ".png")
+    fig.savefig(path + ".png")
+
+
+def merge(paths, out_path: str) -> None:
+    """One result from several runs of this tool on the same images (each run's direct columns must
+    agree: the same files, the same compressed pixels), e.g. v2 measured while v3 was training."""
+    import json
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    first = parts[0]
+    merged = {**first, "runs": {}, "merged_from": [{"commit": p["commit"], "date": p["date"]} for p in parts]}
+    directs = []
+    for part in parts:
+        if part["images"] != first["images"] or part["n_images"] != first["n_images"]:
+            raise SystemExit(f"cannot merge runs on different images: {part['images']} vs {first['images']}")
+        merged["runs"].update(part["runs"])
+        for run in part["runs"].values():
+            directs.append([r["mean"]["top1_direct"] for r in run["results"]] +
+                           [q["top1_direct"] for q in run["mild"]["qualities"]])
+    if any(d != directs[0] for d in directs):
+        raise SystemExit(f"the runs' direct top-1 differ ({directs}): not the same pixels, not mergeable")
+    report(merged, out_path)
 
 
 if __name__ == "__main__":
