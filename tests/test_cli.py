@@ -298,7 +298,7 @@ def labelled(tmp_path_factory):
     (["--protocol", "resized"], "resized", "jpeg", False),
     (["--protocol", "full"], "full", "jpeg", False),
     (["--codec", "webp"], "crop", "webp", False),
-    (["--multi-compress"], "crop", "jpeg", True),
+    (["--multi-compress", "--protocol", "full"], "full", "jpeg", True),  # the 1..5x images too
 ])
 def test_eval_degradation_flags(flags, protocol, codec, multi, labelled, checkpoint, tmp_path, monkeypatch):
     """Each flag is what the run does: every degraded image is made with that protocol and codec (1..5
