@@ -330,7 +330,7 @@ def _textured_photos(root, n, seed):
 def test_training_lowers_the_feature_error_on_held_pairs_below_the_identity(tmp_path):
     """A short run learns what the method promises: on pairs it never saw, the de-drifted features of
     a compressed crop are closer to the clean crop's than the compressed crop's own are (200 steps:
-    about 7% closer; the L1 target alone, the KL term moves logits more than features this early). A
+    about 6% closer; the L1 target alone, the KL term moves logits more than features this early). A
     loss with the wrong sign or target (the compressed features) leaves it at or above the identity's."""
     train_dir = _textured_photos(tmp_path / "train", 8, seed=0)
     held_dir = _textured_photos(tmp_path / "held", 4, seed=1)
