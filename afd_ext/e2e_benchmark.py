@@ -29,15 +29,21 @@ preset against the classifier's, at 224x224, counted with
 ``torch.utils.flop_counter.FlopCounterMode`` (2 x multiply-accumulates of conv / matmul /
 linear ops; elementwise ops are not counted; the deployed form is counted on the reference
 path, which computes the same convolutions and linear layers as the fused kernels).
+
+Every row is written as it is measured: appended, one JSON line, and flushed to the disk
+(``rows_path``; default ``$AFD_BENCH_ROWS``, else the JSON's stem + ``.jsonl``), so a run cut short
+keeps what it measured; the JSON + Markdown summary is built from those records at the end
+(``result_from_records``; ``python bench/session.py rebuild ROWS.jsonl`` for a run that was cut).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime
 import io
+import json
 import os
 import statistics
-import contextlib
 import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -55,6 +61,74 @@ BASELINES = {"afd_train": "classifier", "afd_deploy_reference": "classifier", "a
 COMPILE_MODES = {"afd_compile": "default", "classifier_compile": "default", "afd_cuda_graphs": "reduce-overhead",
                  "classifier_cuda_graphs": "reduce-overhead"}
 BACKBONES = {"efficientnet_lite0": (32, "relu6"), "resnet50": (64, "relu")}
+
+
+# -- rows as they are measured (JSON Lines) --------------------------------------------------------
+
+def append_record(path, record: dict) -> None:
+    """Append ``record`` as one JSON line and push it to the disk before returning: a process killed
+    afterwards (a time-out) has lost nothing it measured."""
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record, default=str) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_runs(path) -> dict:
+    """{run name: [records]} of a JSON Lines file that several runs append to. A run's records are
+    those from its last ``meta`` record on (a run started again replaces the earlier one); a
+    last line cut in the middle (a kill mid-write) is skipped."""
+    runs: dict = {}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        name = rec.get("run")
+        if rec.get("record") == "meta":
+            runs[name] = []
+        runs.setdefault(name, []).append(rec)
+    return runs
+
+
+def _strip(rec: dict) -> dict:
+    return {k: v for k, v in rec.items() if k not in ("run", "source", "record")}
+
+
+class _Recorder:
+    """Writes one run's records (meta first, then each row as it is measured) to a JSON Lines file."""
+
+    def __init__(self, rows_path, json_path, run: Optional[str], default_run: str, meta: dict):
+        path = rows_path or os.environ.get("AFD_BENCH_ROWS") or (Path(json_path).with_suffix(".jsonl")
+                                                                  if json_path else None)
+        self.path = Path(path) if path else None
+        self.run = run or (Path(json_path).stem if json_path else default_run)
+        self.records: list = []
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not (rows_path or os.environ.get("AFD_BENCH_ROWS")) and self.path.exists():
+                self.path.unlink()  # a file of this run's own: start it afresh
+        self.write("meta", meta)
+
+    def write(self, record: str, data: dict) -> None:
+        rec = {"run": self.run, "source": "e2e", "record": record, **data}
+        self.records.append(rec)
+        if self.path is not None:
+            append_record(self.path, rec)
+
+
+def result_from_records(records: Sequence[dict]) -> dict:
+    """The JSON summary of one e2e run from its records (``read_runs``): meta, rows with their
+    ratios, FLOPs if counted; ``complete`` False when the run did not reach its end."""
+    meta = next((_strip(r) for r in records if r.get("record") == "meta"), {})
+    rows = [_strip(r) for r in records if r.get("record") == "row"]
+    flops = [_strip(r) for r in records if r.get("record") == "flops"]
+    complete = any(r.get("record") == "end" for r in records)
+    if not meta.get("interleaved"):
+        add_ratios(rows)
+    return {**meta, "complete": complete, "rows": rows, "flops": flops}
 
 
 def build_model(backbone: str, width="small", seed: int = 0):
@@ -193,13 +267,25 @@ def count_flops(backbones: Sequence[str] = tuple(BACKBONES), widths: Sequence[st
 
 # -- the benchmark ------------------------------------------------------------------------------
 
+def _meta(dev: torch.device, width, channels_last: bool, warmup, iters, **extra) -> dict:
+    from .ops import current_backend
+    return {"device": _device_name(dev), "device_type": dev.type, "torch": torch.__version__,
+            "cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available(),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "commit": git_commit(), "afd_backend": current_backend(dev), "threads": torch.get_num_threads(),
+            "afd_width": width, "channels_last": channels_last, "warmup": warmup, "iters": iters, **extra}
+
+
 def run_e2e(device: str = "cpu", json_path: Optional[str] = None, batches: Optional[Sequence[int]] = None,
             backbones: Sequence[str] = ("efficientnet_lite0", "resnet50"), warmup: Optional[int] = None,
             iters: Optional[int] = None, compile: Optional[bool] = None, dtypes: Optional[Sequence[str]] = None,
             configs: Sequence[str] = CONFIGS, width="small", flops: bool = True, budget_s: Optional[float] = None,
-            channels_last: bool = True, threads: Optional[int] = None, verbose: bool = True) -> dict:
+            channels_last: bool = True, threads: Optional[int] = None, verbose: bool = True,
+            rows_path: Optional[str] = None, run: Optional[str] = None) -> dict:
     """Run the end-to-end benchmark; returns the result dict and, with ``json_path``, writes it
-    as JSON plus a Markdown table beside it (same stem, ``.md``).
+    as JSON plus a Markdown table beside it (same stem, ``.md``). Each row is appended to
+    ``rows_path`` (JSON Lines, see the module's doc) as it is measured, under the name ``run``
+    (default: the JSON's stem, else ``e2e_<device>``).
 
     batches: default CPU [1, 32], GPU [1, 32, 256]. warmup: untimed calls (CPU 1, GPU 5).
     iters: timed calls per row (default: >= 3, more while the row's budget lasts: CPU 2 s,
@@ -212,10 +298,9 @@ def run_e2e(device: str = "cpu", json_path: Optional[str] = None, batches: Optio
         torch.set_num_threads(threads)
         try:
             return run_e2e(device, json_path, batches, backbones, warmup, iters, compile, dtypes, configs, width,
-                           flops, budget_s, channels_last, None, verbose)
+                           flops, budget_s, channels_last, None, verbose, rows_path, run)
         finally:
             torch.set_num_threads(before)
-    from .ops import current_backend
     from .pipeline import Pipeline
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -234,7 +319,10 @@ def run_e2e(device: str = "cpu", json_path: Optional[str] = None, batches: Optio
         if verbose:
             print(msg, flush=True)
 
-    rows: list[dict] = []
+    rec = _Recorder(rows_path, json_path, run, f"e2e_{dev.type}", _meta(dev, width, channels_last, warmup, iters))
+
+    def emit(row):
+        rec.write("row", row)
     for backbone in backbones:
         base = build_model(backbone, width=width)
         for config in configs:
@@ -251,7 +339,7 @@ def run_e2e(device: str = "cpu", json_path: Optional[str] = None, batches: Optio
             except _Skip as s:
                 for dtype in dtypes:
                     for b in batches:
-                        rows.append(_row(config, backbone, b, dtype, dev, skipped=str(s)))
+                        emit(_row(config, backbone, b, dtype, dev, skipped=str(s)))
                         log(f"{backbone:18s} {config:22s} b={b:<4d} {dtype:9s} skipped: {s}")
                 continue
             fn_model = torch.compile(model, mode=COMPILE_MODES[config]) if config in COMPILE_MODES else model
@@ -293,7 +381,7 @@ def run_e2e(device: str = "cpu", json_path: Optional[str] = None, batches: Optio
                         row = _row(config, backbone, b, dtype, dev, skipped="out of GPU memory")
                     except Exception as exc:  # a failing config is recorded, not fatal
                         row = _row(config, backbone, b, dtype, dev, error=f"{type(exc).__name__}: {exc}"[:300])
-                    rows.append(row)
+                    emit(row)
                     if row.get("images_per_s"):
                         log(f"{backbone:18s} {config:22s} b={b:<4d} {dtype:9s} {row['images_per_s']:9.1f} img/s  "
                             f"median {row['latency_ms_median']:9.2f} ms  p95 {row['latency_ms_p95']:9.2f} ms  "
@@ -305,15 +393,10 @@ def run_e2e(device: str = "cpu", json_path: Optional[str] = None, batches: Optio
             if gpu:
                 torch.cuda.empty_cache()
 
-    add_ratios(rows)
-    result = {
-        "device": _device_name(dev), "device_type": dev.type, "torch": torch.__version__,
-        "cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "commit": git_commit(), "afd_backend": current_backend(dev), "threads": torch.get_num_threads(),
-        "afd_width": width, "channels_last": channels_last, "warmup": warmup, "iters": iters,
-        "rows": rows, "flops": count_flops(backbones) if flops else [],
-    }
+    for f in count_flops(backbones) if flops else []:
+        rec.write("flops", f)
+    rec.write("end", {})
+    result = result_from_records(rec.records)
     if json_path:
         write_result(result, json_path)
         log(f"wrote {json_path} and {Path(json_path).with_suffix('.md')}")
@@ -323,45 +406,64 @@ def run_e2e(device: str = "cpu", json_path: Optional[str] = None, batches: Optio
 def run_interleaved(device: str = "cpu", json_path: Optional[str] = None,
                     configs: Sequence[str] = ("classifier", "afd_deploy_fused"),
                     backbones: Sequence[str] = ("efficientnet_lite0", "resnet50"), batches: Sequence[int] = (1, 32),
-                    threads: Sequence[int] = (1, 2), repeats: int = 7, calls: int = 3, warmup: int = 1,
-                    width="small", channels_last: bool = True, verbose: bool = True) -> dict:
+                    threads: Optional[Sequence[int]] = (1, 2), repeats: int = 7, calls: int = 3, warmup: int = 1,
+                    width="small", channels_last: bool = True, verbose: bool = True, dtype: Optional[str] = None,
+                    rows_path: Optional[str] = None, run: Optional[str] = None) -> dict:
     """A/B of ``configs`` that the machine's drift cannot bias: per (threads, backbone, batch) the
     configs take turns, ``repeats`` times (the order reversed every other turn), each turn timing
     ``calls`` calls of each (after ``warmup`` untimed ones per config). A config's latency is the
     median over turns of its turn medians; ``vs_first`` is the median over turns of the turn's
     ratio of the first config's latency to this one's (> 1: faster than the first config, which is
     the classifier alone by default), with its min..max over turns as the spread.
+    dtype: the autocast dtype (default: bfloat16 on CUDA, float32 on CPU); the deployed AFD's op
+    weights are cast to it once, as ``run_e2e`` and the Pipeline do. threads: torch intra-op
+    thread counts, one A/B each (None: leave torch's setting, one pass). Each (threads, backbone,
+    batch) group's rows are appended to ``rows_path`` as soon as its turns end (the module's doc).
     Rows use ``run_e2e``'s schema plus ``threads``, ``vs_first`` and ``vs_first_min/max``."""
     if repeats < 1 or calls < 1:
         raise ValueError(f"repeats and calls must be >= 1, got {repeats} and {calls}")
     unknown = set(configs) - {"classifier", "afd_train", "afd_deploy_reference", "afd_deploy_fused"}
     if unknown:
         raise ValueError(f"run_interleaved times model configs only; not {sorted(unknown)}")
-    from .ops import current_backend
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("run_interleaved(device='cuda'): no CUDA device is available")
+    dtype = dtype or ("bfloat16" if dev.type == "cuda" else "float32")
+    torch_dtype = getattr(torch, dtype, None)
+    if torch_dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"dtype must be float32, bfloat16 or float16, got {dtype!r}")
     before = torch.get_num_threads()
-    rows: list[dict] = []
+    thread_counts = list(threads) if threads else [before]
+    meta = _meta(dev, width, channels_last, warmup, calls, dtype=dtype,
+                 interleaved={"configs": list(configs), "repeats": repeats, "calls_per_turn": calls})
+    meta["threads"] = thread_counts
+    if dev.type == "cpu":
+        meta["device"] = f"cpu ({os.cpu_count()} cores)"
+    rec = _Recorder(rows_path, json_path, run, f"e2e_{dev.type}_interleaved", meta)
 
     def log(msg):
         if verbose:
             print(msg, flush=True)
+    amp = (lambda: torch.autocast(dev.type, dtype=torch_dtype)) if torch_dtype != torch.float32 else (
+        contextlib.nullcontext)
     try:
         for backbone in backbones:
             base = build_model(backbone, width=width)
             models = {}
             for config in configs:
                 m = _variant(base, config).to(dev)
+                afd = getattr(m, "afd", None)
+                if afd is not None and afd.deployed and torch_dtype != torch.float32:
+                    afd.deploy(afd.impl, torch_dtype)  # as run_e2e and the Pipeline: op weights cast once
                 models[config] = m.to(memory_format=torch.channels_last) if channels_last else m
-            for n_threads in threads:
+            for n_threads in thread_counts:
                 torch.set_num_threads(n_threads)
                 for b in batches:
                     x = torch.randint(0, 256, (b, 3, 224, 224), dtype=torch.uint8, device=dev)
                     x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
                     def fn(m):
-                        with torch.inference_mode():
+                        with torch.inference_mode(), amp():
                             return m(x)
                     for config in configs:
                         time_fn(lambda m=models[config]: fn(m), dev, warmup, 1, 0.0)
@@ -374,26 +476,22 @@ def run_interleaved(device: str = "cpu", json_path: Optional[str] = None,
                     for config in configs:
                         med = statistics.median(turns[config])
                         ratios = [f / t for f, t in zip(first, turns[config])]
-                        row = _row(config, backbone, b, "float32", dev, images_per_s=b / med,
+                        row = _row(config, backbone, b, dtype, dev, images_per_s=b / med,
                                    latency_ms_median=1e3 * med, latency_ms_p95=1e3 * _percentile(turns[config], 0.95),
                                    runs=repeats * calls, threads=n_threads, vs_first=statistics.median(ratios),
                                    vs_first_min=min(ratios), vs_first_max=max(ratios))
-                        rows.append(row)
-                        log(f"{backbone:18s} {config:22s} b={b:<4d} threads={n_threads} {row['images_per_s']:8.1f} "
-                            f"img/s  median {row['latency_ms_median']:9.2f} ms  vs {configs[0]} "
-                            f"{row['vs_first']:.3f} ({row['vs_first_min']:.3f}..{row['vs_first_max']:.3f})")
+                        rec.write("row", row)
+                        log(f"{backbone:18s} {config:22s} b={b:<4d} threads={n_threads} {dtype:9s} "
+                            f"{row['images_per_s']:8.1f} img/s  median {row['latency_ms_median']:9.2f} ms  vs "
+                            f"{configs[0]} {row['vs_first']:.3f} "
+                            f"({row['vs_first_min']:.3f}..{row['vs_first_max']:.3f})")
+            del models, base
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
     finally:
         torch.set_num_threads(before)
-    result = {
-        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
-        "device_type": dev.type, "torch": torch.__version__, "cuda": torch.version.cuda,
-        "cuda_available": torch.cuda.is_available(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "commit": git_commit(), "afd_backend": current_backend(dev), "threads": list(threads),
-        "afd_width": width, "channels_last": channels_last, "warmup": warmup, "iters": calls,
-        "interleaved": {"configs": list(configs), "repeats": repeats, "calls_per_turn": calls},
-        "rows": rows, "flops": [],
-    }
+    rec.write("end", {})
+    result = result_from_records(rec.records)
     if json_path:
         write_result(result, json_path)
         log(f"wrote {json_path} and {Path(json_path).with_suffix('.md')}")
@@ -427,16 +525,19 @@ def format_markdown(result: dict) -> str:
              f"torch {result['torch']}, CUDA {result['cuda']}, afd backend `{result['afd_backend']}`, "
              f"{result['date']}, commit {result['commit'] or 'n/a'}; AFD width `{result['afd_width']}`, "
              f"uint8 224x224 inputs, channels_last={result['channels_last']}.", ""]
+    if result.get("complete") is False:
+        lines += ["**Cut short**: the rows below are those measured before the run ended (rebuilt from its "
+                  "JSON Lines records).", ""]
     inter = result.get("interleaved")
     if inter:
         first = inter["configs"][0]
         lines += [f"Interleaved: the configs take turns, {inter['repeats']} turns of {inter['calls_per_turn']} "
                   f"calls each (order reversed every other turn); latency = median of the turn medians; "
                   f"x {first} = median over turns of ({first} latency / this latency), min..max over turns.", "",
-                  f"| backbone | config | batch | threads | images/s | median ms | x {first} | min..max |",
-                  "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+                  f"| backbone | config | batch | dtype | threads | images/s | median ms | x {first} | min..max |",
+                  "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | --- |"]
         for r in result["rows"]:
-            lines.append(f"| {r['backbone']} | {r['config']} | {r['batch']} | {r['threads']} | "
+            lines.append(f"| {r['backbone']} | {r['config']} | {r['batch']} | {r['dtype']} | {r['threads']} | "
                          f"{r['images_per_s']:.1f} | {r['latency_ms_median']:.2f} | {r['vs_first']:.3f} | "
                          f"{r['vs_first_min']:.3f}..{r['vs_first_max']:.3f} |")
         return "\n".join(lines) + "\n"

@@ -5,7 +5,7 @@ or in the weights' floating dtype; channels_last (the pipeline's layout) and NCH
 import pytest
 import torch
 
-from conftest import BATCH, DEVICE, DTYPES, LAYOUTS, implementations  # bench: conftest's fixture
+from conftest import BATCH, DEVICE, DTYPES, LAYOUTS, generator, implementations  # bench: conftest's fixture
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -14,13 +14,12 @@ from conftest import BATCH, DEVICE, DTYPES, LAYOUTS, implementations  # bench: c
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("impl,backend", implementations("block_dct_fdm"), ids=lambda v: str(v))
 def test_block_dct_fdm(bench, impl, backend, dtype, channels, image, layout):
-    g = torch.Generator().manual_seed(0)
-    img = (torch.rand(BATCH, 3, 224, 224, generator=g) * 255).round()
-    img = img.to(device=DEVICE, dtype=torch.uint8 if image == "uint8" else dtype)
-    img = img.contiguous(memory_format=LAYOUTS[layout])
+    g = generator()
+    img = (torch.rand(BATCH, 3, 224, 224, generator=g, device=DEVICE) * 255).round()
+    img = img.to(torch.uint8 if image == "uint8" else dtype).contiguous(memory_format=LAYOUTS[layout])
 
     def r(*s, scale):
-        return (torch.randn(*s, generator=g) * scale).to(device=DEVICE, dtype=dtype)
+        return (torch.randn(*s, generator=g, device=DEVICE) * scale).to(dtype)
     w = [r(128, 192, scale=0.01), r(128, scale=0.1), r(64, 128, scale=0.1), r(64, scale=0.1),
          r(channels, 64, scale=0.1), r(channels, scale=0.1)]
     es = torch.finfo(dtype).bits // 8

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import BATCH, DEVICE, DTYPES, LAYOUTS, implementations  # bench: conftest's fixture
+from conftest import BATCH, DEVICE, DTYPES, LAYOUTS, generator, implementations  # bench: conftest's fixture
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -11,15 +11,15 @@ from conftest import BATCH, DEVICE, DTYPES, LAYOUTS, implementations  # bench: c
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("impl,backend", implementations("repconv_dedrift"), ids=lambda v: str(v))
 def test_repconv_dedrift(bench, impl, backend, dtype, channels, layout):
-    g = torch.Generator().manual_seed(0)
+    g = generator()
     cin = 16
     fmt = LAYOUTS[layout]
 
     def r(*s, scale=1.0):
-        return (torch.randn(*s, generator=g) * scale).to(device=DEVICE, dtype=dtype)
+        return (torch.randn(*s, generator=g, device=DEVICE) * scale).to(dtype)
     x = r(BATCH, cin, 112, 112).contiguous(memory_format=fmt)
     weight, bias = r(channels, cin, 3, 3, scale=0.1), r(channels)
-    fdm = torch.rand(BATCH, channels, 28, 28, generator=g).to(device=DEVICE, dtype=dtype)
+    fdm = torch.rand(BATCH, channels, 28, 28, generator=g, device=DEVICE).to(dtype)
     fdm = fdm.contiguous(memory_format=fmt)
     feat = r(BATCH, channels, 112, 112).contiguous(memory_format=fmt)
     es = x.element_size()

@@ -8,10 +8,17 @@ Shapes are the production ones: batch 32 on CPU and 256 on GPU, 224x224 images, 
 as the deployed module feeds them: bfloat16 and float16 channels_last on GPU, float32 on CPU,
 and the uint8 image for ``block_dct_fdm``.
 
-Set AFD_BENCH_RAW=FILE to collect the rows (and the copy bandwidth measured in the same run).
+Set AFD_BENCH_ROWS=FILE to collect the rows: each one appended to FILE (JSON Lines, under the run
+name AFD_BENCH_RUN) and flushed to the disk as soon as it is measured, so that a run cut short
+keeps every row it measured (bench/report.py writes the run's meta record and the copy bandwidth
+first, and builds the tables from the file).
+
+The rows run in the order of their value, whatever the files and parameters: bfloat16 first,
+the compiled CUDA kernels before the eager reference, Triton and torch.compile of the
+reference, the ops with a bandwidth target (block_dct_fdm, repconv_dedrift) first, channels_last
+before NCHW (``pytest_collection_modifyitems``).
 """
 import contextlib
-import json
 import os
 import statistics
 import sys
@@ -21,7 +28,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import copy_bandwidth_gb_per_s, time_calls  # noqa: E402
+from timing import time_calls  # noqa: E402
 
 DEVICE = os.environ.get("AFD_BENCH_DEVICE", "cuda" if torch.cuda.is_available() else "cpu")
 #: feature / image dtypes of the production path
@@ -30,9 +37,6 @@ LAYOUTS = {"nchw": torch.contiguous_format, "nhwc": torch.channels_last}
 BATCH = int(os.environ.get("AFD_BENCH_BATCH", "32" if DEVICE == "cpu" else "256"))
 ROUNDS = int(os.environ.get("AFD_BENCH_ROUNDS", "7" if DEVICE == "cpu" else "50"))
 WITH_COMPILE = os.environ.get("AFD_BENCH_COMPILE", "1") == "1"
-
-_ROWS: list = []
-
 
 def implementations(op_name):
     """(name, backend or None for the eager / compiled reference)."""
@@ -74,15 +78,47 @@ def measure_row(op_name, impl, backend, args, bytes_moved, device=DEVICE, rounds
             "gb_per_s": bytes_moved / median / 1e9, **info}
 
 
+def generator(seed: int = 0) -> torch.Generator:
+    """The inputs' random generator, on the device: a batch of 256 images or feature maps is made
+    there in milliseconds (on the host, then copied, it took seconds a row)."""
+    return torch.Generator(device=DEVICE).manual_seed(seed)
+
+
+def append_row(row: dict) -> None:
+    """The row, appended to $AFD_BENCH_ROWS at once (nothing is held back until the end)."""
+    path = os.environ.get("AFD_BENCH_ROWS")
+    if path:
+        from afd_ext.e2e_benchmark import append_record
+        append_record(path, {"run": os.environ.get("AFD_BENCH_RUN", f"kernels_{DEVICE}"), "source": "kernels",
+                             "record": "row", **row})
+
+
 @pytest.fixture
 def bench():
     def run(*args, **kwargs):
-        _ROWS.append(measure_row(*args, **kwargs))
+        append_row(measure_row(*args, **kwargs))
     return run
 
 
-def pytest_sessionfinish(session, exitstatus):
-    raw = os.environ.get("AFD_BENCH_RAW")
-    if raw and _ROWS:
-        peak = copy_bandwidth_gb_per_s(DEVICE)
-        Path(raw).write_text(json.dumps({**peak, "rows": _ROWS}, indent=1))
+#: the order of value (lower first); names not listed go after those that are
+_ORDER = {"dtype": ["bfloat16", "float32", "float16"],
+          "impl": ["cuda", "cpp", "eager_reference", "triton", "compile_reference"],
+          "op": ["block_dct_fdm", "repconv_dedrift", "block_dct"],
+          "layout": ["nhwc", "nchw"]}
+
+
+def value_key(params: dict, op: str) -> tuple:
+    """Sort key of one benchmark row: dtype, then implementation, then op, then layout."""
+    def rank(kind, value):
+        order = _ORDER[kind]
+        return order.index(value) if value in order else len(order)
+    dtype = str(params.get("dtype", "")).removeprefix("torch.")
+    return (rank("dtype", dtype), rank("impl", params.get("impl")), rank("op", op),
+            rank("layout", params.get("layout")))
+
+
+def pytest_collection_modifyitems(session, config, items):
+    def key(item):
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        return value_key(params, item.originalname.removeprefix("test_"))
+    items.sort(key=key)  # stable: the rest of pytest's order stays

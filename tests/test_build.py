@@ -103,6 +103,57 @@ def test_cuda_arch_list_default_and_floor(monkeypatch):
             setup.cuda_arch_list()
 
 
+def test_cuda_arch_list_reads_arch_suffixes_names_and_native(monkeypatch):
+    """Entries as torch.utils.cpp_extension reads them: "9.0a" / "10.0a" (architecture-specific
+    features, sm_90a), "+PTX", "12.0f" (family), torch's names, " " or ";" between; "native" is the
+    visible GPUs'. The floor still refuses anything older than 8.0, in any of those spellings."""
+    import torch
+    setup = _setup_module()
+    for ok in ("9.0a", "10.0a", "8.0+PTX", "9.0a+PTX", "10.0a+PTX", "12.0f", "8.0;9.0a", "8.0 9.0a+PTX", "Hopper",
+               "Ampere;Hopper"):
+        monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", ok)
+        assert setup.cuda_arch_list() == ok
+    assert [cap for _, cap in setup.parse_arch_list("8.0;9.0a 10.0a+PTX;Hopper")] == [(8, 0), (9, 0), (10, 0), (9, 0)]
+    for bad, needle in (("7.5", "7.5 is older"), ("7.5+PTX", "7.5\\+PTX is older"), ("Turing", "older than"),
+                        ("8.0;7.0a", "7.0a is older"), ("9.0b", "cannot read"), ("sm_90a", "cannot read"),
+                        ("9", "cannot read"), ("9.0+ptx", "cannot read")):
+        monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", bad)
+        with pytest.raises(ValueError, match=needle):
+            setup.cuda_arch_list()
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "native")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(ValueError, match="no GPU is visible"):
+        setup.cuda_arch_list()
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i: (9, 0))
+    assert setup.cuda_arch_list() == "9.0"
+
+
+def test_source_digest_follows_what_c_is_compiled_from(tmp_path):
+    """The digest recorded in _build_info.json (tools/gpu_session.sh skips the install when the
+    build in place has the sources' digest): a change to a compiled source or setup.py changes it,
+    a change elsewhere (Python, docs) does not; it is written beside _C."""
+    import json
+    setup = _setup_module()
+    for rel, text in (("setup.py", "x"), ("csrc/ops.cpp", "a"), ("csrc/cuda/k.cpp", "b"), ("kernels/k.cu", "c"),
+                      ("kernels/k.cuh", "d"), ("afd_ext/m.py", "e"), ("README.md", "f")):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    base = setup.source_digest(str(tmp_path))
+    for rel in ("afd_ext/m.py", "README.md"):
+        (tmp_path / rel).write_text("changed")
+        assert setup.source_digest(str(tmp_path)) == base, rel
+    for rel in ("setup.py", "csrc/ops.cpp", "csrc/cuda/k.cpp", "kernels/k.cu", "kernels/k.cuh"):
+        before = setup.source_digest(str(tmp_path))
+        (tmp_path / rel).write_text("changed " + rel)
+        assert setup.source_digest(str(tmp_path)) != before, rel
+    (tmp_path / "kernels" / "new.cu").write_text("")
+    assert setup.source_digest(str(tmp_path)) != before  # a new file counts
+    setup._record_build_torch(str(tmp_path / "out"), None)
+    info = json.loads((tmp_path / "out" / "_build_info.json").read_text())
+    assert info["sources"] == setup.source_digest() and info["cuda_archs"] is None
+
+
 # -- the CTest test of the plain C++ library (README "Layout", the CMake line) ------------------------
 
 @pytest.mark.slow

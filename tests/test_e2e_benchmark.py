@@ -5,7 +5,10 @@ import json
 
 import torch
 
-from afd_ext.e2e_benchmark import _percentile, run_e2e, run_interleaved
+import pytest
+
+from afd_ext import e2e_benchmark as e2e
+from afd_ext.e2e_benchmark import _percentile, read_runs, result_from_records, run_e2e, run_interleaved
 
 
 def test_percentile():
@@ -37,7 +40,11 @@ def test_run_e2e_minimal(tmp_path):
     assert rows["classifier"]["vs_classifier"] is None and rows["afd_compile"]["vs_classifier"] is None
     md = out.with_suffix(".md").read_text()
     assert "| efficientnet_lite0 | afd_deploy_fused | 1 | float32 |" in md and "skipped" in md
-    assert result["rows"] == data["rows"]
+    assert result["rows"] == data["rows"] and data["complete"] is True
+    # each row went to e2e.jsonl as it was measured; the summary is the one those records make
+    runs = read_runs(out.with_suffix(".jsonl"))
+    assert list(runs) == ["e2e"] and [r["record"] for r in runs["e2e"]][0] == "meta"
+    assert result_from_records(runs["e2e"]) == data
 
 
 def test_run_interleaved_minimal(tmp_path):
@@ -58,6 +65,70 @@ def test_run_interleaved_minimal(tmp_path):
         assert fused["vs_first_min"] <= fused["vs_first"] <= fused["vs_first_max"] and fused["runs"] == 3
         assert fused["images_per_s"] > 0
     assert "x classifier" in out.with_suffix(".md").read_text()
+
+
+class _StubAFD:
+    deployed, impl = True, "fused"
+
+    def __init__(self, seen):
+        self.seen = seen
+
+    def deploy(self, impl, dtype=None):
+        self.seen["deploy"].append(dtype)
+
+
+class _StubModel(torch.nn.Module):
+    """Stands in for a classifier: records the autocast dtype of each call and fails on command."""
+
+    def __init__(self, seen, config, fail=False):
+        super().__init__()
+        self.seen, self.fail = seen, fail
+        self.afd = None if config == "classifier" else _StubAFD(seen)
+
+    def forward(self, x):
+        if self.fail:
+            raise RuntimeError("device lost")
+        self.seen["autocast"].add(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        return x.float().mean()
+
+
+def _stub_models(monkeypatch, seen, fail_backbone=None):
+    monkeypatch.setattr(e2e, "build_model", lambda backbone, width: backbone)
+    monkeypatch.setattr(e2e, "_variant", lambda base, config: _StubModel(seen, config, fail=base == fail_backbone))
+
+
+def test_run_interleaved_runs_under_its_dtype_with_the_afd_deployed_in_it(monkeypatch, tmp_path):
+    """dtype: the autocast of every timed call and the dtype the deployed AFD's op weights are cast
+    to (float32 on CPU by default, bfloat16 on CUDA); threads=None keeps torch's setting."""
+    seen = {"deploy": [], "autocast": set()}
+    _stub_models(monkeypatch, seen)
+    result = run_interleaved("cpu", backbones=("efficientnet_lite0",), batches=(1,), threads=None, repeats=2,
+                             calls=1, dtype="bfloat16", verbose=False)
+    assert seen["deploy"] == [torch.bfloat16] and seen["autocast"] == {torch.bfloat16}
+    assert {r["dtype"] for r in result["rows"]} == {"bfloat16"} and result["dtype"] == "bfloat16"
+    assert result["threads"] == [torch.get_num_threads()]
+    seen = {"deploy": [], "autocast": set()}
+    _stub_models(monkeypatch, seen)
+    result = run_interleaved("cpu", backbones=("efficientnet_lite0",), batches=(1,), threads=(1,), repeats=1,
+                             calls=1, verbose=False)
+    assert seen["deploy"] == [] and seen["autocast"] == {None} and result["rows"][0]["dtype"] == "float32"
+    with pytest.raises(ValueError, match="dtype must be"):
+        run_interleaved("cpu", dtype="int8", verbose=False)
+
+
+def test_run_interleaved_keeps_the_rows_measured_before_a_failure(monkeypatch, tmp_path):
+    """The rows of each finished group are on the disk before the next group starts: when a later
+    backbone fails, the file holds the first one's rows and no end record, and the rebuilt summary
+    says it was cut short."""
+    seen = {"deploy": [], "autocast": set()}
+    _stub_models(monkeypatch, seen, fail_backbone="resnet50")
+    rows = tmp_path / "rows.jsonl"
+    with pytest.raises(RuntimeError, match="device lost"):
+        run_interleaved("cpu", backbones=("efficientnet_lite0", "resnet50"), batches=(1,), threads=(1,), repeats=1,
+                        calls=1, verbose=False, rows_path=str(rows), run="inter")
+    result = result_from_records(read_runs(rows)["inter"])
+    assert result["complete"] is False and {r["backbone"] for r in result["rows"]} == {"efficientnet_lite0"}
+    assert len(result["rows"]) == 2 and "Cut short" in e2e.format_markdown(result)
 
 
 def test_cli_bench_threads_need_interleave(capsys):

@@ -8,7 +8,12 @@ the shipped width, deployed with the fused ops, channels_last, uint8 224x224 inp
 autocast), three profiles of ``--iters`` calls after warm-up: the classifier alone, the whole
 deployed forward, and the AFD module alone on the stem's output. Each table: kernel (device
 kernels on GPU, operators on CPU), calls per forward, self time per forward, share of the
-profile's total; the totals give the AFD's cost against the classifier's.
+profile's total; the totals give the AFD's cost against the classifier's. The AFD is deployed
+with the dtype it runs in (``deploy(dtype=torch.bfloat16)`` under bf16 autocast: its op weights
+cast once, as the Pipeline does), so no per-call weight casts show up in the tables.
+
+Each table is appended to ``--rows`` (JSON Lines, default STEM.jsonl) as soon as it is profiled;
+a run cut short is summarized with ``python bench/session.py rebuild STEM.jsonl``.
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from afd_ext.e2e_benchmark import build_model
+from afd_ext.e2e_benchmark import append_record, build_model
 from afd_ext.utils import atomic_write_bytes, git_commit, write_json
 
 
@@ -66,39 +71,65 @@ def profile_table(fn, device: torch.device, iters: int, warmup: int = 3) -> dict
 
 
 def profile_backbone(backbone: str, device: torch.device, batch: int, dtype: torch.dtype, iters: int,
-                     width: str) -> dict:
-    model = build_model(backbone, width=width).deploy().to(device).to(memory_format=torch.channels_last)
+                     width: str, warmup: int = 3, emit=None) -> dict:
+    """The three profiles of one backbone; ``emit(part, table)`` is called as each one ends."""
+    weights = dtype if dtype != torch.float32 else None  # deployed in the dtype it runs in
+    model = build_model(backbone, width=width).deploy(dtype=weights).to(device).to(memory_format=torch.channels_last)
     x = torch.randint(0, 256, (batch, 3, 224, 224), dtype=torch.uint8, device=device)
     x = x.contiguous(memory_format=torch.channels_last)
     amp = (torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext())
+    out = {}
     with torch.inference_mode(), amp:
         feat, pixels = model.stem_features(x)
-        out = {
-            "classifier": profile_table(lambda: model(x, use_afd=False), device, iters),
-            "deployed_forward": profile_table(lambda: model(x), device, iters),
-            "afd_module": profile_table(lambda: model.afd(feat, pixels), device, iters),
-        }
-    out["afd_share_of_forward"] = 1.0 - out["classifier"]["total_us_per_call"] / out["deployed_forward"][
-        "total_us_per_call"]
-    return out
+        for part, fn in (("classifier", lambda: model(x, use_afd=False)), ("deployed_forward", lambda: model(x)),
+                         ("afd_module", lambda: model.afd(feat, pixels))):
+            out[part] = profile_table(fn, device, iters, warmup)
+            if emit is not None:
+                emit(part, out[part])
+    return _with_share(out)
+
+
+def _with_share(prof: dict) -> dict:
+    if "classifier" in prof and "deployed_forward" in prof:
+        prof["afd_share_of_forward"] = 1.0 - prof["classifier"]["total_us_per_call"] / prof["deployed_forward"][
+            "total_us_per_call"]
+    return prof
+
+
+def result_from_records(records) -> dict:
+    """The JSON summary of one profile run from its JSON Lines records (tables of the backbones and
+    parts profiled before the run ended; ``complete`` False when it did not reach its end)."""
+    meta = next(({k: v for k, v in r.items() if k not in ("run", "source", "record")}
+                 for r in records if r.get("record") == "meta"), {})
+    backbones: dict = {}
+    for r in records:
+        if r.get("record") == "table":
+            backbones.setdefault(r["backbone"], {})[r["part"]] = r["table"]
+    return {**meta, "complete": any(r.get("record") == "end" for r in records),
+            "backbones": {b: _with_share(prof) for b, prof in backbones.items()}}
 
 
 def format_markdown(result: dict, top: int) -> str:
     lines = [f"# Profile of one deployed forward ({result['device']})", "",
              f"torch {result['torch']} · CUDA {result['cuda']} · {result['date']} · commit {result['commit']} · "
              f"batch {result['batch']} · {result['dtype']}{' autocast' if result['dtype'] != 'float32' else ''} · "
-             f"channels_last uint8 input · AFD width "
-             f"`{result['width']}`, deployed, fused ops · {result['iters']} profiled calls after warm-up; times "
+             f"channels_last uint8 input · AFD width `{result['width']}`, deployed with its op weights in "
+             f"{result['dtype']}, fused ops · {result['iters']} profiled calls after warm-up; times "
              f"are {'device (kernel)' if result['device_type'] == 'cuda' else 'CPU self'} time per call.", ""]
     unit = "kernels" if result["device_type"] == "cuda" else "op calls"
+    if result.get("complete") is False:
+        lines += ["**Cut short**: the tables below are those profiled before the run ended.", ""]
     for backbone, prof in result["backbones"].items():
-        cls, full = prof["classifier"], prof["deployed_forward"]
-        lines += [f"## {backbone}", "",
-                  f"classifier alone {cls['total_us_per_call'] / 1e3:.2f} ms ({cls['kernel_launches_per_call']:.0f} "
-                  f"{unit}) · with the AFD {full['total_us_per_call'] / 1e3:.2f} ms "
-                  f"({full['kernel_launches_per_call']:.0f} {unit}) · AFD share of the forward "
-                  f"{100 * prof['afd_share_of_forward']:.1f}%", ""]
+        lines += [f"## {backbone}", ""]
+        if "afd_share_of_forward" in prof:
+            cls, full = prof["classifier"], prof["deployed_forward"]
+            lines += [f"classifier alone {cls['total_us_per_call'] / 1e3:.2f} ms "
+                      f"({cls['kernel_launches_per_call']:.0f} {unit}) · with the AFD "
+                      f"{full['total_us_per_call'] / 1e3:.2f} ms ({full['kernel_launches_per_call']:.0f} {unit}) · "
+                      f"AFD share of the forward {100 * prof['afd_share_of_forward']:.1f}%", ""]
         for part in ("deployed_forward", "afd_module"):
+            if part not in prof:
+                continue
             table = prof[part]
             lines += [f"### {part.replace('_', ' ')} (top {top} of {len(table['rows'])})", "",
                       "| kernel | count / call | us / call | share |", "| --- | ---: | ---: | ---: |"]
@@ -120,22 +151,38 @@ def main(argv=None) -> int:
     p.add_argument("--backbones", nargs="+", default=["efficientnet_lite0", "resnet50"])
     p.add_argument("--width", default="small", help="AFD width preset (the shipped Lite0 checkpoint's: small = 8)")
     p.add_argument("--iters", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls before each profile")
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--out", required=True, help="output stem: writes STEM.json and STEM.md")
+    p.add_argument("--rows", default=None, help="JSON Lines file the tables are appended to as they are profiled "
+                                                "(default STEM.jsonl, started afresh)")
+    p.add_argument("--run", default=None, help="the run's name in --rows (default: STEM's name)")
     a = p.parse_args(argv)
     device = torch.device(a.device)
     gpu = device.type == "cuda"
     batch = a.batch or (256 if gpu else 8)
     dtype = getattr(torch, a.dtype or ("bfloat16" if gpu else "float32"))
-    result = {
-        "device": torch.cuda.get_device_name(device) if gpu else "cpu", "device_type": device.type,
-        "torch": torch.__version__, "cuda": torch.version.cuda,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "commit": git_commit(), "batch": batch, "dtype": str(dtype).removeprefix("torch."), "width": a.width,
-        "iters": a.iters,
-        "backbones": {b: profile_backbone(b, device, batch, dtype, a.iters, a.width) for b in a.backbones},
-    }
     stem = Path(a.out)
+    rows = Path(a.rows) if a.rows else stem.with_suffix(".jsonl")
+    run = a.run or stem.name
+    rows.parent.mkdir(parents=True, exist_ok=True)
+    if not a.rows and rows.exists():
+        rows.unlink()
+    records = []
+
+    def record(kind, **data):
+        rec = {"run": run, "source": "profile", "record": kind, **data}
+        records.append(rec)
+        append_record(rows, rec)
+    record("meta", device=torch.cuda.get_device_name(device) if gpu else "cpu", device_type=device.type,
+           torch=torch.__version__, cuda=torch.version.cuda,
+           date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), commit=git_commit(),
+           batch=batch, dtype=str(dtype).removeprefix("torch."), width=a.width, iters=a.iters, top=a.top)
+    for b in a.backbones:
+        profile_backbone(b, device, batch, dtype, a.iters, a.width, a.warmup,
+                         emit=lambda part, table, b=b: record("table", backbone=b, part=part, table=table))
+    record("end")
+    result = result_from_records(records)
     write_json(stem.with_suffix(".json"), result)
     text = format_markdown(result, a.top)
     atomic_write_bytes(stem.with_suffix(".md"), text.encode())
