@@ -1,35 +1,90 @@
-"""The shipped Lite0 checkpoint helps on dev images its training run held out (needs ../shared/data)."""
+"""The shipped Lite0 checkpoint does what docs/accuracy.md claims, on the decision set: labelled dev
+images that no checkpoint of its lineage saw (``afd_ext.data.in_decision_set``). ``pytest -k shipped``."""
+import json
+from pathlib import Path
+
 import pytest
 
 import afd_ext
 from afd_ext.checkpoint import read_checkpoint
-from afd_ext.data import list_images
+from afd_ext.data import in_decision_set, list_images
 from helpers import DEV_IMAGES, needs_data
+
+# Floor on the decision set (233 images, one image = 0.43 points): half of what the shipped checkpoint
+# (v3) measured there, +2.7 points on the paper's protocol (bench/results/accuracy_decision_set.md), three
+# images above a rerun's noise of one: a checkpoint with a third of the shipped gain (+0.9) fails.
+# Mean top-1 gain over quality 25/18/15/10/7.
+CROP_GAIN_FLOOR = 1.3
+ONE_IMAGE = 100.0 / 233
+
+
+@pytest.fixture(scope="module")
+def decision_set():
+    files = [str(f) for f in list_images(DEV_IMAGES) if in_decision_set(f)]
+    assert len(files) == 233, len(files)
+    return files
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    path = afd_ext.shipped_checkpoint("efficientnet_lite0")
+    return afd_ext.create_model("efficientnet_lite0").deploy(), read_checkpoint(path)[1]
+
+
+@needs_data
+def test_shipped_checkpoint_never_saw_the_decision_set(decision_set, shipped):
+    """Its training run held out every decision-set image and started from scratch (no --init)."""
+    _, config = shipped
+    held = set(config["data"]["holdout_files"])
+    assert {Path(f).name for f in decision_set} <= held
+    assert config["recipe"].get("init") is None
 
 
 @needs_data
 @pytest.mark.slow
-def test_shipped_checkpoint_gains_at_quality_10_on_held_out_images():
-    path = afd_ext.shipped_checkpoint("efficientnet_lite0")
-    _, config = read_checkpoint(path)
-    held = set(config["data"]["holdout_files"])
-    files = [str(f) for f in list_images(DEV_IMAGES) if f.name in held][:100]
-    assert len(files) >= 80, "the training run must hold out dev images for this test"
-    afd, _ = afd_ext.load_checkpoint(path, backbone="efficientnet_lite0")
-    model = afd_ext.attach(afd_ext.load_classifier("efficientnet_lite0"), afd=afd).deploy()
-    r = afd_ext.evaluate(model, files, qualities=[10], progress=False)
-    q10 = r["qualities"][0]
-    # gain at q10 on images the module never saw, and clean accuracy kept within 2 images
-    assert q10["top1_afd"] > q10["top1_direct"], q10
-    assert r["clean"]["top1_afd"] >= r["clean"]["top1_direct"] - 200.0 / len(files), r["clean"]
+def test_shipped_checkpoint_gains_on_the_papers_protocol_and_keeps_clean_images(decision_set, shipped):
+    model, _ = shipped
+    r = afd_ext.evaluate(model, decision_set, progress=False, protocol="crop", codec="jpeg")
+    gain = r["mean"]["top1_afd"] - r["mean"]["top1_direct"]
+    assert gain >= CROP_GAIN_FLOOR, r["mean"]
+    assert r["clean"]["top1_afd"] >= r["clean"]["top1_direct"] - ONE_IMAGE - 1e-9, r["clean"]
 
 
-@pytest.mark.parametrize("name", ["afd_efficientnet_lite0", "afd_efficientnet_lite0_v1"])
+@needs_data
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol,codec", [("resized", "jpeg"), ("full", "jpeg"), ("crop", "webp")])
+def test_shipped_checkpoint_loses_nothing_where_images_come_from(decision_set, shipped, protocol, codec):
+    model, _ = shipped
+    r = afd_ext.evaluate(model, decision_set, progress=False, protocol=protocol, codec=codec)
+    assert r["mean"]["top1_afd"] >= r["mean"]["top1_direct"], (protocol, codec, r["mean"])
+
+
+@needs_data
+@pytest.mark.slow
+def test_shipped_checkpoint_leaves_mildly_compressed_photos_alone(decision_set, shipped):
+    model, _ = shipped
+    r = afd_ext.evaluate(model, decision_set, qualities=[90, 75], progress=False, protocol="full")
+    for q in r["qualities"]:
+        assert q["top1_afd"] >= q["top1_direct"] - ONE_IMAGE - 1e-9, q
+
+
+@pytest.mark.parametrize("name", ["afd_efficientnet_lite0", "afd_efficientnet_lite0_v1", "afd_efficientnet_lite0_v2"])
 def test_shipped_checkpoints_record_no_absolute_paths(name):
-    import json
-    from pathlib import Path
     weights = Path(afd_ext.weights.__file__).parent
     configs = [json.loads((weights / f"{name}.json").read_text()), read_checkpoint(weights / f"{name}.safetensors")[1]]
     for cfg in configs:
         text = json.dumps(cfg)
         assert '"/' not in text and "/work/" not in text and "/home/" not in text, name
+
+
+def test_every_release_loads_by_name():
+    from afd_ext.weights import list_releases
+    releases = list_releases("efficientnet_lite0")
+    assert releases and all(afd_ext.shipped_checkpoint("efficientnet_lite0", r).is_file() for r in releases)
+    assert afd_ext.shipped_checkpoint("efficientnet_lite0") == afd_ext.shipped_checkpoint(
+        "efficientnet_lite0", releases[-1])
+    for r in releases:
+        model = afd_ext.create_model("efficientnet_lite0", checkpoint=r)
+        assert model.checkpoint_path == str(afd_ext.shipped_checkpoint("efficientnet_lite0", r))
+    with pytest.raises(ValueError, match="no AFD release 'v0'"):
+        afd_ext.shipped_checkpoint("efficientnet_lite0", "v0")
