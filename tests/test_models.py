@@ -30,9 +30,21 @@ def test_create_model_shipped_afd_and_without_afd():
     plain = afd_ext.create_model("efficientnet_lite0", afd=False)
     assert plain.afd is None and plain.checkpoint_path is None
     x = torch.randint(0, 256, (2, 3, 224, 224), dtype=torch.uint8)
+    # A heavily compressed photo: the shipped AFD's gate opens on it (on noise or clean images it may stay closed).
+    jpeg = torch.stack([_q10_photo(seed) for seed in (0, 1)])
     with torch.no_grad():
         assert torch.equal(plain(x), m(x, use_afd=False))
-        assert not torch.equal(m(x), plain(x))  # the trained AFD acts
+        assert not torch.equal(m(jpeg), plain(jpeg))  # the trained AFD acts
+
+
+def _q10_photo(seed: int) -> torch.Tensor:
+    import io
+
+    from PIL import Image
+
+    from afd_ext.data import to_tensor
+    from helpers import jpeg_bytes, make_photo
+    return to_tensor(Image.open(io.BytesIO(jpeg_bytes(make_photo(224, 224, seed=seed), quality=10))).convert("RGB"))
 
 
 def test_create_model_new_afd_is_the_identity():
@@ -133,7 +145,14 @@ else:  # afd_ext first: register() puts the models into timm's registry
 import torch
 m = timm.create_model("afd_efficientnet_lite0", pretrained=True)
 ref = afd_ext.create_model("efficientnet_lite0")
-x = torch.randint(0, 256, (1, 3, 96, 96), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+import io
+import numpy as np
+from PIL import Image
+yy, xx = np.mgrid[0:96, 0:96]
+photo = np.clip(np.stack([127 + 100 * np.sin(xx / 7.0 + c) * np.cos(yy / 11.0) for c in range(3)], -1), 0, 255)
+buf = io.BytesIO()
+Image.fromarray(photo.astype(np.uint8)).save(buf, "JPEG", quality=10)  # heavily compressed: the gate opens
+x = torch.from_numpy(np.array(Image.open(buf).convert("RGB"))).permute(2, 0, 1)[None].contiguous()
 with torch.no_grad():
     same = torch.equal(m(x), ref(x)) and not torch.equal(m(x), ref(x, use_afd=False))
 print(json.dumps({"type": type(m).__name__, "has_afd": m.afd is not None, "checkpoint": m.checkpoint_path,
