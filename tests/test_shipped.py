@@ -18,6 +18,18 @@ CROP_GAIN_FLOOR = 1.3
 ONE_IMAGE = 100.0 / 233
 
 
+@pytest.fixture(scope="module", autouse=True)
+def all_cores():
+    """These tests classify 233 images x 6 settings each: every core (conftest keeps small tests at one)."""
+    import os
+
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def decision_set():
     files = [str(f) for f in list_images(DEV_IMAGES) if in_decision_set(f)]
