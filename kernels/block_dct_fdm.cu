@@ -97,7 +97,7 @@ __device__ __forceinline__ void gen_dense(const T* __restrict__ W, const T* __re
       for (int c = 0; c < RJ; ++c) {
         const int j = j0 + c;
         if (kind == 0) {
-          sout[n * NBP + j] = acc[r][c] > A(0) ? acc[r][c] : A(0);
+          sout[n * NBP + j] = acc[r][c] < A(0) ? A(0) : acc[r][c];  // ReLU keeping NaN, as torch.relu
         } else if (j < nvalid) {
           gout[s_obase[j] + n * ostride_c] = Num<T>::from_acc(sigmoid_f(acc[r][c]));
         }
