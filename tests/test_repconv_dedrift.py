@@ -1,4 +1,6 @@
 """afd::repconv_dedrift: every backend against the reference; opcheck; gradcheck; errors."""
+import math
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -7,11 +9,12 @@ from hypothesis import strategies as st
 import afd_ext
 from afd_ext import reference as R
 from helpers import backend_device_pairs, cpu_backends
-from helpers import EXAMPLES, LAYOUTS, assert_close, dtypes_for, run, with_layout
+from helpers import EXAMPLES, LAYOUTS, UNIT_ROUNDOFF, assert_close, dtypes_for, run, with_layout
 
 OP = torch.ops.afd.repconv_dedrift.default
 PAIRS = backend_device_pairs()
-ACTS = ("relu", "relu6", "identity")
+ACTS = tuple(R.ACTIVATIONS)
+INPUTS = ("x", "weight", "bias", "fdm", "feat")
 
 
 def _args(b, cin, c, hb, wb, rh, rw, dtype, device, seed, bias=True):
@@ -27,20 +30,43 @@ def _args(b, cin, c, hb, wb, rh, rw, dtype, device, seed, bias=True):
     return x, weight, (r(c) if bias else None), fdm, feat
 
 
+def _reference(args, act, dtype):
+    return R.repconv_dedrift(*(t.cpu().double() if t is not None else None for t in args), act).to(dtype)
+
+
+def _poisons():
+    """Half the examples clean, half with 1-3 NaN/+-inf values written into the inputs."""
+    entry = st.tuples(st.sampled_from(INPUTS), st.integers(0, 2**31 - 1),
+                      st.sampled_from([math.nan, math.inf, -math.inf]))
+    return st.one_of(st.just(()), st.lists(entry, min_size=1, max_size=3))
+
+
+def _poison(args, poison):
+    args = list(args)
+    for name, index, value in poison:
+        i = INPUTS.index(name)
+        if args[i] is not None and args[i].numel():
+            args[i] = args[i].clone()
+            args[i].view(-1)[index % args[i].numel()] = value  # contiguous here (before the layout)
+    return args
+
+
 @pytest.mark.parametrize("backend,device", PAIRS)
 def test_parity_random(backend, device):
+    """Every activation, the half types on every device here (tolerance: helpers.tol), and half the
+    examples with NaN/+-inf in x, weight, bias, fdm or feat: NaN and +-inf exactly where the reference
+    has them (relu/relu6 turn -inf to 0 and relu6 +inf to 6, NaN stays NaN)."""
     @settings(max_examples=EXAMPLES[backend])
     @given(b=st.integers(0, 4), cin=st.integers(1, 48), c=st.integers(1, 96), hb=st.integers(1, 7),
            wb=st.integers(1, 7), rh=st.integers(1, 5), rw=st.integers(1, 5), bias=st.booleans(),
            act=st.sampled_from(ACTS), layout=st.sampled_from(LAYOUTS),
-           dtype=st.sampled_from(dtypes_for(backend, device)), seed=st.integers(0, 2**31 - 1))
-    def check(b, cin, c, hb, wb, rh, rw, bias, act, layout, dtype, seed):
-        x, weight, bias_t, fdm, feat = _args(b, cin, c, hb, wb, rh, rw, dtype, device, seed, bias)
+           dtype=st.sampled_from(list(dict.fromkeys([*dtypes_for(backend, device), *UNIT_ROUNDOFF]))),
+           seed=st.integers(0, 2**31 - 1), poison=_poisons())
+    def check(b, cin, c, hb, wb, rh, rw, bias, act, layout, dtype, seed, poison):
+        x, weight, bias_t, fdm, feat = _poison(_args(b, cin, c, hb, wb, rh, rw, dtype, device, seed, bias), poison)
         x, feat = with_layout(x, layout), with_layout(feat, layout)
         out = run(backend, OP, x, weight, bias_t, fdm, feat, act)
-        ref = R.repconv_dedrift(*(t.cpu().double() if t is not None else None for t in (x, weight, bias_t, fdm,
-                                                                                        feat)), act).to(dtype)
-        assert_close(out.cpu(), ref, dtype)
+        assert_close(out.cpu(), _reference((x, weight, bias_t, fdm, feat), act, dtype), dtype, "repconv_dedrift")
         if layout == "channels_last" and b > 0 and c > 1:
             assert out.is_contiguous(memory_format=torch.channels_last)
     check()
@@ -55,13 +81,22 @@ def test_stem_like_shape(backend, device, act):
 
 
 @pytest.mark.parametrize("backend,device", PAIRS)
-def test_odd_feature_sizes_and_nan(backend, device):
-    x, weight, bias, fdm, feat = _args(1, 3, 4, 1, 7, 13, 1, torch.float32, device, 2)  # 13x7 features
-    x[0, 0, 5, 3] = float("nan")
-    out = run(backend, OP, x, weight, bias, fdm, feat, "identity").cpu()
-    ref = R.repconv_dedrift(*(t.cpu() for t in (x, weight, bias, fdm, feat)), "identity")
-    assert torch.equal(torch.isnan(out), torch.isnan(ref)) and torch.isnan(out).any()
-    assert_close(out, ref, torch.float32)
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_odd_feature_sizes_and_nonfinite(backend, device, act, value):
+    """One NaN/+-inf in each input in turn, odd feature sizes, every activation: NaN and +-inf exactly
+    where the reference has them, the rest as close as usual."""
+    at = {"x": (0, 0, 5, 3), "weight": (2, 1, 1, 0), "bias": (1,), "fdm": (0, 3, 0, 4), "feat": (0, 2, 12, 6)}
+    clean = _args(1, 3, 4, 1, 7, 13, 1, torch.float32, device, 2)  # 13x7 features, a 1x7 FDM
+    for where in INPUTS:
+        args, i = list(clean), INPUTS.index(where)
+        args[i] = args[i].clone()
+        args[i][at[where]] = float(value)
+        out = run(backend, OP, *args, act).cpu()
+        ref = _reference(args, act, torch.float32)
+        pre = _reference(args, "identity", torch.float32)  # before the activation, which may clamp it away
+        assert (torch.isnan(pre) | (pre != _reference(clean, "identity", torch.float32))).any(), where
+        assert_close(out, ref, torch.float32)
 
 
 def _by_the_definition(x, weight, bias, fdm, feat):
@@ -76,8 +111,9 @@ def _by_the_definition(x, weight, bias, fdm, feat):
 
 
 @pytest.mark.parametrize("backend,device", PAIRS)
+@pytest.mark.parametrize("act", ACTS)
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
-def test_nonfinite_weights_meet_the_zero_padding(backend, device, value):
+def test_nonfinite_weights_meet_the_zero_padding(backend, device, value, act):
     """A NaN or infinite weight: every backend (the reference included) gives the definition's NaN/Inf
     pattern, where a tap on the zero padding contributes 0 * w (NaN for w = NaN or +-inf). These
     sizes take torch's oneDNN convolution on CPU, which leaves padded taps out (finite borders) where
@@ -85,9 +121,9 @@ def test_nonfinite_weights_meet_the_zero_padding(backend, device, value):
     x, weight, bias, fdm, feat = _args(2, 16, 32, 7, 7, 4, 4, torch.float32, device, 0)
     weight[1, 0, 0, 0] = float(value)  # top-left tap: on the padding for the top row and left column
     weight[5, 3, 2, 1] = float(value)  # bottom-centre tap: on the padding for the bottom row
-    out = run(backend, OP, x, weight, bias, fdm, feat, "identity").cpu()
-    expected = _by_the_definition(x, weight, bias, fdm, feat)
-    reference = R.repconv_dedrift(x, weight, bias, fdm, feat, "identity").cpu()
+    out = run(backend, OP, x, weight, bias, fdm, feat, act).cpu()
+    expected = R.apply_act(_by_the_definition(x, weight, bias, fdm, feat), act)
+    reference = R.repconv_dedrift(x, weight, bias, fdm, feat, act).cpu()
     for name, got in ((backend, out), ("the reference", reference)):
         differ = sum(int((test(got) != test(expected)).sum()) for test in (torch.isnan, torch.isposinf,
                                                                              torch.isneginf))
@@ -97,9 +133,13 @@ def test_nonfinite_weights_meet_the_zero_padding(backend, device, value):
     top_or_left[0, :] = top_or_left[:, 0] = True
     if value == "nan":  # NaN * anything is NaN: the whole output channel
         assert torch.isnan(out[:, [1, 5]]).all() and not torch.isnan(out[:, [0, 2, 3, 4]]).any()
-    else:  # inf * x: +-inf on the image, 0 * inf = NaN on the padding
+    else:  # inf * x: +-inf on the image (relu: 0 or +inf, relu6: 0 or 6), 0 * inf = NaN on the padding
         assert torch.equal(torch.isnan(out[:, 1]), top_or_left.expand(2, 28, 28))
-        assert torch.isinf(out[:, 1][:, ~top_or_left]).all()
+        inside = out[:, 1][:, ~top_or_left]
+        if act == "identity":
+            assert torch.isinf(inside).all()
+        else:
+            assert ((inside == 0) | (inside == (6 if act == "relu6" else math.inf))).all() and (inside == 0).any()
 
 
 @pytest.mark.parametrize("backend", cpu_backends())
