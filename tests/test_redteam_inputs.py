@@ -1,4 +1,4 @@
-"""Hostile and careless inputs (issue 15), one test per class, through the CLI where a user meets it:
+"""Hostile and careless inputs (the first red-team round), one test per class, through the CLI where a user meets it:
 special files and pixel bombs (predict, eval, train), OS errors on every path-taking flag, missing
 optional packages and non-finite flag values, non-finite training, hostile checkpoints, two runs
 into one folder, interrupted runs, --resume with another recipe. CPU, tiny models, a few seconds."""
