@@ -8,8 +8,10 @@ namespace afd {
 namespace cuda_launch {
 
 at::Tensor repconv_dedrift_cuda(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
-                                const at::Tensor& fdm, const at::Tensor& feat, c10::string_view act) {
-  check_repconv_dedrift(x, weight, bias, fdm, feat);
+                                const at::Tensor& fdm, const at::Tensor& feat, c10::string_view act,
+                                const c10::optional<at::Tensor>& skip) {
+  check_repconv_dedrift(x, weight, bias, fdm, feat, skip);
+  TORCH_CHECK_NOT_IMPLEMENTED(!skip.has_value(), "repconv_dedrift: the CUDA kernels' skip loader is not built yet");
   const Act act_code = parse_act(act);
   AFD_CUDA_GUARD(x);
   const at::MemoryFormat fmt = output_memory_format(feat);
