@@ -38,7 +38,7 @@ import torch.autograd.forward_ad as fwAD
 
 from . import reference
 
-OP_NAMES = ("block_dct", "block_dct_fdm", "repconv_dedrift")
+OP_NAMES = ("block_dct", "block_dct_fdm", "fe_conv", "repconv_dedrift")
 BACKENDS = ("reference", "cpp", "cuda", "triton")
 #: Where the one written definition of the op schemas (C++ macros, one per line) is found: the copy
 #: setup.py ships inside the package (installed wheels), else csrc/ (a source tree, editable installs).
@@ -126,8 +126,10 @@ def _reference_kernels() -> Dict[str, Callable]:
     return {
         "block_dct": lambda img: _output_like(img, reference.block_dct(img)),
         "block_dct_fdm": lambda img, *w: _output_like(img, reference.block_dct_fdm(img, *w)),
-        "repconv_dedrift": lambda x, weight, bias, fdm, feat, act: _output_like(
-            feat, reference.repconv_dedrift(x, weight, bias, fdm, feat, act)),
+        "fe_conv": lambda x, skip, weight, bias, alpha, pool: _output_like(
+            x if skip is None else skip, reference.fe_conv(x, skip, weight, bias, alpha, pool)),
+        "repconv_dedrift": lambda x, weight, bias, fdm, feat, act, skip=None: _output_like(
+            feat, reference.repconv_dedrift(x, weight, bias, fdm, feat, act, skip)),
     }
 
 
@@ -316,9 +318,20 @@ def _block_dct_fdm_fake(img, w1, b1, w2, b2, w3, b3):
     return out.contiguous(memory_format=reference.checks.output_memory_format(img))
 
 
+@torch.library.register_fake("afd::fe_conv")
+def _fe_conv_fake(x, skip, weight, bias, alpha, pool):
+    reference.checks.check_fe_conv(x, skip, weight, bias, alpha, pool)
+    like = x if skip is None else skip
+    b, _, h, w = like.shape
+    if pool:
+        h, w = reference.checks.half_size(h), reference.checks.half_size(w)
+    out = like.new_empty((b, weight.shape[0], h, w))
+    return out.contiguous(memory_format=reference.checks.output_memory_format(like))
+
+
 @torch.library.register_fake("afd::repconv_dedrift")
-def _repconv_dedrift_fake(x, weight, bias, fdm, feat, act):
-    reference.checks.check_repconv_dedrift(x, weight, bias, fdm, feat, act)
+def _repconv_dedrift_fake(x, weight, bias, fdm, feat, act, skip=None):
+    reference.checks.check_repconv_dedrift(x, weight, bias, fdm, feat, act, skip)
     return torch.empty_like(feat, memory_format=reference.checks.output_memory_format(feat))
 
 
@@ -370,13 +383,23 @@ def _block_dct_fdm_backward(ctx, grad):
     return _reference_vjp(reference.block_dct_fdm, pairs, grad)
 
 
+def _fe_conv_backward(ctx, grad):
+    x, skip, weight, bias, alpha, pool = _saved_inputs(ctx)
+    needs = ctx.needs_input_grad
+    tensors = [(x, needs[0]), (skip, skip is not None and needs[1]), (weight, needs[2]),
+               (bias, bias is not None and needs[3]), (alpha, needs[4])]
+    grads = _reference_vjp(lambda *a: reference.fe_conv(*a, pool), tensors, grad)
+    return (*grads, None)
+
+
 def _repconv_dedrift_backward(ctx, grad):
-    x, weight, bias, fdm, feat, act = _saved_inputs(ctx)
+    x, weight, bias, fdm, feat, act, skip = _saved_inputs(ctx)
     needs = ctx.needs_input_grad
     tensors = [(x, needs[0]), (weight, needs[1]), (bias, bias is not None and needs[2]),
-               (fdm, needs[3]), (feat, needs[4])]
-    grads = _reference_vjp(lambda *a: reference.repconv_dedrift(*a, act), tensors, grad)
-    return (*grads, None)
+               (fdm, needs[3]), (feat, needs[4]), (skip, skip is not None and needs[6])]
+    grads = _reference_vjp(lambda x_, w_, b_, m_, f_, s_: reference.repconv_dedrift(x_, w_, b_, m_, f_, act, s_),
+                           tensors, grad)
+    return (*grads[:5], None, grads[5])
 
 
 # Forward-mode AD (torch.func.jvp, torch.autograd.forward_ad): the kernels compute values only, and
@@ -433,7 +456,7 @@ def _register_autograd(lib: torch.library.Library, op_name: str, reference_kerne
 
 _lib_autograd = torch.library.Library("afd", "IMPL")
 for _op, _backward in (("block_dct", _block_dct_backward), ("block_dct_fdm", _block_dct_fdm_backward),
-                       ("repconv_dedrift", _repconv_dedrift_backward)):
+                       ("fe_conv", _fe_conv_backward), ("repconv_dedrift", _repconv_dedrift_backward)):
     _register_autograd(_lib_autograd, _op, _reference_kernels()[_op], _backward)
 
 
@@ -452,9 +475,17 @@ def block_dct_fdm(img, w1, b1, w2, b2, w3, b3) -> torch.Tensor:
     return torch.ops.afd.block_dct_fdm(img, w1, b1, w2, b2, w3, b3)
 
 
-def repconv_dedrift(x, weight, bias, fdm, feat, act: str = "relu") -> torch.Tensor:
-    """act(feat + (conv3x3(x, weight) + bias) * nearest_up(fdm)), fused."""
-    return torch.ops.afd.repconv_dedrift(x, weight, bias, fdm, feat, act)
+def fe_conv(x, skip, weight, bias, alpha, pool: bool = False) -> torch.Tensor:
+    """One deployed FE-Net block, fused: maxpool2x2?(prelu(conv3x3(u, weight) + bias, alpha)) with
+    u = x, or u = cat(nearest_up2(x), skip) (a decoder block; x at ceil(H/2) x ceil(W/2) of skip's
+    H x W). Neither u nor the activation before the pool is written to memory (docs/design.md §2)."""
+    return torch.ops.afd.fe_conv(x, skip, weight, bias, alpha, pool)
+
+
+def repconv_dedrift(x, weight, bias, fdm, feat, act: str = "relu", skip=None) -> torch.Tensor:
+    """act(feat + (conv3x3(u, weight) + bias) * nearest_up(fdm)), fused; u = x, or
+    cat(nearest_up2(x), skip) as in :func:`fe_conv`."""
+    return torch.ops.afd.repconv_dedrift(x, weight, bias, fdm, feat, act, skip)
 
 
 # AFD_BACKEND: applied at import, the process-wide default under every thread's use_backend blocks. A

@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 #include <c10/util/Optional.h>
+#include <array>
 #include <string>
 #include <utility>
 
@@ -102,14 +103,52 @@ inline Act parse_act(c10::string_view act) {
 // An FDM axis of `cells` tiles a feature axis of `pixels` (python/checks.py grid_divides).
 inline bool grid_divides(int64_t cells, int64_t pixels) { return cells > 0 ? pixels % cells == 0 : pixels == 0; }
 
+// ceil(n / 2): a 2x2 max-pool's output size (ceil mode), and the coarse size a skip of n takes.
+inline int64_t half_size(int64_t n) { return (n + 1) / 2; }
+
+// The input of an FE-Net 3x3 conv (python/checks.py check_conv_input): x alone, or cat(up2(x), skip)
+// with x at the skip's coarse size ceil(H/2) x ceil(W/2). Returns {B, Cin, H, W} of that input.
+inline std::array<int64_t, 4> check_conv_input(const at::Tensor& x, const c10::optional<at::Tensor>& skip,
+                                               const char* size = "H, W") {
+  check_float("x", x);
+  if (!skip.has_value()) {
+    TORCH_CHECK_VALUE(x.dim() == 4, "x must have shape (B, Cin, ", size, "), got ", x.sizes());
+    TORCH_CHECK_VALUE(x.size(1) > 0, "x must have at least one channel (Cin >= 1; a conv over no input channels "
+                      "is not defined), got ", x.sizes());
+    return {x.size(0), x.size(1), x.size(2), x.size(3)};
+  }
+  const at::Tensor& s = *skip;
+  check_same("skip", s, "x", x);
+  TORCH_CHECK_VALUE(s.dim() == 4, "skip must have shape (B, Cs, ", size, "), got ", s.sizes());
+  const int64_t B = s.size(0), H = s.size(2), W = s.size(3);
+  TORCH_CHECK_VALUE(x.dim() == 4 && x.size(0) == B && x.size(2) == half_size(H) && x.size(3) == half_size(W),
+                    "x must have shape (", B, ", Cx, ", half_size(H), ", ", half_size(W), ") for a skip of shape ",
+                    s.sizes(), " (ceil(H/2) x ceil(W/2): it is upsampled 2x to the skip's size), got ", x.sizes());
+  TORCH_CHECK_VALUE(x.size(1) > 0 && s.size(1) > 0, "x and skip must have at least one channel each, got ",
+                    x.sizes(), " and ", s.sizes());
+  return {B, x.size(1) + s.size(1), H, W};
+}
+
+inline void check_fe_conv(const at::Tensor& x, const c10::optional<at::Tensor>& skip, const at::Tensor& weight,
+                          const c10::optional<at::Tensor>& bias, const at::Tensor& alpha) {
+  const int64_t Cin = check_conv_input(x, skip)[1];
+  check_same("weight", weight, "x", x);
+  TORCH_CHECK_VALUE(weight.dim() == 4 && weight.size(1) == Cin && weight.size(2) == 3 && weight.size(3) == 3,
+                    "weight must have shape (Cout, ", Cin, ", 3, 3), got ", weight.sizes());
+  const int64_t C = weight.size(0);
+  if (bias.has_value()) {
+    check_same("bias", *bias, "x", x);
+    TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == C, "bias must have shape (", C, "), got ",
+                      bias->sizes());
+  }
+  check_same("alpha", alpha, "x", x);
+  TORCH_CHECK_VALUE(alpha.dim() == 1 && alpha.size(0) == C, "alpha must have shape (", C, "), got ", alpha.sizes());
+}
+
 inline void check_repconv_dedrift(const at::Tensor& x, const at::Tensor& weight,
                                   const c10::optional<at::Tensor>& bias, const at::Tensor& fdm,
-                                  const at::Tensor& feat) {
-  check_float("x", x);
-  TORCH_CHECK_VALUE(x.dim() == 4, "x must have shape (B, Cin, Hf, Wf), got ", x.sizes());
-  const int64_t B = x.size(0), Cin = x.size(1), Hf = x.size(2), Wf = x.size(3);
-  TORCH_CHECK_VALUE(Cin > 0, "x must have at least one channel (Cin >= 1; a conv over no input channels is not "
-                    "defined), got ", x.sizes());
+                                  const at::Tensor& feat, const c10::optional<at::Tensor>& skip = c10::nullopt) {
+  const auto [B, Cin, Hf, Wf] = check_conv_input(x, skip, "Hf, Wf");
   check_same("weight", weight, "x", x);
   TORCH_CHECK_VALUE(weight.dim() == 4 && weight.size(1) == Cin && weight.size(2) == 3 && weight.size(3) == 3,
                     "weight must have shape (C, ", Cin, ", 3, 3), got ", weight.sizes());

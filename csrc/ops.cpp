@@ -19,5 +19,6 @@ PyObject* PyInit__C(void) {
 TORCH_LIBRARY(afd, m) {
   m.def(AFD_SCHEMA_BLOCK_DCT);
   m.def(AFD_SCHEMA_BLOCK_DCT_FDM);
+  m.def(AFD_SCHEMA_FE_CONV);
   m.def(AFD_SCHEMA_REPCONV_DEDRIFT);
 }

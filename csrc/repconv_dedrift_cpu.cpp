@@ -1,4 +1,5 @@
-// afd::repconv_dedrift on CPU: the 3x3 conv (with its bias) runs in oneDNN through at::conv2d, then
+// afd::repconv_dedrift on CPU: the 3x3 conv (with its bias; on x, or on the decoder's cat(up2(x), skip)
+// written by conv_input_cpu.h) runs in oneDNN through at::conv2d, then
 // one pass over its output, in place, applies act(feat + d * fdm cell). The upsampled FDM is never
 // built: each feature pixel reads the FDM cell that covers it.
 #include <ATen/ATen.h>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "afd_checks.h"
+#include "conv_input_cpu.h"
 
 namespace afd {
 namespace {
@@ -68,16 +70,19 @@ void dedrift_nhwc(scalar_t* d, const scalar_t* feat, const scalar_t* fdm, int64_
 }
 
 at::Tensor repconv_dedrift_cpu(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
-                               const at::Tensor& fdm, const at::Tensor& feat, c10::string_view act) {
+                               const at::Tensor& fdm, const at::Tensor& feat, c10::string_view act,
+                               const c10::optional<at::Tensor>& skip) {
   // The ATen calls inside must run in the dtype given: autocast stays outside the kernel.
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
-  check_repconv_dedrift(x, weight, bias, fdm, feat);
+  check_repconv_dedrift(x, weight, bias, fdm, feat, skip);
   const Act code = parse_act(act);
   const at::ScalarType dtype = x.scalar_type();
   if (dtype == at::kHalf || dtype == at::kBFloat16) {
     const auto f = [](const at::Tensor& t) { return t.to(at::kFloat); };
-    const c10::optional<at::Tensor> bias_f = bias.has_value() ? c10::optional<at::Tensor>(f(*bias)) : c10::nullopt;
-    return repconv_dedrift_cpu(f(x), f(weight), bias_f, f(fdm), f(feat), act).to(dtype);
+    const auto fo = [&](const c10::optional<at::Tensor>& t) {
+      return t.has_value() ? c10::optional<at::Tensor>(f(*t)) : c10::nullopt;
+    };
+    return repconv_dedrift_cpu(f(x), f(weight), fo(bias), f(fdm), f(feat), act, fo(skip)).to(dtype);
   }
 
   const int64_t batch = feat.size(0), channels = feat.size(1), hf = feat.size(2), wf = feat.size(3);
@@ -86,14 +91,8 @@ at::Tensor repconv_dedrift_cpu(const at::Tensor& x, const at::Tensor& weight, co
   if (feat.numel() == 0) return at::empty(feat.sizes(), feat.options().memory_format(fmt));
 
   // The conv adds the bias itself, as the reference's F.conv2d does; its fresh output is the
-  // result buffer. Its layout follows x and weight, so it is converted only when it differs.
-  // A NaN or infinite weight meets the zero padding as the reference defines it: the padding is
-  // explicit, so a tap on it gives 0 * w = NaN (at::conv2d's padding=1 leaves padded taps out on
-  // oneDNN's path). Finite weights give 0 there either way and skip the padded copy of x.
-  const bool finite_weights = at::isfinite(weight).all().item<bool>();
-  at::Tensor out = finite_weights ? at::conv2d(x, weight, bias, /*stride=*/{1, 1}, /*padding=*/{1, 1})
-                                  : at::conv2d(at::constant_pad_nd(x, {1, 1, 1, 1}), weight, bias);
-  if (!out.is_contiguous(fmt)) out = out.contiguous(fmt);
+  // result buffer (conv_input_cpu.h: the decoder's up/cat input written by one pass of our own).
+  at::Tensor out = conv3x3_cpu(conv_input_cpu(x, skip), weight, bias, fmt);
   const at::Tensor feat_c = feat.contiguous(fmt), fdm_c = fdm.contiguous(fmt);
 
   AT_DISPATCH_FLOATING_TYPES(dtype, "repconv_dedrift_cpu", [&] {

@@ -85,14 +85,55 @@ def grid_divides(cells: int, pixels: int) -> bool:
     return pixels % cells == 0 if cells else pixels == 0
 
 
-def check_repconv_dedrift(x, weight, bias, fdm, feat, act) -> None:
+def half_size(n: int) -> int:
+    """ceil(n / 2): a 2x2 max-pool's output size (ceil mode), and the coarse size a skip of n takes."""
+    return (n + 1) // 2
+
+
+def check_conv_input(x, skip, size: str = "H, W") -> tuple:
+    """The input of a 3x3 conv of the FE-Net: ``x`` alone, or ``cat(up2(x), skip)`` (the decoder's:
+    ``x`` at the coarse size ceil(H/2) x ceil(W/2) of ``skip``, both floating of one dtype and device).
+    Returns (B, Cin, H, W) of that input; Cin >= 1 (a conv over no input channels is not defined)."""
     check_float("x", x)
-    if x.dim() != 4:
-        raise ValueError(f"x must have shape (B, Cin, Hf, Wf), got {tuple(x.shape)}")
-    b, cin, hf, wf = x.shape
-    if cin == 0:
-        raise ValueError(f"x must have at least one channel (Cin >= 1; a conv over no input channels is not "
-                         f"defined), got {tuple(x.shape)}")
+    if skip is None:
+        if x.dim() != 4:
+            raise ValueError(f"x must have shape (B, Cin, {size}), got {tuple(x.shape)}")
+        b, cin, h, w = x.shape
+        if cin == 0:
+            raise ValueError(f"x must have at least one channel (Cin >= 1; a conv over no input channels is not "
+                             f"defined), got {tuple(x.shape)}")
+        return b, cin, h, w
+    check_same("skip", skip, "x", x)
+    if skip.dim() != 4:
+        raise ValueError(f"skip must have shape (B, Cs, {size}), got {tuple(skip.shape)}")
+    b, cs, h, w = skip.shape
+    if x.dim() != 4 or x.shape[0] != b or tuple(x.shape[2:]) != (half_size(h), half_size(w)):
+        raise ValueError(f"x must have shape ({b}, Cx, {half_size(h)}, {half_size(w)}) for a skip of shape "
+                         f"{tuple(skip.shape)} (ceil(H/2) x ceil(W/2): it is upsampled 2x to the skip's size), "
+                         f"got {tuple(x.shape)}")
+    if x.shape[1] == 0 or cs == 0:
+        raise ValueError(f"x and skip must have at least one channel each, got {tuple(x.shape)} and "
+                         f"{tuple(skip.shape)}")
+    return b, x.shape[1] + cs, h, w
+
+
+def check_fe_conv(x, skip, weight, bias, alpha, pool) -> None:
+    b, cin, h, w = check_conv_input(x, skip)
+    check_same("weight", weight, "x", x)
+    if weight.dim() != 4 or weight.shape[1] != cin or tuple(weight.shape[2:]) != (3, 3):
+        raise ValueError(f"weight must have shape (Cout, {cin}, 3, 3), got {tuple(weight.shape)}")
+    c = weight.shape[0]
+    if bias is not None:
+        check_same("bias", bias, "x", x)
+        check_shape("bias", bias, (c,))
+    check_same("alpha", alpha, "x", x)
+    check_shape("alpha", alpha, (c,))
+    if not isinstance(pool, bool):
+        raise TypeError(f"pool must be a bool, got {type(pool).__name__}")
+
+
+def check_repconv_dedrift(x, weight, bias, fdm, feat, act, skip=None) -> None:
+    b, cin, hf, wf = check_conv_input(x, skip, "Hf, Wf")
     check_same("weight", weight, "x", x)
     if weight.dim() != 4 or weight.shape[1] != cin or tuple(weight.shape[2:]) != (3, 3):
         raise ValueError(f"weight must have shape (C, {cin}, 3, 3), got {tuple(weight.shape)}")

@@ -3,13 +3,13 @@
 Readable rather than fast; works in any floating dtype (half types are
 computed in float32 and cast back, like the kernels that accumulate in float32).
 
-Shape contract of the ops (``block_dct``, ``block_dct_fdm``, ``repconv_dedrift``), the same in
+Shape contract of the ops (``block_dct``, ``block_dct_fdm``, ``fe_conv``, ``repconv_dedrift``), the same in
 every backend because the checks are shared (``checks`` here, ``csrc/afd_checks.h`` in C++/CUDA):
 
 * A size that only counts outputs may be 0: batch B, image height/width H, W (so Hb, Wb),
   feature height/width Hf, Wf, output channels C. The result is then an empty tensor of the
   right shape, dtype and memory format; nothing is read.
-* A size that a layer sums over may not: ``repconv_dedrift`` with Cin = 0, ``block_dct_fdm``
+* A size that a layer sums over may not: ``fe_conv``/``repconv_dedrift`` with Cin = 0, ``block_dct_fdm``
   with h1 = 0 or h2 = 0 raise ValueError (a layer over no inputs is not defined; torch's own
   conv2d mishandles it).
 * The FDM grid of ``repconv_dedrift`` must divide the feature grid (Hf % Hb == Wf % Wb == 0);
@@ -118,24 +118,76 @@ def dedrift(feat: torch.Tensor, d: torch.Tensor, fdm: torch.Tensor, act: str) ->
     return apply_act(feat + d * upsample_fdm(fdm, feat.shape[-2:]), act)
 
 
+def upsample2(x: torch.Tensor, size) -> torch.Tensor:
+    """Nearest 2x upsampling cropped to ``size`` (H, W), x being (..., ceil(H/2), ceil(W/2)):
+    out[..., i, j] = x[..., i // 2, j // 2]. Equal to F.interpolate(x, size, mode="nearest"), which
+    the training-form FE-Net calls."""
+    h, w = size
+    return x.repeat_interleave(2, dim=-2)[..., :h, :].repeat_interleave(2, dim=-1)[..., :w]
+
+
+def conv_input(x: torch.Tensor, skip: Optional[torch.Tensor]) -> torch.Tensor:
+    """What an FE-Net conv reads: ``x``, or ``cat(upsample2(x), skip)`` (a decoder block)."""
+    return x if skip is None else torch.cat([upsample2(x, skip.shape[-2:]), skip], 1)
+
+
+def conv3x3(u: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """3x3 conv, stride 1, zero padding 1. The padding is explicit: a tap on it multiplies a zero like
+    any other, so a NaN or infinite weight gives 0 * w = NaN there. F.conv2d(padding=1) leaves padded
+    taps out on some paths (oneDNN on CPU) and not on others, so its NaN/Inf pattern would depend on
+    dtype and size."""
+    return F.conv2d(F.pad(u, (1, 1, 1, 1)), weight, bias)
+
+
+def _empty_result(shape, like: torch.Tensor, cd: torch.dtype, inputs) -> torch.Tensor:
+    """An empty result on every input's graph: F.conv2d rejects some empty shapes (C = 0, H = 0); the
+    zero term makes autograd give zero (not missing) gradients."""
+    zero = sum(t.sum() for t in inputs if t is not None) * 0
+    return (like.new_zeros(shape, dtype=cd) + zero.to(cd)).to(like.dtype)
+
+
+def fe_conv(x: torch.Tensor, skip: Optional[torch.Tensor], weight: torch.Tensor, bias: Optional[torch.Tensor],
+            alpha: torch.Tensor, pool: bool) -> torch.Tensor:
+    """One deployed FE-Net block: ``maxpool2x2(prelu(conv3x3(u, weight) + bias, alpha))``, the pool only
+    when ``pool`` (stride 2, ceil mode: an odd edge keeps its last row/column; NaN propagates).
+
+    u = x (B, Cin, H, W), or with ``skip`` (B, Cs, H, W) the decoder's cat(upsample2(x), skip), x then
+    being (B, Cx, ceil(H/2), ceil(W/2)). weight (Cout, Cin, 3, 3) (Cin = Cx + Cs), bias None or (Cout,),
+    alpha (Cout,): PReLU's slopes, y > 0 ? y : alpha * y as torch computes it. Output (B, Cout, H, W),
+    or (B, Cout, ceil(H/2), ceil(W/2)) with the pool. B, H, W or Cout = 0: an empty result; Cin = 0
+    raises (module docstring). Half types are computed in float32 and rounded once at the end.
+    """
+    checks.check_fe_conv(x, skip, weight, bias, alpha, pool)
+    out_dtype = x.dtype
+    cd = _compute_dtype(out_dtype)
+    b, _, h, w = (x if skip is None else skip).shape
+    c = weight.shape[0]
+    if pool:
+        h, w = checks.half_size(h), checks.half_size(w)
+    if b * c * h * w == 0:
+        return _empty_result((b, c, h, w), x, cd, (x, skip, weight, bias, alpha))
+    u = conv_input(x.to(cd), None if skip is None else skip.to(cd))
+    y = F.prelu(conv3x3(u, weight.to(cd), None if bias is None else bias.to(cd)), alpha.to(cd))
+    if pool:
+        y = F.max_pool2d(y, 2, ceil_mode=True)
+    return y.to(out_dtype)
+
+
 def repconv_dedrift(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-                    fdm: torch.Tensor, feat: torch.Tensor, act: str) -> torch.Tensor:
-    """act(feat + (conv3x3(x, weight, pad 1) + bias) * nearest_up(fdm)).
+                    fdm: torch.Tensor, feat: torch.Tensor, act: str,
+                    skip: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """act(feat + (conv3x3(u, weight, pad 1) + bias) * nearest_up(fdm)), u = x, or with ``skip`` the
+    decoder's cat(upsample2(x), skip) as in :func:`fe_conv` (x then ceil(Hf/2) x ceil(Wf/2)).
 
     The conv's zero padding takes part like image pixels: a NaN or +-inf weight gives NaN wherever
     its tap lies on the padding (0 * w), as it does in every backend.
     Empty ``feat`` (B, C, Hf or Wf = 0): an empty result; Cin = 0 raises (module docstring).
     """
-    checks.check_repconv_dedrift(x, weight, bias, fdm, feat, act)
+    checks.check_repconv_dedrift(x, weight, bias, fdm, feat, act, skip)
     out_dtype = x.dtype
     cd = _compute_dtype(x.dtype)
     if feat.numel() == 0:
-        # F.conv2d rejects some empty shapes (C = 0, Hf = 0); the result is empty either way. The
-        # zero term keeps it on every input's graph, so autograd gives zero (not missing) gradients.
-        zero = sum(t.sum() for t in (x, weight, bias, fdm) if t is not None) * 0
-        return (feat.to(cd) + zero.to(cd)).to(out_dtype)
-    # The zero padding is explicit: a tap on it multiplies a zero like any other, so a NaN or infinite
-    # weight gives 0 * w = NaN there. F.conv2d(padding=1) leaves padded taps out on some paths
-    # (oneDNN on CPU) and not on others, so its NaN/Inf pattern would depend on dtype and size.
-    d = F.conv2d(F.pad(x.to(cd), (1, 1, 1, 1)), weight.to(cd), None if bias is None else bias.to(cd))
+        return _empty_result(feat.shape, feat, cd, (x, skip, weight, bias, fdm))
+    u = conv_input(x.to(cd), None if skip is None else skip.to(cd))
+    d = conv3x3(u, weight.to(cd), None if bias is None else bias.to(cd))
     return dedrift(feat.to(cd), d, fdm.to(cd), act).to(out_dtype)
