@@ -117,3 +117,83 @@ def block_dct_tile(img_ptr, basis_t_ptr, ycc_ptr, pid, n_blocks, n_hb, n_wb, s_b
     d1 = tl.dot(cb, basis_t, input_precision="ieee", out_dtype=ACC)
     d2 = tl.dot(cr, basis_t, input_precision="ieee", out_dtype=ACC)
     return d0, d1, d2, b, hb, wb, mask
+
+
+@triton.jit
+def conv3x3_accumulate(acc00, acc01, acc10, acc11, src_ptr, s_b, s_c, s_h, s_w, n_k, w_c, w_k0, ws_i, ws_h, ws_w,
+                       c_mask, b, h0, w0, H, W, p_mask, UP2: tl.constexpr, POOL: tl.constexpr,
+                       UPCAST_DOT: tl.constexpr, ACC: tl.constexpr, BLOCK_K: tl.constexpr):
+    """One source's share of a 3x3 conv (stride 1, zero padding 1) over an H x W input u, added to the
+    accumulators with tl.dot (the implicit-GEMM loader of the FE-Net convs and repconv_dedrift).
+
+    The source holds u's channels w_k0 .. w_k0 + n_k - 1, read through its own strides at (h, w), or
+    at (h // 2, w // 2) when UP2 (u = cat(nearest_up2(x), skip): the upsampled tensor is never built).
+    b, h0, w0: (BLOCK_P,) int64 coordinates of the program's pixels in u; p_mask: which are real.
+    w_c: (BLOCK_C,) pointers to weight[c, 0, 0, 0]; c_mask: which output channels are real.
+
+    POOL False: acc00 += conv at (h0, w0); acc01, acc10, acc11 pass through untouched.
+    POOL True: acc{dy}{dx} += conv at (h0 + dy, w0 + dx), the four positions of a 2x2 pool window.
+    The 4x4 input patch they share is loaded once per channel chunk (16 tiles for 36 products; a
+    3x3 patch, 9 tiles, without the pool). Every tap outside u is a zero that goes through the dot
+    like a pixel: a NaN or infinite weight gives 0 * w = NaN there, as the reference's F.pad does.
+    """
+    NR: tl.constexpr = 4 if POOL else 3  # patch rows / columns
+    NS: tl.constexpr = 2 if POOL else 1  # sub-positions per axis
+    s_c = tl.cast(s_c, tl.int64)
+    s_h = tl.cast(s_h, tl.int64)
+    s_w = tl.cast(s_w, tl.int64)
+    ws_i = tl.cast(ws_i, tl.int64)
+    ws_h = tl.cast(ws_h, tl.int64)
+    ws_w = tl.cast(ws_w, tl.int64)
+    rk = tl.arange(0, BLOCK_K)
+    base = b * s_b
+    if not UP2:
+        base = base + h0 * s_h + w0 * s_w  # the taps are constant offsets from here
+    for k0 in range(0, n_k, BLOCK_K):
+        kk = k0 + rk
+        k_mask = kk < n_k
+        kk64 = kk.to(tl.int64)
+        src_k = src_ptr + (kk64 * s_c)[None, :]  # (1, BLOCK_K)
+        w_k = w_c[None, :] + ((w_k0 + kk64) * ws_i)[:, None]  # (BLOCK_K, BLOCK_C)
+        w_mask = k_mask[:, None] & c_mask[None, :]
+        for ry in tl.static_range(NR):
+            hh = h0 + (ry - 1)
+            row_ok = p_mask
+            if ry == 0:
+                row_ok = row_ok & (hh >= 0)
+            if ry >= 2:  # row h0 itself exists where p_mask holds
+                row_ok = row_ok & (hh < H)
+            if UP2:
+                row_off = base + (hh >> 1) * s_h
+            for rx in tl.static_range(NR):
+                ww = w0 + (rx - 1)
+                ok = row_ok
+                if rx == 0:
+                    ok = ok & (ww >= 0)
+                if rx >= 2:
+                    ok = ok & (ww < W)
+                if UP2:
+                    off = row_off + (ww >> 1) * s_w
+                else:
+                    off = base + ((ry - 1) * s_h + (rx - 1) * s_w)
+                xt = tl.load(src_k + off[:, None], mask=ok[:, None] & k_mask[None, :], other=0.0)
+                if UPCAST_DOT:  # the interpreter's tl.dot mishandles bfloat16 operands
+                    xt = xt.to(ACC)
+                for dy in tl.static_range(NS):
+                    for dx in tl.static_range(NS):
+                        kh: tl.constexpr = ry - dy
+                        kw: tl.constexpr = rx - dx
+                        if kh >= 0 and kh < 3 and kw >= 0 and kw < 3:
+                            wt = tl.load(w_k + (kh * ws_h + kw * ws_w), mask=w_mask, other=0.0)
+                            if UPCAST_DOT:
+                                wt = wt.to(ACC)
+                            # input_precision: IEEE float32 (no TF32); Triton 3.6 needs it with acc
+                            if dy == 0 and dx == 0:
+                                acc00 = tl.dot(xt, wt, acc00, input_precision="ieee", out_dtype=ACC)
+                            elif dy == 0:
+                                acc01 = tl.dot(xt, wt, acc01, input_precision="ieee", out_dtype=ACC)
+                            elif dx == 0:
+                                acc10 = tl.dot(xt, wt, acc10, input_precision="ieee", out_dtype=ACC)
+                            else:
+                                acc11 = tl.dot(xt, wt, acc11, input_precision="ieee", out_dtype=ACC)
+    return acc00, acc01, acc10, acc11
