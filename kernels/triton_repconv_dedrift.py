@@ -1,13 +1,15 @@
-"""Triton kernel of afd::repconv_dedrift: act(feat + (conv3x3(x, weight, pad 1) + bias) * nearest_up(fdm)).
+"""Triton kernel of afd::repconv_dedrift: act(feat + (conv3x3(u, weight, pad 1) + bias) * nearest_up(fdm)),
+u = x, or with ``skip`` the decoder's cat(nearest_up2(x), skip).
 
 Implicit-GEMM direct convolution, the conv output never written to memory: each program owns a
 tile of BLOCK_P output pixels (flattened over B, Hf, Wf) x BLOCK_C output channels and loops over
-Cin in chunks of BLOCK_K x the 9 taps (unrolled; a tap is a constant pointer offset from the
-centre tap, so the per-tap work is two loads and a tl.dot); each step loads an x tile
-(BLOCK_P, BLOCK_K) with masks for the zero padding and a weight tile (BLOCK_K, BLOCK_C), and
-accumulates with tl.dot. The padding zeros go through the dot like pixels, as the reference
-defines it: a NaN or infinite weight gives 0 * w = NaN on a padded tap (never skip those taps).
-The epilogue adds the bias, multiplies by the FDM cell fdm[b, c, h // (Hf/Hb), w // (Wf/Wb)],
+the input channels in chunks of BLOCK_K x the 9 taps (``_triton_utils.conv3x3_accumulate``, shared
+with fe_conv; unrolled, per tap an input tile (BLOCK_P, BLOCK_K) loaded with masks for the zero
+padding, a weight tile (BLOCK_K, BLOCK_C) and a tl.dot). With ``skip`` there are two channel loops:
+channels ci < Cx read from x at (h // 2, w // 2), ci >= Cx from skip at (h, w), so neither the
+upsampled x nor the concatenation goes to memory. The padding zeros go through the dot like pixels,
+as the reference defines it: a NaN or infinite weight gives 0 * w = NaN on a padded tap (never skip
+those taps). The epilogue adds the bias, multiplies by the FDM cell fdm[b, c, h // (Hf/Hb), w // (Wf/Wb)],
 adds feat, applies the activation (constexpr; ReLU and ReLU6 keep NaN like torch) and stores
 through the output's strides. Every input is read through
 its own strides (contiguous, channels_last or any view), with int64 offsets.
@@ -33,6 +35,7 @@ from afd_ext.reference import checks
 from afd_ext.reference.constants import ACT_CODES
 
 from . import _triton_utils as U
+from ._triton_utils import conv3x3_accumulate
 
 # The ACT constexpr takes the codes of every kernel (python/constants.py, csrc/afd_constants.h).
 _RELU = tl.constexpr(ACT_CODES["relu"])
@@ -56,23 +59,21 @@ INTERP_MAX_BLOCK_K = 128
 
 @triton.jit
 def _repconv_dedrift_kernel(
-    x_ptr, w_ptr, bias_ptr, fdm_ptr, feat_ptr, out_ptr,
-    n_pix, C, CIN, HF, WF, RH, RW,
+    x_ptr, skip_ptr, w_ptr, bias_ptr, fdm_ptr, feat_ptr, out_ptr,
+    n_pix, C, CX, CS, HF, WF, RH, RW,
     xs_b, xs_c, xs_h, xs_w,
+    ss_b, ss_c, ss_h, ss_w,
     ws_o, ws_i, ws_h, ws_w,
     bias_s,
     fs_b, fs_c, fs_h, fs_w,
     es_b, es_c, es_h, es_w,
     os_b, os_c, os_h, os_w,
-    HAS_BIAS: tl.constexpr, ACT: tl.constexpr, UPCAST_DOT: tl.constexpr, INDEX64: tl.constexpr,
+    HAS_SKIP: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, UPCAST_DOT: tl.constexpr, INDEX64: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr,
 ):
     ACC: tl.constexpr = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
     # int64 offsets: an int32 stride times an index can pass 2^31. The flat pixel index is int32
     # unless it can pass 2^31 itself (INDEX64): int64 division there costs ~100 registers.
-    xs_h = tl.cast(xs_h, tl.int64)
-    ws_h = tl.cast(ws_h, tl.int64)
-    ws_w = tl.cast(ws_w, tl.int64)
     pid_p = tl.program_id(0)
     if INDEX64:
         pid_p = tl.cast(pid_p, tl.int64)
@@ -86,43 +87,20 @@ def _repconv_dedrift_kernel(
     rc = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     c_mask = rc < C
     rc64 = rc.to(tl.int64)
-    rk = tl.arange(0, BLOCK_K)
 
-    # Tap validity (zero padding): row above / below, column left / right exist.
-    up_ok = h > 0
-    down_ok = h < HF - 1
-    left_ok = w > 0
-    right_ok = w < WF - 1
-    x_c = x_ptr + b * xs_b + h * xs_h + w * xs_w  # (BLOCK_P,) centre-tap pointers
-    w_c = w_ptr + rc64 * ws_o  # (BLOCK_C,)
-
+    w_c = w_ptr + rc64 * ws_o  # (BLOCK_C,) pointers to weight[c, 0, 0, 0]
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)
-    for k0 in range(0, CIN, BLOCK_K):
-        kk = k0 + rk
-        k_mask = kk < CIN
-        kk64 = kk.to(tl.int64)
-        x_k = x_c[:, None] + (kk64 * xs_c)[None, :]  # (BLOCK_P, BLOCK_K) pointers
-        w_k = w_c[None, :] + (kk64 * ws_i)[:, None]  # (BLOCK_K, BLOCK_C) pointers
-        w_mask = k_mask[:, None] & c_mask[None, :]
-        for kh in tl.static_range(3):
-            row_ok = p_mask
-            if kh == 0:
-                row_ok = row_ok & up_ok
-            if kh == 2:
-                row_ok = row_ok & down_ok
-            for kw in tl.static_range(3):
-                ok = row_ok
-                if kw == 0:
-                    ok = ok & left_ok
-                if kw == 2:
-                    ok = ok & right_ok
-                xt = tl.load(x_k + ((kh - 1) * xs_h + (kw - 1) * xs_w),
-                             mask=ok[:, None] & k_mask[None, :], other=0.0)  # (BLOCK_P, BLOCK_K)
-                wt = tl.load(w_k + (kh * ws_h + kw * ws_w), mask=w_mask, other=0.0)  # (BLOCK_K, BLOCK_C)
-                if UPCAST_DOT:  # the interpreter's tl.dot mishandles bfloat16 operands
-                    xt = xt.to(ACC)
-                    wt = wt.to(ACC)
-                acc = tl.dot(xt, wt, acc, input_precision="ieee", out_dtype=ACC)  # Triton 3.6 needs it with acc
+    if HAS_SKIP:  # u = cat(up2(x), skip): x's channels first, read at (h // 2, w // 2)
+        acc, _a, _b, _c = conv3x3_accumulate(
+            acc, acc, acc, acc, x_ptr, xs_b, xs_c, xs_h, xs_w, CX, w_c, 0, ws_i, ws_h, ws_w,
+            c_mask, b, h, w, HF, WF, p_mask, True, False, UPCAST_DOT, ACC, BLOCK_K)
+        acc, _a, _b, _c = conv3x3_accumulate(
+            acc, acc, acc, acc, skip_ptr, ss_b, ss_c, ss_h, ss_w, CS, w_c, CX, ws_i, ws_h, ws_w,
+            c_mask, b, h, w, HF, WF, p_mask, False, False, UPCAST_DOT, ACC, BLOCK_K)
+    else:
+        acc, _a, _b, _c = conv3x3_accumulate(
+            acc, acc, acc, acc, x_ptr, xs_b, xs_c, xs_h, xs_w, CX, w_c, 0, ws_i, ws_h, ws_w,
+            c_mask, b, h, w, HF, WF, p_mask, False, False, UPCAST_DOT, ACC, BLOCK_K)
 
     if HAS_BIAS:
         acc = acc + tl.load(bias_ptr + rc64 * bias_s, mask=c_mask, other=0.0).to(ACC)[None, :]
@@ -147,12 +125,14 @@ def _gpu_tiles(dtype: torch.dtype):
 
 
 def repconv_dedrift(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
-                    fdm: torch.Tensor, feat: torch.Tensor, act: str) -> torch.Tensor:
-    """act(feat + (conv3x3(x, weight, pad 1) + bias) * nearest_up(fdm)), fused (Triton)."""
-    checks.check_repconv_dedrift(x, weight, bias, fdm, feat, act)
+                    fdm: torch.Tensor, feat: torch.Tensor, act: str,
+                    skip: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """act(feat + (conv3x3(u, weight, pad 1) + bias) * nearest_up(fdm)), u = x or cat(up2(x), skip), fused (Triton)."""
+    checks.check_repconv_dedrift(x, weight, bias, fdm, feat, act, skip)
     U.check_runnable(_repconv_dedrift_kernel, "repconv_dedrift", x)
-    bsz, cin, hf, wf = x.shape
-    c = weight.shape[0]
+    bsz, c, hf, wf = feat.shape
+    cx = x.shape[1]
+    cs = 0 if skip is None else skip.shape[1]
     hb, wb = fdm.shape[2:]
     out = torch.empty(feat.shape, dtype=feat.dtype, device=feat.device,
                       memory_format=checks.output_memory_format(feat))
@@ -163,21 +143,23 @@ def repconv_dedrift(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
     if interp:
         block_p = U.next_pow2(n_pix, 16, INTERP_MAX_BLOCK_P)
         block_c = U.next_pow2(c, 16, INTERP_MAX_BLOCK_C)
-        block_k = U.next_pow2(cin, 16, INTERP_MAX_BLOCK_K)
+        block_k = U.next_pow2(max(cx, cs), 16, INTERP_MAX_BLOCK_K)
         warps, stages = 4, 1
     else:
         block_p, max_c, max_k, warps, stages = _gpu_tiles(x.dtype)
         block_c = U.next_pow2(c, 16, max_c)
-        block_k = U.next_pow2(cin, 16, max_k)
+        block_k = U.next_pow2(max(cx, cs), 16, max_k)
     grid = (triton.cdiv(n_pix, block_p), triton.cdiv(c, block_c))
     has_bias = bias is not None
+    has_skip = skip is not None
     with U.device_guard(x):
         _repconv_dedrift_kernel[grid](
-            x, weight, bias if has_bias else feat, fdm, feat, out,
-            n_pix, c, cin, hf, wf, hf // hb, wf // wb,
-            *x.stride(), *weight.stride(), bias.stride(0) if has_bias else 0,
+            x, skip if has_skip else x, weight, bias if has_bias else feat, fdm, feat, out,
+            n_pix, c, cx, cs, hf, wf, hf // hb, wf // wb,
+            *x.stride(), *(skip.stride() if has_skip else (0, 0, 0, 0)),
+            *weight.stride(), bias.stride(0) if has_bias else 0,
             *fdm.stride(), *feat.stride(), *out.stride(),
-            HAS_BIAS=has_bias, ACT=ACT_CODES[act], UPCAST_DOT=interp,
+            HAS_SKIP=has_skip, HAS_BIAS=has_bias, ACT=ACT_CODES[act], UPCAST_DOT=interp,
             INDEX64=n_pix + block_p > INT32_INDEX_LIMIT,
             BLOCK_P=block_p, BLOCK_C=block_c, BLOCK_K=block_k,
             num_warps=warps, num_stages=stages,
