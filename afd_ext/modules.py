@@ -233,6 +233,19 @@ class FENet(nn.Module):
     def forward(self, f):
         return self.last(self.features(f))
 
+    # The deployed U-Net as afd ops: (block, pool, skip source) per fe_conv call, in order. The skip
+    # is the output of an earlier call (by index): the decoder's cat(up2(x), skip) is read in the op.
+    FUSED_PLAN = (("enc1", False, None), ("enc2", True, None), ("enc3", True, None), ("dec3", False, None),
+                  ("dec2", False, 1))
+    LAST_SKIP = 0  # the last block (the de-drift op) reads cat(up2(dec2's output), enc1's output)
+
+    def op_weights(self):
+        """[(weight, bias, alpha)] of the five fe_conv blocks in FUSED_PLAN order, then (weight, bias) of
+        the last: the deploy form's (every RepConv re-parameterized)."""
+        blocks = [getattr(self, name).conv for name, _, _ in self.FUSED_PLAN]
+        out = [(c.weight, c.bias, act.weight) for c, act in zip(blocks, self.acts)]
+        return out + [(self.last.conv.weight, self.last.conv.bias)]
+
     def repconvs(self):
         return [m for m in self.modules() if isinstance(m, RepConv)]
 
@@ -284,7 +297,8 @@ class AFDModule(nn.Module):
         self.fe = FENet(channels, int(width), bn=bn)
         self.fe.last.zero_init()
         self._impl = "reference"
-        self._dedrift_dtype: Optional[torch.dtype] = None  # what deploy(dtype=) cast the de-drift weights to
+        self._dedrift_dtype: Optional[torch.dtype] = None  # what deploy(dtype=) cast the FE-Net op weights to
+        self._dedrift_names: tuple = ()  # the buffers holding those casts
         self.register_load_state_dict_post_hook(_recast_after_load)  # as FDENet's: no stale cast copies
         if block == "conv":
             use_plain_convs(self)
@@ -310,8 +324,8 @@ class AFDModule(nn.Module):
         return all(rc.deployed for rc in self.fe.repconvs())
 
     def set_impl(self, impl: str) -> "AFDModule":
-        """Compute with the fused ops or the reference without changing the form (the fused
-        de-drift needs the last RepConv re-parameterized; until then it runs the reference)."""
+        """Compute with the fused ops or the reference without changing the form (the fused FE-Net
+        and de-drift need every RepConv re-parameterized; until then they run the reference)."""
         self._impl = _check_impl(impl)
         if self.fde is not None:
             self.fde.impl = impl
@@ -330,7 +344,7 @@ class AFDModule(nn.Module):
         self.set_impl(impl)
         if self.fde is not None:
             self.fde.deploy(impl, dtype)
-        # The fused de-drift's weights in the dtype it will run in (autocast's), cast once here, as
+        # The FE-Net ops' weights in the dtype they will run in (autocast's), cast once here, as
         # buffers (like the FDE-Net's: they follow .to() and stay out of the state dict).
         self._drop_dedrift_cast()
         if dtype is not None:
@@ -338,16 +352,31 @@ class AFDModule(nn.Module):
         return self.eval()
 
     def _cast_dedrift(self, dtype: torch.dtype) -> None:
-        conv = self.fe.last.conv
-        self.register_buffer("_dedrift_w", conv.weight.detach().to(dtype).clone(), persistent=False)
-        self.register_buffer("_dedrift_b", conv.bias.detach().to(dtype).clone(), persistent=False)
-        self._dedrift_dtype = dtype
+        names = []
+        groups = self.fe.op_weights()
+        for i, group in enumerate(groups):
+            last = i == len(groups) - 1  # the de-drift's: _dedrift_w, _dedrift_b
+            for suffix, t in zip("wba", group):
+                name = f"_dedrift_{suffix}" if last else f"_fe{i}_{suffix}"
+                self.register_buffer(name, t.detach().to(dtype).clone(), persistent=False)
+                names.append(name)
+        self._dedrift_names, self._dedrift_dtype = tuple(names), dtype
 
     def _drop_dedrift_cast(self) -> None:
-        for name in ("_dedrift_w", "_dedrift_b"):
+        for name in getattr(self, "_dedrift_names", ()):
             if name in self._buffers:
                 delattr(self, name)
-        self._dedrift_dtype = None
+        self._dedrift_names, self._dedrift_dtype = (), None
+
+    def _fe_op_weights(self, dt: torch.dtype):
+        """The FE-Net ops' weights (FENet.op_weights' structure) in dtype ``dt``: deploy(dtype=dt)'s copies,
+        used only in the dtype they were cast to (after .to(float64) a bfloat16 copy keeps bfloat16's
+        precision), else cast from the parameters on this call."""
+        groups = self.fe.op_weights()
+        if self._dedrift_names and self._dedrift_dtype == dt and self._buffers[self._dedrift_names[0]].dtype == dt:
+            it = iter(self._buffers[n] for n in self._dedrift_names)
+            return [tuple(next(it) for _ in g) for g in groups]
+        return [tuple(t if t.dtype == dt else t.to(dt) for t in g) for g in groups]
 
     def train(self, mode: bool = True):
         if mode:
@@ -411,18 +440,24 @@ class AFDModule(nn.Module):
         return (out, z) if return_gate else out
 
     def _dedrift(self, feat: torch.Tensor, fdm: torch.Tensor) -> torch.Tensor:
-        x = self.fe.features(feat)
-        if self.fused and self.fe.last.deployed:
-            dt = x.dtype  # under autocast the convs' output dtype; the op wants one dtype throughout
-            cast = self._buffers.get("_dedrift_w")
-            # only in the dtype it was cast to (after .to(float64) a bfloat16 copy keeps bfloat16's precision)
-            if cast is not None and cast.dtype == dt == self._dedrift_dtype:
-                weight, bias = cast, self._buffers["_dedrift_b"]
-            else:
-                weight, bias = self.fe.last.conv.weight.to(dt), self.fe.last.conv.bias.to(dt)
-            return torch.ops.afd.repconv_dedrift(x, weight, bias, fdm.to(dt), feat.to(dt), self.act)
-        d = self.fe.last(x)
+        if self.fused and self.deployed:
+            return self._dedrift_fused(feat, fdm)
+        d = self.fe(feat)
         return reference.dedrift(feat, d, fdm, self.act)
+
+    def _dedrift_fused(self, feat: torch.Tensor, fdm: torch.Tensor) -> torch.Tensor:
+        """The deployed FE-Net and de-drift as six ops (docs/design.md §2): five afd::fe_conv (conv, bias,
+        PReLU, the encoder's max-pools and the decoder's up/cat read inside) and afd::repconv_dedrift
+        reading cat(up2(dec2), enc1). Under autocast the ops cast their inputs themselves (their Autocast
+        kernels); otherwise every tensor runs in feat's dtype."""
+        dt = torch.get_autocast_dtype(feat.device.type) if torch.is_autocast_enabled(feat.device.type) else feat.dtype
+        *blocks, (weight, bias) = self._fe_op_weights(dt)
+        outs = []
+        x = feat
+        for (w, b, alpha), (_, pool, skip) in zip(blocks, self.fe.FUSED_PLAN):
+            x = torch.ops.afd.fe_conv(x, None if skip is None else outs[skip], w, b, alpha, pool)
+            outs.append(x)
+        return torch.ops.afd.repconv_dedrift(x, weight, bias, fdm, feat, self.act, outs[self.fe.LAST_SKIP])
 
 
 def _refold_after_load(fde: FDENet, incompatible_keys) -> None:
@@ -434,7 +469,7 @@ def _refold_after_load(fde: FDENet, incompatible_keys) -> None:
 
 def _recast_after_load(afd: AFDModule, incompatible_keys) -> None:
     """load_state_dict post-hook: the de-drift weights' deploy-time cast made again from the loaded ones."""
-    if afd._dedrift_dtype is not None and afd.fe.last.deployed:
+    if afd._dedrift_dtype is not None and afd.deployed:
         afd._cast_dedrift(afd._dedrift_dtype)
 
 

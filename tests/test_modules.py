@@ -289,3 +289,39 @@ def test_gate_scales_the_correction_and_survives_deploy_and_checkpoints(tmp_path
     assert torch.equal(loaded.eval()(feat, img), out)
     gated.deploy()
     assert torch.allclose(gated(feat, img), out, atol=1e-4)
+
+
+GLUE_OPS = ("aten::cat", "aten::upsample_nearest2d", "aten::max_pool2d", "aten::max_pool2d_with_indices",
+            "aten::prelu", "aten::_prelu_kernel", "aten::repeat_interleave")
+
+
+@pytest.mark.parametrize("gate", ["none", "global"])
+def test_deployed_fused_forward_runs_the_fe_net_as_six_ops(gate):
+    """Deployed with the fused ops, the FE-Net and de-drift are five afd::fe_conv and one
+    afd::repconv_dedrift: no PReLU, pool, upsample or concatenation operator runs (the ops read and
+    write those in their own passes)."""
+    m = perturb(AFDModule(16, width=4, act="relu6", gate=gate), 0.2).eval().deploy()
+    feat, img = _inputs()
+    with torch.no_grad(), torch.profiler.profile() as prof:
+        m(feat, img)
+    names = [e.name for e in prof.events()]
+    assert not [n for n in names if n in GLUE_OPS], sorted(set(names))
+    top = [e.name for e in prof.events() if e.cpu_parent is None]
+    assert top.count("afd::fe_conv") == 5 and top.count("afd::repconv_dedrift") == 1, top
+
+
+@pytest.mark.parametrize("h,w", [(64, 48), (57, 33), (18, 10), (2, 2)])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.float64, 1e-10)])
+def test_fused_fe_net_equals_the_training_form(h, w, layout, dtype, tol):
+    """The six fused ops compute the training-form U-Net (three RepConv branches, PReLU, ceil-mode
+    pools, nearest upsampling to the skip's size, concatenations) at even and odd feature sizes."""
+    m = perturb(AFDModule(8, width=4, act="relu6").to(dtype), 0.2).eval()
+    g = torch.Generator().manual_seed(1)
+    img = torch.rand(2, 3, 2 * h, 2 * w, generator=g, dtype=dtype) * 255
+    feat = (torch.randn(2, 8, h, w, generator=g, dtype=dtype) * 2).contiguous(
+        memory_format=torch.channels_last if layout == "channels_last" else torch.contiguous_format)
+    with torch.no_grad():
+        want = m(feat, img)
+        got = m.deploy()(feat, img)
+    assert ((got - want).abs().max() / want.abs().max()) < tol
