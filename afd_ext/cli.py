@@ -273,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--interleave", action="store_true",
                    help="classifier alone vs deployed fused AFD, taking turns (robust to the machine's drift)")
     b.add_argument("--repeats", type=_int_in(1, 10**6, "repeats"), default=7, help="--interleave: turns per row")
-    from .e2e_benchmark import CONFIGS
+    from .benchmark.e2e import CONFIGS
     b.add_argument("--configs", nargs="+", choices=CONFIGS, default=None,
                    help="which rows (default: all; --interleave: classifier afd_deploy_fused)")
     b.add_argument("--dtype", nargs="+", choices=AUTOCAST_DTYPES, default=None,
@@ -466,7 +466,7 @@ def cmd_export(a) -> int:
 
 
 def cmd_bench(a) -> int:
-    from .e2e_benchmark import CONFIGS, run_e2e, run_interleaved
+    from .benchmark.e2e import CONFIGS, run_e2e, run_interleaved
     if a.interleave:
         _check_outputs(a, "json")
         run_interleaved(device=a.device, json_path=a.json, batches=a.batch or (1, 32), threads=a.threads or (1, 2),

@@ -20,11 +20,12 @@ import torch
 import torch.nn as nn
 
 from .backbones.efficientnet_lite import LITE_PARAMS
+from .benchmark.flops import n_params
 from .classifier import AFDClassifier, attach, find_adapter
 from .data import CROP, RESIZE
 from .modules import AFDModule
 
-__all__ = ["create_model", "list_models", "load_classifier", "register_model", "ModelSpec", "gflops"]
+__all__ = ["create_model", "list_models", "load_classifier", "register_model", "ModelSpec"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,10 +105,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _n_params(module: Optional[nn.Module]) -> int:
-    return 0 if module is None else sum(p.numel() for p in module.parameters())
-
-
 def model_card(checkpoint: Optional[Path]) -> dict:
     """What was measured for a checkpoint (``NAME.card.json`` beside it: GFLOPs, held-out
     accuracy per protocol with n); empty when nothing was recorded."""
@@ -122,30 +119,11 @@ def _meta(model: AFDClassifier, spec: ModelSpec, checkpoint: Optional[Path], pre
     return {
         "name": spec.name, "description": spec.description, "pretrained": pretrained,
         "categories": [name for _, name in imagenet_classes()] if spec.num_classes == 1000 else None,
-        "classifier_params": _n_params(model.classifier), "afd_params": _n_params(model.afd),
+        "classifier_params": n_params(model.classifier), "afd_params": n_params(model.afd),
         "checkpoint": None if checkpoint is None else checkpoint.name,
         "checkpoint_sha256": None if checkpoint is None else _sha256(checkpoint),
         **{k: v for k, v in model_card(checkpoint).items() if k in ("gflops", "accuracy")},
     }
-
-
-def gflops(model: AFDClassifier, image_size: int = CROP) -> dict:
-    """GFLOPs of one image through the classifier alone and through classifier + deployed AFD
-    (counted by torch.utils.flop_counter on a deployed copy, reference ops)."""
-    import copy
-
-    from torch.utils.flop_counter import FlopCounterMode
-    model = copy.deepcopy(model).deploy("reference")
-    p = next(model.parameters())
-    x = torch.zeros(1, 3, image_size, image_size, device=p.device, dtype=torch.uint8)
-    out = {}
-    for key, use_afd in (("classifier", False), ("with_afd", True)):
-        counter = FlopCounterMode(display=False)
-        with torch.no_grad(), counter:
-            model(x, use_afd=use_afd)
-        out[key] = counter.get_total_flops() / 1e9
-    out["afd"] = out["with_afd"] - out["classifier"]
-    return out
 
 
 def create_model(name: str = "efficientnet_lite0", *, pretrained: bool = True,

@@ -2,7 +2,7 @@
 the JSON + Markdown tables under bench/results/ (``python bench/report.py --device cuda``).
 
 What is timed is only the user's call ``torch.ops.afd.<op>(...)``: the backend is chosen, and
-the inputs and weights are made, before the timed region (bench/timing.py: CUDA events on GPU).
+the inputs and weights are made, before the timed region (afd_ext.benchmark.timing: CUDA events on GPU).
 Shapes are the production ones: batch 32 on CPU and 256 on GPU, 224x224 images, stem features of
 32 (EfficientNet-Lite0) and 64 (ResNet-50) channels at 112x112, FDM 28x28. Dtypes and layouts
 as the deployed module feeds them: bfloat16 and float16 channels_last on GPU, float32 on CPU,
@@ -20,15 +20,12 @@ before NCHW (``pytest_collection_modifyitems``).
 """
 import contextlib
 import os
-import statistics
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import time_calls  # noqa: E402
+from afd_ext.benchmark.results import append_record
+from afd_ext.benchmark.timing import time_calls
 
 DEVICE = os.environ.get("AFD_BENCH_DEVICE", "cuda" if torch.cuda.is_available() else "cpu")
 #: feature / image dtypes of the production path
@@ -71,8 +68,8 @@ def measure_row(op_name, impl, backend, args, bytes_moved, device=DEVICE, rounds
     import afd_ext
     fn = make_callable(op_name, impl)
     with afd_ext.use_backend(backend) if backend else contextlib.nullcontext():
-        times = time_calls(fn, args, device, rounds=rounds, warmup=3)
-    median = statistics.median(times)
+        timing = time_calls(fn, args, device, rounds=rounds, warmup=3)
+    times, median = timing.times, timing.median
     return {"op": op_name, "impl": impl, "device": device, "batch": int(args[0].shape[0]), "rounds": len(times),
             "median_ms": median * 1e3, "min_ms": min(times) * 1e3, "bytes": int(bytes_moved),
             "gb_per_s": bytes_moved / median / 1e9, **info}
@@ -88,7 +85,6 @@ def append_row(row: dict) -> None:
     """The row, appended to $AFD_BENCH_ROWS at once (nothing is held back until the end)."""
     path = os.environ.get("AFD_BENCH_ROWS")
     if path:
-        from afd_ext.e2e_benchmark import append_record
         append_record(path, {"run": os.environ.get("AFD_BENCH_RUN", f"kernels_{DEVICE}"), "source": "kernels",
                              "record": "row", **row})
 

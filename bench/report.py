@@ -18,7 +18,6 @@ tables are built from that file at the end, also when the benchmarks failed part
 ``python bench/session.py rebuild FILE``).
 """
 import argparse
-import datetime
 import os
 import subprocess
 import sys
@@ -28,60 +27,54 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 
-def add_ratios(rows: list, peak_gb_per_s: float) -> list:
+IMPLS = ["eager_reference", "compile_reference", "cpp", "cuda", "triton"]
+
+
+def kernel_ratios(rows: list, peak_gb_per_s) -> list:
     """vs_eager / vs_compile within each (op, shape, dtype, layout) group, pct_of_peak per row."""
-    def key(r):
-        return r["op"], r["shape"], r["dtype"], r.get("layout")
+    from afd_ext.benchmark.results import add_ratios
+    add_ratios(rows, "impl", ("op", "shape", "dtype", "layout"),
+               {"vs_eager": lambda _: "eager_reference", "vs_compile": lambda _: "compile_reference"},
+               "median_ms", lower_is_faster=True)
     for r in rows:
-        base = {g["impl"]: g["median_ms"] for g in rows if key(g) == key(r)}
-        r["vs_eager"] = base["eager_reference"] / r["median_ms"] if "eager_reference" in base else None
-        r["vs_compile"] = base["compile_reference"] / r["median_ms"] if "compile_reference" in base else None
         r["pct_of_peak"] = 100.0 * r["gb_per_s"] / peak_gb_per_s if peak_gb_per_s else None
     return rows
 
 
-def format_markdown(result: dict) -> str:
-    peak = result.get("peak_gb_per_s")
-    lines = [f"# Kernel microbenchmarks ({result['device_type']})", "",
-             f"device: {result['device']} · torch {result['torch']} · CUDA {result['cuda']} · {result['date']} · "
+def kernels_markdown(result: dict) -> str:
+    """The Markdown table of a kernels run (``afd_ext.benchmark.results.format_markdown``)."""
+    from afd_ext.benchmark.results import fmt, format_markdown
+    facts = (f"device: {result['device']} · torch {result['torch']} · CUDA {result['cuda']} · {result['date']} · "
              f"commit {result['commit']} · batch {result['batch']} · median of {result['rounds']} rounds "
              f"({result['timer']}), warm-up excluded, backend fixed outside the timed call · measured copy "
-             f"bandwidth {'-' if peak is None else format(peak, '.1f')} GB/s", ""]
-    if result.get("complete") is False:
-        lines += ["**Cut short**: the rows below are those measured before the run ended (rebuilt from its "
-                  "JSON Lines records).", ""]
-    lines += ["| op | shape | dtype | layout | impl | median ms | x eager | x compile | GB/s | % of copy bw |",
-              "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
-
-    def f(v, fmt):
-        return "-" if v is None else format(v, fmt)
-    for r in result["rows"]:
-        lines.append(f"| {r['op']} | {r['shape']} | {r['dtype']} | {r.get('layout', '-')} | {r['impl']} | "
-                     f"{r['median_ms']:.3f} | {f(r['vs_eager'], '.2f')} | {f(r['vs_compile'], '.2f')} | "
-                     f"{f(r['gb_per_s'], '.1f')} | {f(r['pct_of_peak'], '.1f')} |")
-    return "\n".join(lines) + "\n"
+             f"bandwidth {fmt(result.get('peak_gb_per_s'), '.1f')} GB/s")
+    columns = [("op", False, lambda r: r["op"]), ("shape", False, lambda r: str(r["shape"])),
+               ("dtype", False, lambda r: r["dtype"]), ("layout", False, lambda r: r.get("layout") or "-"),
+               ("impl", False, lambda r: r["impl"]), ("median ms", True, lambda r: fmt(r["median_ms"], ".3f")),
+               ("x eager", True, lambda r: fmt(r["vs_eager"], ".2f")),
+               ("x compile", True, lambda r: fmt(r["vs_compile"], ".2f")),
+               ("GB/s", True, lambda r: fmt(r["gb_per_s"], ".1f")),
+               ("% of copy bw", True, lambda r: fmt(r["pct_of_peak"], ".1f"))]
+    return format_markdown(result, f"Kernel microbenchmarks ({result['device_type']})", facts,
+                           [(None, [], columns, result["rows"])])
 
 
 def result_from_records(records) -> dict:
     """The JSON summary of one kernels run from its JSON Lines records: meta, the copy bandwidth,
     the rows with their ratios; ``complete`` False when the run did not reach its end."""
-    def strip(r):
-        return {k: v for k, v in r.items() if k not in ("run", "source", "record")}
-    meta = next((strip(r) for r in records if r.get("record") == "meta"), {})
-    peak = next((strip(r) for r in records if r.get("record") == "copy_bandwidth"), {"peak_gb_per_s": None})
-    rows = add_ratios([strip(r) for r in records if r.get("record") == "row"], peak["peak_gb_per_s"])
-    impls = ["eager_reference", "compile_reference", "cpp", "cuda", "triton"]
+    from afd_ext.benchmark.results import summarize
+    result = summarize(records, ("row", "copy_bandwidth"))
+    peak = (result.pop("copy_bandwidths") or [{"peak_gb_per_s": None}])[0]
+    rows = kernel_ratios(result.pop("rows"), peak["peak_gb_per_s"])
     rows.sort(key=lambda r: (r["op"], r["dtype"], r["shape"], r.get("layout") or "",  # measured by value, read by op
-                             impls.index(r["impl"]) if r["impl"] in impls else len(impls)))
-    return {**meta, **peak, "complete": any(r.get("record") == "end" for r in records), "rows": rows}
+                             IMPLS.index(r["impl"]) if r["impl"] in IMPLS else len(IMPLS)))
+    return {**result, **peak, "rows": rows}
 
 
 def write_summary(result: dict, stem: Path) -> str:
-    from afd_ext.utils import atomic_write_bytes, write_json
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    write_json(stem.with_suffix(".json"), result)
-    text = format_markdown(result)
-    atomic_write_bytes(stem.with_suffix(".md"), text.encode())
+    from afd_ext.benchmark.results import write_result
+    text = kernels_markdown(result)
+    write_result(result, stem.with_suffix(".json"), text)
     return text
 
 
@@ -99,29 +92,21 @@ def main(argv=None):
     a = p.parse_args(argv)
     import torch
 
-    from afd_ext.e2e_benchmark import append_record, read_runs
-    from afd_ext.utils import git_commit
+    from afd_ext.benchmark.results import Recorder, read_runs, run_meta
+    from afd_ext.benchmark.timing import copy_bandwidth_gb_per_s
     device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
     run = f"kernels_{device}{a.name}"
     stem = Path(a.out) / run
     rows = Path(a.rows) if a.rows else stem.with_suffix(".jsonl")
     rc = 0
     if not a.rebuild:
-        rows.parent.mkdir(parents=True, exist_ok=True)
-        if not a.rows and rows.exists():
-            rows.unlink()  # the run's own file: start it afresh
-
-        def record(kind, **data):
-            append_record(rows, {"run": run, "source": "kernels", "record": kind, **data})
+        rec = Recorder(rows, run, "kernels", fresh=not a.rows)  # the run's own file: started afresh
         batch = a.batch or (32 if device == "cpu" else 256)
-        record("meta", device=torch.cuda.get_device_name() if device == "cuda" else f"cpu ({os.cpu_count()} cores)",
-               device_type=device, torch=torch.__version__, cuda=torch.version.cuda, threads=torch.get_num_threads(),
-               date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               commit=git_commit() or "unknown", batch=batch, rounds=a.rounds or (7 if device == "cpu" else 50),
-               timer="CUDA events" if device == "cuda" else "time.perf_counter", filter=a.k)
-        sys.path.insert(0, str(HERE))
-        from timing import copy_bandwidth_gb_per_s
-        record("copy_bandwidth", **copy_bandwidth_gb_per_s(device))
+        meta = run_meta(device, batch=batch, rounds=a.rounds or (7 if device == "cpu" else 50),
+                        timer="CUDA events" if device == "cuda" else "time.perf_counter", filter=a.k)
+        meta["commit"] = meta["commit"] or "unknown"
+        rec.write("meta", **meta)
+        rec.write("copy_bandwidth", **copy_bandwidth_gb_per_s(device))
         if device == "cuda":
             torch.cuda.empty_cache()
         env = {**os.environ, "AFD_BENCH_DEVICE": device, "AFD_BENCH_COMPILE": "0" if a.no_compile else "1",
@@ -134,7 +119,7 @@ def main(argv=None):
             cmd += ["-k", a.k]
         rc = subprocess.run(cmd, cwd=ROOT, env=env).returncode
         if rc == 0:
-            record("end")
+            rec.write("end")
         else:
             print(f"benchmarks failed (pytest exit {rc}); the tables hold the rows measured before", file=sys.stderr)
     records = read_runs(rows).get(run, []) if rows.exists() else []

@@ -12,7 +12,7 @@ stages, and the summaries rebuilt from the rows.
         from this checkout and the backend is in afd_ext.available_backends(); else exit 1 and why
     python bench/session.py e2e [--interleave] --device cuda --batch 256 --dtype bfloat16 \\
             --rows ROWS.jsonl --run NAME [--json FILE] ...
-        afd_ext.e2e_benchmark.run_interleaved (with --interleave) or run_e2e, every row appended
+        afd_ext.benchmark.e2e.run_interleaved (with --interleave) or run_e2e, every row appended
         to ROWS.jsonl as it is measured
     python bench/session.py rebuild ROWS.jsonl [--out DIR] [--summary FILE]
         the JSON + Markdown summary of every run recorded in ROWS.jsonl (kernels, e2e, profile),
@@ -145,11 +145,9 @@ def build_in_place(backend: str) -> tuple[bool, str]:
 
 def rebuild(rows: Path, out: Path, summary: Path | None = None) -> list[str]:
     """Write out/<run>.json and .md for every run in ``rows``; returns one line per run."""
-    from afd_ext.e2e_benchmark import read_runs
-    from afd_ext.e2e_benchmark import result_from_records as e2e_result
-    from afd_ext.e2e_benchmark import write_result
-    from afd_ext.utils import atomic_write_bytes, write_json
-    sys.path.insert(0, str(HERE))
+    from afd_ext.benchmark.e2e import e2e_markdown
+    from afd_ext.benchmark.e2e import result_from_records as e2e_result
+    from afd_ext.benchmark.results import read_runs, write_result
     report = _load(HERE / "report.py", "afd_bench_report")
     profile = _load(ROOT / "tools" / "profile_forward.py", "afd_profile_forward")
     out.mkdir(parents=True, exist_ok=True)
@@ -163,15 +161,13 @@ def rebuild(rows: Path, out: Path, summary: Path | None = None) -> list[str]:
             n = len(result["rows"])
         elif source == "e2e":
             result = e2e_result(records)
-            write_result(result, stem.with_suffix(".json"))
-            texts.append(stem.with_suffix(".md").read_text())
+            texts.append(e2e_markdown(result))
+            write_result(result, stem.with_suffix(".json"), texts[-1])
             n = len(result["rows"])
         elif source == "profile":
             result = profile.result_from_records(records)
-            write_json(stem.with_suffix(".json"), result)
-            text = profile.format_markdown(result, result.get("top", 25))
-            atomic_write_bytes(stem.with_suffix(".md"), text.encode())
-            texts.append(text)
+            texts.append(profile.format_markdown_profile(result, result.get("top", 25)))
+            write_result(result, stem.with_suffix(".json"), texts[-1])
             n = sum(len(p) for p in result["backbones"].values())
         else:
             lines.append(f"{run}: unknown source {source!r}, skipped")
@@ -228,7 +224,7 @@ def main(argv=None) -> int:
         print(why)
         return 0 if ok else 1
     if a.cmd == "e2e":
-        from afd_ext import e2e_benchmark as e2e
+        from afd_ext.benchmark import e2e
         common = dict(device=a.device, json_path=a.json, backbones=a.backbones, configs=a.configs,
                       rows_path=a.rows, run=a.run)
         if a.interleave:

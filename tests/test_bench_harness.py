@@ -43,9 +43,9 @@ def test_backend_is_chosen_once_outside_the_timed_calls(monkeypatch):
 
 
 def test_time_calls_and_copy_bandwidth_on_cpu():
-    timing = _bench_module("timing")
+    from afd_ext.benchmark import timing
     calls = []
-    times = timing.time_calls(lambda x: calls.append(x), (1,), "cpu", rounds=4, warmup=2)
+    times = timing.time_calls(lambda x: calls.append(x), (1,), "cpu", rounds=4, warmup=2).times
     assert len(times) == 4 and len(calls) == 6 and all(t >= 0 for t in times)
     peak = timing.copy_bandwidth_gb_per_s("cpu", nbytes=1 << 20, rounds=3)
     assert peak["peak_gb_per_s"] > 0 and peak["copy_bytes"] == 1 << 20
@@ -98,7 +98,7 @@ def test_a_cut_run_is_summarized_from_the_rows_it_wrote(tmp_path):
     """Three runs appended to one JSON Lines file (as tools/gpu_session.sh does), the last cut in the
     middle of a line: `bench/session.py rebuild` writes each run's JSON + Markdown, marks the runs
     without an end record as cut short, and keeps every complete row."""
-    from afd_ext.e2e_benchmark import append_record
+    from afd_ext.benchmark.results import append_record
     session = _bench_module("session")
     rows = tmp_path / "rows.jsonl"
 

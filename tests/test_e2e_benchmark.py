@@ -1,4 +1,4 @@
-"""afd_ext.e2e_benchmark: a minimal end-to-end run writes JSON + Markdown with honest skipped rows (CPU)."""
+"""afd_ext.benchmark.e2e: a minimal end-to-end run writes JSON + Markdown with honest skipped rows (CPU)."""
 from __future__ import annotations
 
 import json
@@ -7,8 +7,10 @@ import torch
 
 import pytest
 
-from afd_ext import e2e_benchmark as e2e
-from afd_ext.e2e_benchmark import _percentile, read_runs, result_from_records, run_e2e, run_interleaved
+from afd_ext.benchmark import e2e
+from afd_ext.benchmark.e2e import result_from_records, run_e2e, run_interleaved
+from afd_ext.benchmark.results import read_runs
+from afd_ext.benchmark.timing import percentile as _percentile
 
 
 def test_percentile():
@@ -128,7 +130,7 @@ def test_run_interleaved_keeps_the_rows_measured_before_a_failure(monkeypatch, t
                         calls=1, verbose=False, rows_path=str(rows), run="inter")
     result = result_from_records(read_runs(rows)["inter"])
     assert result["complete"] is False and {r["backbone"] for r in result["rows"]} == {"efficientnet_lite0"}
-    assert len(result["rows"]) == 2 and "Cut short" in e2e.format_markdown(result)
+    assert len(result["rows"]) == 2 and "Cut short" in e2e.e2e_markdown(result)
 
 
 def test_cli_bench_threads_need_interleave(capsys):
@@ -138,7 +140,7 @@ def test_cli_bench_threads_need_interleave(capsys):
 
 
 def test_cli_bench_passes_rows_dtypes_width_and_budget(monkeypatch):
-    import afd_ext.e2e_benchmark as e2e
+    from afd_ext.benchmark import e2e
     from afd_ext.cli import main
     seen = {}
     monkeypatch.setattr(e2e, "run_e2e", lambda **kw: seen.update(kw))

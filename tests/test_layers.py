@@ -10,13 +10,15 @@ PACKAGE = Path(afd_ext.__file__).parent
 # Lowest first. The reference (python/, installed as afd_ext.reference) is the definition of every op.
 LAYERS = [
     ("foundations", {"afd_ext._version", "afd_ext.reference", "afd_ext.utils", "afd_ext.data", "afd_ext.weights",
-                     "afd_ext.backbones", "afd_ext.backbones.efficientnet_lite", "afd_ext._C"}),
+                     "afd_ext.backbones", "afd_ext.backbones.efficientnet_lite", "afd_ext._C",
+                     "afd_ext.benchmark", "afd_ext.benchmark.timing", "afd_ext.benchmark.flops",
+                     "afd_ext.benchmark.results"}),
     ("ops", {"afd_ext.ops"}),
     ("nn modules", {"afd_ext.modules"}),
     ("checkpoints and attach", {"afd_ext.checkpoint", "afd_ext.classifier"}),
     ("models", {"afd_ext.models", "afd_ext.timm_models"}),
     ("jobs", {"afd_ext.evaluation", "afd_ext.train", "afd_ext.pipeline", "afd_ext.export", "afd_ext.ray_data",
-              "afd_ext.demo", "afd_ext.e2e_benchmark"}),
+              "afd_ext.demo", "afd_ext.benchmark.e2e"}),
     ("command line", {"afd_ext.cli", "afd_ext.__main__"}),
 ]
 LAYER_OF = {m: i for i, (_, mods) in enumerate(LAYERS) for m in mods}

@@ -12,7 +12,8 @@ from PIL import Image
 
 import afd_ext
 from afd_ext import data
-from afd_ext.models import gflops, model_card
+from afd_ext.benchmark.flops import gflops
+from afd_ext.models import model_card
 
 PACKAGE = pathlib.Path(afd_ext.__file__).parent
 

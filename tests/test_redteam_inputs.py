@@ -281,7 +281,7 @@ def test_os_errors_on_path_flags_are_one_line_exit_1_before_the_work(argv, tmp_p
     built = []
     real = afd_ext.models.create_model
     monkeypatch.setattr(afd_ext.models, "create_model", lambda *a, **k: built.append(1) or real(*a, **k))
-    bench = next(m for m in ("afd_ext.e2e_benchmark", "afd_ext.bench") if importlib.util.find_spec(m))
+    bench = next(m for m in ("afd_ext.benchmark.e2e", "afd_ext.e2e_benchmark") if importlib.util.find_spec(m))
     monkeypatch.setattr(importlib.import_module(bench), "run_e2e", lambda *a, **k: built.append(1))
     subs = {"{photos}": str(photos), "{dir}": str(tmp_path / "adir.png"), "{file}": str(tmp_path / "afile"),
             "{unwritable}": str(unwritable), "{fifo}": str(tmp_path / "ck.safetensors")}

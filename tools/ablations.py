@@ -36,18 +36,13 @@ ARMS = {
 
 def flops_fraction(width):
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     import afd_ext
+    from afd_ext.benchmark.flops import count_flops
     clf = afd_ext.load_classifier("efficientnet_lite0")
     x = torch.rand(1, 3, 224, 224)
-    with FlopCounterMode(display=False) as fc:
-        clf(x)
-    base = fc.get_total_flops()
     afd = afd_ext.AFDModule(32, width=width, act="relu6").eval().reparameterize()
-    with FlopCounterMode(display=False) as fc:
-        afd(torch.randn(1, 32, 112, 112), x * 255)
-    return fc.get_total_flops() / base
+    return count_flops(lambda: afd(torch.randn(1, 32, 112, 112), x * 255)) / count_flops(lambda: clf(x))
 
 
 def run_arm(name, steps, out_root):

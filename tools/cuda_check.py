@@ -6,11 +6,12 @@
     python tools/cuda_check.py tiny       # one small call per kernel (for compute-sanitizer)
 
 Parity compares torch.ops.afd.* (CUDA) with the reference computed in float64 on the same
-inputs, with the tests' tolerances, over dtypes, layouts, odd sizes, default path and
-AFD_CUDA_FORCE_GENERIC=1. Timings: CUDA events, median of repeats, the acceptance sizes.
+inputs and rounded to the dtype, with the tests' tolerances and layouts (one home:
+afd_ext.reference.testing), over dtypes, layouts, odd sizes, default path and
+AFD_CUDA_FORCE_GENERIC=1. Timings: afd_ext.benchmark.timing (CUDA events, median of repeats), the
+acceptance sizes.
 """
 import os
-import statistics
 import sys
 
 import torch
@@ -18,25 +19,22 @@ import torch.nn.functional as F
 
 import afd_ext  # noqa: F401  (registers the ops; CUDA kernels from afd_ext._C)
 from afd_ext import reference as R
+from afd_ext.benchmark.timing import copy_bandwidth_gb_per_s, time_calls
+from afd_ext.reference.testing import tol, with_layout
 
 DEV = "cuda"
-TOL = {torch.float64: (1e-10, 1e-9), torch.float32: (1e-5, 1e-4), torch.float16: (1e-2, 2e-2),
-       torch.bfloat16: (2e-2, 5e-2)}
 FAILS = []
+# the layouts of the checks below, by their short names
+_LAYOUT = {"nchw": "contiguous", "cl": "channels_last", "slice": "noncontiguous"}
 
 
 def layout(t, kind):
-    if kind == "cl":
-        return t.contiguous(memory_format=torch.channels_last)
-    if kind == "slice":
-        wide = torch.empty(*t.shape[:-1], 2 * t.shape[-1], dtype=t.dtype, device=t.device)
-        wide[..., ::2] = t
-        return wide[..., ::2]
-    return t.contiguous()
+    return with_layout(t, _LAYOUT[kind])
 
 
-def close(name, out, ref, dt, ref_input):
-    rtol, atol = TOL[dt]
+def close(op, name, out, ref, dt, ref_input):
+    ref = ref.to(dt)  # the float64 reference rounded to the dtype, as the tests compare
+    rtol, atol = tol(dt, ref, op)
     want_cl = (not ref_input.is_contiguous()) and ref_input.is_contiguous(memory_format=torch.channels_last)
     fmt_ok = out.is_contiguous(memory_format=torch.channels_last) if want_cl else out.is_contiguous()
     d = (out.double() - ref.double()).abs()
@@ -58,7 +56,7 @@ def parity():
                                 ((0, 3, 8, 8), "nchw")]:
                 img = layout((torch.rand(*shape, generator=g) * 255).to(dt).to(DEV), kind)
                 if force == "0":
-                    close(f"block_dct {dt} {shape} {kind}", torch.ops.afd.block_dct(img),
+                    close("block_dct", f"block_dct {dt} {shape} {kind}", torch.ops.afd.block_dct(img),
                           R.block_dct(img.double()), dt, img)
                 for h1, h2, c in [(128, 64, 32), (128, 64, 64), (37, 20, 9), (160, 96, 96), (16, 130, 3)]:
                     ws = []
@@ -67,7 +65,8 @@ def parity():
                                (torch.randn(o, generator=g) * 0.1).to(dt).to(DEV)]
                     out = torch.ops.afd.block_dct_fdm(img, *ws)
                     ref = R.block_dct_fdm(img.double(), *[w.double() for w in ws])
-                    close(f"block_dct_fdm[{tag}] {dt} {shape} {kind} {(h1, h2, c)}", out, ref, dt, img)
+                    close("block_dct_fdm", f"block_dct_fdm[{tag}] {dt} {shape} {kind} {(h1, h2, c)}", out, ref, dt,
+                          img)
             for (B, Cin, C, Hf, Wf, Hb, Wb) in [(2, 64, 64, 112, 112, 28, 28), (2, 32, 32, 56, 56, 28, 28),
                                                 (1, 16, 32, 17, 22, 17, 11), (2, 13, 20, 30, 18, 5, 3),
                                                 (1, 24, 40, 9, 7, 9, 7), (0, 8, 8, 8, 8, 2, 2)]:
@@ -87,33 +86,21 @@ def parity():
                         out = torch.ops.afd.repconv_dedrift(x, w, b, fdm, feat, act)
                         ref = R.repconv_dedrift(x.double(), w.double(), None if b is None else b.double(),
                                                 fdm.double(), feat.double(), act)
-                        close(f"repconv_dedrift[{tag}] {dt} {(B, Cin, C, Hf, Wf, Hb, Wb)} {kind} {act}", out, ref,
+                        close("repconv_dedrift",
+                              f"repconv_dedrift[{tag}] {dt} {(B, Cin, C, Hf, Wf, Hb, Wb)} {kind} {act}", out, ref,
                               dt, feat)
     os.environ["AFD_CUDA_FORCE_GENERIC"] = "0"
 
 
 def timeit(fn, reps=20):
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        e.synchronize()
-        ts.append(s.elapsed_time(e) * 1e3)
-    return statistics.median(ts)  # microseconds
+    """Median microseconds of ``fn()`` on the device (CUDA events, 3 warm-up calls)."""
+    return time_calls(fn, (), DEV, rounds=reps, warmup=3).median * 1e6
 
 
 def bench():
     torch.manual_seed(0)
-    big = torch.empty(1 << 29, dtype=torch.uint8, device=DEV)
-    dst = torch.empty_like(big)
-    bw = 2 * big.numel() / (timeit(lambda d=dst, s=big: d.copy_(s)) * 1e-6)  # bytes/s, copy read+write
+    bw = copy_bandwidth_gb_per_s(DEV, nbytes=1 << 29, rounds=20)["peak_gb_per_s"] * 1e9  # bytes/s, read+write
     print(f"device {torch.cuda.get_device_name()}, copy bandwidth {bw / 1e12:.2f} TB/s")
-    del big, dst
     compiled = torch.compile(R.block_dct_fdm)
     for dt, kind, c in [(torch.float16, "nchw", 32), (torch.bfloat16, "nchw", 32), (torch.float16, "cl", 32),
                         (torch.float16, "nchw", 64), (torch.float32, "nchw", 32)]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -27,8 +26,8 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from afd_ext.e2e_benchmark import append_record, build_model
-from afd_ext.utils import atomic_write_bytes, git_commit, write_json
+from afd_ext.benchmark.e2e import build_model
+from afd_ext.benchmark.results import Recorder, format_markdown, run_meta, summarize, write_result
 
 
 def _self_time_us(evt, cuda: bool) -> float:
@@ -99,47 +98,44 @@ def _with_share(prof: dict) -> dict:
 def result_from_records(records) -> dict:
     """The JSON summary of one profile run from its JSON Lines records (tables of the backbones and
     parts profiled before the run ended; ``complete`` False when it did not reach its end)."""
-    meta = next(({k: v for k, v in r.items() if k not in ("run", "source", "record")}
-                 for r in records if r.get("record") == "meta"), {})
+    result = summarize(records, ("table",))
     backbones: dict = {}
-    for r in records:
-        if r.get("record") == "table":
-            backbones.setdefault(r["backbone"], {})[r["part"]] = r["table"]
-    return {**meta, "complete": any(r.get("record") == "end" for r in records),
-            "backbones": {b: _with_share(prof) for b, prof in backbones.items()}}
+    for r in result.pop("tables"):
+        backbones.setdefault(r["backbone"], {})[r["part"]] = r["table"]
+    return {**result, "backbones": {b: _with_share(prof) for b, prof in backbones.items()}}
 
 
-def format_markdown(result: dict, top: int) -> str:
-    lines = [f"# Profile of one deployed forward ({result['device']})", "",
-             f"torch {result['torch']} · CUDA {result['cuda']} · {result['date']} · commit {result['commit']} · "
+def format_markdown_profile(result: dict, top: int) -> str:
+    """The Markdown tables of a profile run (``afd_ext.benchmark.results.format_markdown``)."""
+    facts = (f"torch {result['torch']} · CUDA {result['cuda']} · {result['date']} · commit {result['commit']} · "
              f"batch {result['batch']} · {result['dtype']}{' autocast' if result['dtype'] != 'float32' else ''} · "
              f"channels_last uint8 input · AFD width `{result['width']}`, deployed with its op weights in "
              f"{result['dtype']}, fused ops · {result['iters']} profiled calls after warm-up; times "
-             f"are {'device (kernel)' if result['device_type'] == 'cuda' else 'CPU self'} time per call.", ""]
+             f"are {'device (kernel)' if result['device_type'] == 'cuda' else 'CPU self'} time per call.")
     unit = "kernels" if result["device_type"] == "cuda" else "op calls"
-    if result.get("complete") is False:
-        lines += ["**Cut short**: the tables below are those profiled before the run ended.", ""]
+
+    def kernel(r):
+        name = r["kernel"].replace("|", "\\|")
+        return f"`{name if len(name) <= 90 else name[:87] + '...'}`"
+    columns = [("kernel", False, kernel), ("count / call", True, lambda r: f"{r['calls_per_call']:g}"),
+               ("us / call", True, lambda r: f"{r['us_per_call']:.1f}"),
+               ("share", True, lambda r: f"{100 * r['share']:.1f}%")]
+    sections = []
     for backbone, prof in result["backbones"].items():
-        lines += [f"## {backbone}", ""]
+        intro = []
         if "afd_share_of_forward" in prof:
             cls, full = prof["classifier"], prof["deployed_forward"]
-            lines += [f"classifier alone {cls['total_us_per_call'] / 1e3:.2f} ms "
-                      f"({cls['kernel_launches_per_call']:.0f} {unit}) · with the AFD "
-                      f"{full['total_us_per_call'] / 1e3:.2f} ms ({full['kernel_launches_per_call']:.0f} {unit}) · "
-                      f"AFD share of the forward {100 * prof['afd_share_of_forward']:.1f}%", ""]
+            intro = [f"classifier alone {cls['total_us_per_call'] / 1e3:.2f} ms "
+                     f"({cls['kernel_launches_per_call']:.0f} {unit}) · with the AFD "
+                     f"{full['total_us_per_call'] / 1e3:.2f} ms ({full['kernel_launches_per_call']:.0f} {unit}) · "
+                     f"AFD share of the forward {100 * prof['afd_share_of_forward']:.1f}%"]
+        sections.append((f"## {backbone}", intro, None, []))
         for part in ("deployed_forward", "afd_module"):
-            if part not in prof:
-                continue
-            table = prof[part]
-            lines += [f"### {part.replace('_', ' ')} (top {top} of {len(table['rows'])})", "",
-                      "| kernel | count / call | us / call | share |", "| --- | ---: | ---: | ---: |"]
-            for r in table["rows"][:top]:
-                name = r["kernel"].replace("|", "\\|")
-                name = name if len(name) <= 90 else name[:87] + "..."
-                lines.append(f"| `{name}` | {r['calls_per_call']:g} | {r['us_per_call']:.1f} | "
-                             f"{100 * r['share']:.1f}% |")
-            lines.append("")
-    return "\n".join(lines)
+            if part in prof:
+                table = prof[part]
+                sections.append((f"### {part.replace('_', ' ')} (top {top} of {len(table['rows'])})", [], columns,
+                                 table["rows"][:top]))
+    return format_markdown(result, f"Profile of one deployed forward ({result['device']})", facts, sections)
 
 
 def main(argv=None) -> int:
@@ -165,27 +161,16 @@ def main(argv=None) -> int:
     stem = Path(a.out)
     rows = Path(a.rows) if a.rows else stem.with_suffix(".jsonl")
     run = a.run or stem.name
-    rows.parent.mkdir(parents=True, exist_ok=True)
-    if not a.rows and rows.exists():
-        rows.unlink()
-    records = []
-
-    def record(kind, **data):
-        rec = {"run": run, "source": "profile", "record": kind, **data}
-        records.append(rec)
-        append_record(rows, rec)
-    record("meta", device=torch.cuda.get_device_name(device) if gpu else "cpu", device_type=device.type,
-           torch=torch.__version__, cuda=torch.version.cuda,
-           date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), commit=git_commit(),
-           batch=batch, dtype=str(dtype).removeprefix("torch."), width=a.width, iters=a.iters, top=a.top)
+    rec = Recorder(rows, run, "profile", fresh=not a.rows)
+    rec.write("meta", **run_meta(device, batch=batch, dtype=str(dtype).removeprefix("torch."), width=a.width,
+                                 iters=a.iters, top=a.top))
     for b in a.backbones:
         profile_backbone(b, device, batch, dtype, a.iters, a.width, a.warmup,
-                         emit=lambda part, table, b=b: record("table", backbone=b, part=part, table=table))
-    record("end")
-    result = result_from_records(records)
-    write_json(stem.with_suffix(".json"), result)
-    text = format_markdown(result, a.top)
-    atomic_write_bytes(stem.with_suffix(".md"), text.encode())
+                         emit=lambda part, table, b=b: rec.write("table", backbone=b, part=part, table=table))
+    rec.write("end")
+    result = result_from_records(rec.records)
+    text = format_markdown_profile(result, a.top)
+    write_result(result, stem.with_suffix(".json"), text)
     print(text)
     return 0
 

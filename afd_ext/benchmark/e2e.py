@@ -18,39 +18,38 @@
 
 On GPU each runs in float32 and under bfloat16 autocast. Each AFD row's ``vs_classifier`` is
 its images/s over its baseline's in the same run (the classifier alone, eager / compiled / as
-CUDA graphs, same batch and dtype). Latency is per batch
-(``time.perf_counter``, ``torch.cuda.synchronize`` on GPU, warm-up excluded): the median and
+CUDA graphs, same batch and dtype). Latency is per batch (``timing.time_calls`` with the wall
+clock: ``time.perf_counter``, ``torch.cuda.synchronize`` on GPU, warm-up excluded): the median and
 95th percentile of repeated runs; images/s = batch / median. EfficientNet-Lite0 has its real
-ImageNet weights; ResNet-50 (torchvision) random ones (AFD with 64 channels, act relu). The
-AFD weights are random (timing does not depend on them).
+ImageNet weights; ResNet-50 (torchvision) random ones. Each AFD is built for the stem its model's
+adapter describes (width, activation). The AFD weights are random (timing does not depend on them).
 
 Also reported: parameters and FLOPs of the AFD (training form and deployed) for each width
-preset against the classifier's, at 224x224, counted with
-``torch.utils.flop_counter.FlopCounterMode`` (2 x multiply-accumulates of conv / matmul /
-linear ops; elementwise ops are not counted; the deployed form is counted on the reference
-path, which computes the same convolutions and linear layers as the fused kernels).
+preset against the classifier's, at 224x224 (``flops.count_flops``).
 
-Every row is written as it is measured: appended, one JSON line, and flushed to the disk
-(``rows_path``; default ``$AFD_BENCH_ROWS``, else the JSON's stem + ``.jsonl``), so a run cut short
-keeps what it measured; the JSON + Markdown summary is built from those records at the end
-(``result_from_records``; ``python bench/session.py rebuild ROWS.jsonl`` for a run that was cut).
+Every row is written as it is measured (``results.Recorder``: appended, one JSON line, and
+flushed to the disk; ``rows_path``, default ``$AFD_BENCH_ROWS``, else the JSON's stem + ``.jsonl``),
+so a run cut short keeps what it measured; the JSON + Markdown summary is built from those records
+at the end (``result_from_records``; ``python bench/session.py rebuild ROWS.jsonl`` for a run that
+was cut).
 """
 from __future__ import annotations
 
 import contextlib
 import copy
-import datetime
 import io
-import json
 import os
 import statistics
-import time
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 
-from .utils import git_commit
+from .flops import NOTE as FLOPS_NOTE
+from .flops import count_flops, n_params
+from .results import (Recorder, add_ratios, device_name, fmt, format_markdown, run_meta, summarize,
+                      write_result)
+from .timing import percentile, time_calls
 
 CONFIGS = ("classifier", "afd_train", "afd_deploy_reference", "afd_deploy_fused", "afd_compile", "decode_included",
            "classifier_compile", "afd_cuda_graphs", "classifier_cuda_graphs")
@@ -60,82 +59,41 @@ BASELINES = {"afd_train": "classifier", "afd_deploy_reference": "classifier", "a
              "afd_cuda_graphs": "classifier_cuda_graphs"}
 COMPILE_MODES = {"afd_compile": "default", "classifier_compile": "default", "afd_cuda_graphs": "reduce-overhead",
                  "classifier_cuda_graphs": "reduce-overhead"}
-BACKBONES = {"efficientnet_lite0": (32, "relu6"), "resnet50": (64, "relu")}
+#: The backbones timed by default (any name of ``afd_ext.list_models()`` works); the stem's width
+#: and activation come from the model's adapter.
+BACKBONES = ("efficientnet_lite0", "resnet50")
 
 
-# -- rows as they are measured (JSON Lines) --------------------------------------------------------
-
-def append_record(path, record: dict) -> None:
-    """Append ``record`` as one JSON line and push it to the disk before returning: a process killed
-    afterwards (a time-out) has lost nothing it measured."""
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record, default=str) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def read_runs(path) -> dict:
-    """{run name: [records]} of a JSON Lines file that several runs append to. A run's records are
-    those from its last ``meta`` record on (a run started again replaces the earlier one); a
-    last line cut in the middle (a kill mid-write) is skipped."""
-    runs: dict = {}
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        name = rec.get("run")
-        if rec.get("record") == "meta":
-            runs[name] = []
-        runs.setdefault(name, []).append(rec)
-    return runs
+def _recorder(rows_path, json_path, run: Optional[str], default_run: str, meta: dict) -> Recorder:
+    """The run's records: to ``rows_path``, else $AFD_BENCH_ROWS (both shared files: appended to),
+    else the JSON's stem + ``.jsonl`` (the run's own file: started afresh)."""
+    shared = rows_path or os.environ.get("AFD_BENCH_ROWS")
+    path = shared or (Path(json_path).with_suffix(".jsonl") if json_path else None)
+    rec = Recorder(path, run or (Path(json_path).stem if json_path else default_run), "e2e", fresh=not shared)
+    rec.write("meta", **meta)
+    return rec
 
 
-def _strip(rec: dict) -> dict:
-    return {k: v for k, v in rec.items() if k not in ("run", "source", "record")}
-
-
-class _Recorder:
-    """Writes one run's records (meta first, then each row as it is measured) to a JSON Lines file."""
-
-    def __init__(self, rows_path, json_path, run: Optional[str], default_run: str, meta: dict):
-        path = rows_path or os.environ.get("AFD_BENCH_ROWS") or (Path(json_path).with_suffix(".jsonl")
-                                                                  if json_path else None)
-        self.path = Path(path) if path else None
-        self.run = run or (Path(json_path).stem if json_path else default_run)
-        self.records: list = []
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            if not (rows_path or os.environ.get("AFD_BENCH_ROWS")) and self.path.exists():
-                self.path.unlink()  # a file of this run's own: start it afresh
-        self.write("meta", meta)
-
-    def write(self, record: str, data: dict) -> None:
-        rec = {"run": self.run, "source": "e2e", "record": record, **data}
-        self.records.append(rec)
-        if self.path is not None:
-            append_record(self.path, rec)
+def add_e2e_ratios(rows: list) -> list:
+    """Each AFD row's ``vs_classifier``: its images/s over its baseline's (BASELINES), same backbone,
+    batch and dtype, measured in the same run; None where either was not measured."""
+    return add_ratios(rows, "config", ("backbone", "batch", "dtype"), {"vs_classifier": BASELINES.get},
+                      "images_per_s")
 
 
 def result_from_records(records: Sequence[dict]) -> dict:
-    """The JSON summary of one e2e run from its records (``read_runs``): meta, rows with their
-    ratios, FLOPs if counted; ``complete`` False when the run did not reach its end."""
-    meta = next((_strip(r) for r in records if r.get("record") == "meta"), {})
-    rows = [_strip(r) for r in records if r.get("record") == "row"]
-    flops = [_strip(r) for r in records if r.get("record") == "flops"]
-    complete = any(r.get("record") == "end" for r in records)
-    if not meta.get("interleaved"):
-        add_ratios(rows)
-    return {**meta, "complete": complete, "rows": rows, "flops": flops}
+    """The JSON summary of one e2e run from its records (``results.read_runs``): meta, rows with
+    their ratios, FLOPs if counted; ``complete`` False when the run did not reach its end."""
+    result = summarize(records, ("row", "flops"))
+    result["flops"] = result.pop("flopss")
+    if not result.get("interleaved"):
+        add_e2e_ratios(result["rows"])
+    return result
 
 
 def build_model(backbone: str, width="small", seed: int = 0):
     """AFDClassifier (training form, eval mode, CPU) with a random non-trivial AFD."""
-    from .models import create_model
-    if backbone not in BACKBONES:
-        raise ValueError(f"unknown backbone {backbone!r}; bench knows {sorted(BACKBONES)}")
+    from ..models import create_model
     # ResNet-50's ImageNet weights are a download: its timings do not depend on them.
     model = create_model(backbone, pretrained=backbone != "resnet50", afd={"width": width})
     g = torch.Generator().manual_seed(seed)
@@ -154,44 +112,6 @@ def _variant(model, config: str):
     elif config in ("afd_deploy_fused", "afd_compile", "afd_cuda_graphs", "decode_included"):
         m.deploy()
     return m.eval()
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_fn(fn: Callable[[], object], device: torch.device, warmup: int, iters: Optional[int],
-            budget_s: float) -> tuple[list[float], float]:
-    """(per-call seconds of the timed runs, seconds of the first warm-up call).
-    ``iters=None``: at least 3 runs, then more until ``budget_s`` is spent (at most 100)."""
-    first = None
-    for i in range(max(1, warmup)):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        if first is None:
-            first = time.perf_counter() - t0
-    times: list[float] = []
-    n_min = iters if iters is not None else 3
-    n_max = iters if iters is not None else 100
-    start = time.perf_counter()
-    while len(times) < n_max and (len(times) < n_min or time.perf_counter() - start < budget_s):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return times, first
-
-
-def _percentile(xs: Sequence[float], q: float) -> float:
-    s = sorted(xs)
-    if len(s) == 1:
-        return s[0]
-    k = (len(s) - 1) * q
-    lo = int(k)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
 def _jpeg_batch(n: int, seed: int = 0, size=(375, 500), quality: int = 75) -> list[bytes]:
@@ -213,46 +133,29 @@ def _jpeg_batch(n: int, seed: int = 0, size=(375, 500), quality: int = 75) -> li
     return out
 
 
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
-
-
 # -- FLOPs and parameters -------------------------------------------------------------------------
 
-def _flops(fn: Callable[[], object]) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        fn()
-    return int(counter.get_total_flops())
-
-
-def _n_params(module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def count_flops(backbones: Sequence[str] = tuple(BACKBONES), widths: Sequence[str] = ("tiny", "small", "base"),
-                size: int = 224) -> list[dict]:
+def afd_cost(backbones: Sequence[str] = BACKBONES, widths: Sequence[str] = ("tiny", "small", "base"),
+             size: int = 224) -> list[dict]:
     """Per backbone and width preset: AFD parameters and FLOPs (training form, deployed) vs the
-    classifier's, one image at size x size."""
-    from .modules import AFDModule
+    classifier's, one image at size x size (``flops.count_flops``; the AFD built for the stem the
+    model's adapter describes)."""
+    from ..modules import AFDModule
     rows = []
     x = torch.randint(0, 256, (1, 3, size, size), dtype=torch.uint8)
     for backbone in backbones:
         base = build_model(backbone)
-        cls_flops = _flops(lambda: base(x, use_afd=False))
-        cls_params = _n_params(base.classifier)
+        cls_flops = count_flops(lambda: base(x, use_afd=False))
+        cls_params = n_params(base.classifier)
         with torch.no_grad():
             feat, pixels = base.stem_features(x)
-        channels, act = BACKBONES[backbone]
         for width in widths:
-            afd = AFDModule(channels, width=width, act=act).eval()
-            train_flops = _flops(lambda: afd(feat, pixels))
-            train_params = _n_params(afd)
+            afd = AFDModule(base.adapter.channels, width=width, act=base.adapter.act).eval()
+            train_flops = count_flops(lambda: afd(feat, pixels))
+            train_params = n_params(afd)
             afd.deploy("reference")
-            dep_flops = _flops(lambda: afd(feat, pixels))
-            dep_params = _n_params(afd)
+            dep_flops = count_flops(lambda: afd(feat, pixels))
+            dep_params = n_params(afd)
             rows.append({
                 "backbone": backbone, "width": width, "width_channels": afd.width, "size": size,
                 "classifier_params": cls_params, "classifier_gflops": cls_flops / 1e9,
@@ -265,16 +168,22 @@ def count_flops(backbones: Sequence[str] = tuple(BACKBONES), widths: Sequence[st
     return rows
 
 
-# -- the benchmark ------------------------------------------------------------------------------
-
 def _meta(dev: torch.device, width, channels_last: bool, warmup, iters, **extra) -> dict:
-    from .ops import current_backend
-    return {"device": _device_name(dev), "device_type": dev.type, "torch": torch.__version__,
-            "cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available(),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "commit": git_commit(), "afd_backend": current_backend(dev), "threads": torch.get_num_threads(),
-            "afd_width": width, "channels_last": channels_last, "warmup": warmup, "iters": iters, **extra}
+    from ..ops import current_backend
+    return run_meta(dev, afd_backend=current_backend(dev), afd_width=width, channels_last=channels_last,
+                    warmup=warmup, iters=iters, **extra)
 
+
+def _finish(rec: Recorder, json_path, log) -> dict:
+    rec.write("end")
+    result = result_from_records(rec.records)
+    if json_path:
+        write_result(result, json_path, e2e_markdown(result))
+        log(f"wrote {json_path} and {Path(json_path).with_suffix('.md')}")
+    return result
+
+
+# -- the benchmark ------------------------------------------------------------------------------
 
 def run_e2e(device: str = "cpu", json_path: Optional[str] = None, batches: Optional[Sequence[int]] = None,
             backbones: Sequence[str] = ("efficientnet_lite0", "resnet50"), warmup: Optional[int] = None,
@@ -301,7 +210,7 @@ def run_e2e(device: str = "cpu", json_path: Optional[str] = None, batches: Optio
                            flops, budget_s, channels_last, None, verbose, rows_path, run)
         finally:
             torch.set_num_threads(before)
-    from .pipeline import Pipeline
+    from ..pipeline import Pipeline
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("run_e2e(device='cuda'): no CUDA device is available")
@@ -319,10 +228,10 @@ def run_e2e(device: str = "cpu", json_path: Optional[str] = None, batches: Optio
         if verbose:
             print(msg, flush=True)
 
-    rec = _Recorder(rows_path, json_path, run, f"e2e_{dev.type}", _meta(dev, width, channels_last, warmup, iters))
+    rec = _recorder(rows_path, json_path, run, f"e2e_{dev.type}", _meta(dev, width, channels_last, warmup, iters))
 
     def emit(row):
-        rec.write("row", row)
+        rec.write("row", **row)
     for backbone in backbones:
         base = build_model(backbone, width=width)
         for config in configs:
@@ -367,11 +276,10 @@ def run_e2e(device: str = "cpu", json_path: Optional[str] = None, batches: Optio
                                 with torch.inference_mode(), (torch.autocast(dev.type, dtype=dt)
                                                               if dt != torch.float32 else contextlib.nullcontext()):
                                     return m(x)
-                        times, first = time_fn(fn, dev, warmup, iters, budget_s)
-                        med = statistics.median(times)
-                        row = _row(config, backbone, b, dtype, dev, images_per_s=b / med,
-                                   latency_ms_median=1e3 * med, latency_ms_p95=1e3 * _percentile(times, 0.95),
-                                   runs=len(times), first_call_s=first)
+                        t = time_calls(fn, (), dev, rounds=iters, warmup=warmup, clock="wall", budget_s=budget_s)
+                        row = _row(config, backbone, b, dtype, dev, images_per_s=b / t.median,
+                                   latency_ms_median=1e3 * t.median, latency_ms_p95=1e3 * t.percentile(0.95),
+                                   runs=len(t.times), first_call_s=t.first_s)
                         if config in COMPILE_MODES:
                             row["note"] = "first_call_s includes compilation"
                         if config == "decode_included":
@@ -393,14 +301,9 @@ def run_e2e(device: str = "cpu", json_path: Optional[str] = None, batches: Optio
             if gpu:
                 torch.cuda.empty_cache()
 
-    for f in count_flops(backbones) if flops else []:
-        rec.write("flops", f)
-    rec.write("end", {})
-    result = result_from_records(rec.records)
-    if json_path:
-        write_result(result, json_path)
-        log(f"wrote {json_path} and {Path(json_path).with_suffix('.md')}")
-    return result
+    for f in afd_cost(backbones) if flops else []:
+        rec.write("flops", **f)
+    return _finish(rec, json_path, log)
 
 
 def run_interleaved(device: str = "cpu", json_path: Optional[str] = None,
@@ -437,9 +340,8 @@ def run_interleaved(device: str = "cpu", json_path: Optional[str] = None,
     meta = _meta(dev, width, channels_last, warmup, calls, dtype=dtype,
                  interleaved={"configs": list(configs), "repeats": repeats, "calls_per_turn": calls})
     meta["threads"] = thread_counts
-    if dev.type == "cpu":
-        meta["device"] = f"cpu ({os.cpu_count()} cores)"
-    rec = _Recorder(rows_path, json_path, run, f"e2e_{dev.type}_interleaved", meta)
+    meta["device"] = device_name(dev, threads=False)
+    rec = _recorder(rows_path, json_path, run, f"e2e_{dev.type}_interleaved", meta)
 
     def log(msg):
         if verbose:
@@ -466,21 +368,21 @@ def run_interleaved(device: str = "cpu", json_path: Optional[str] = None,
                         with torch.inference_mode(), amp():
                             return m(x)
                     for config in configs:
-                        time_fn(lambda m=models[config]: fn(m), dev, warmup, 1, 0.0)
+                        time_calls(fn, (models[config],), dev, rounds=1, warmup=warmup, clock="wall")
                     turns = {c: [] for c in configs}
                     for r in range(repeats):
                         for config in (configs if r % 2 == 0 else tuple(reversed(configs))):
-                            times, _ = time_fn(lambda m=models[config]: fn(m), dev, 0, calls, 0.0)
-                            turns[config].append(statistics.median(times))
+                            t = time_calls(fn, (models[config],), dev, rounds=calls, warmup=0, clock="wall")
+                            turns[config].append(t.median)
                     first = turns[configs[0]]
                     for config in configs:
                         med = statistics.median(turns[config])
                         ratios = [f / t for f, t in zip(first, turns[config])]
                         row = _row(config, backbone, b, dtype, dev, images_per_s=b / med,
-                                   latency_ms_median=1e3 * med, latency_ms_p95=1e3 * _percentile(turns[config], 0.95),
+                                   latency_ms_median=1e3 * med, latency_ms_p95=1e3 * percentile(turns[config], 0.95),
                                    runs=repeats * calls, threads=n_threads, vs_first=statistics.median(ratios),
                                    vs_first_min=min(ratios), vs_first_max=max(ratios))
-                        rec.write("row", row)
+                        rec.write("row", **row)
                         log(f"{backbone:18s} {config:22s} b={b:<4d} threads={n_threads} {dtype:9s} "
                             f"{row['images_per_s']:8.1f} img/s  median {row['latency_ms_median']:9.2f} ms  vs "
                             f"{configs[0]} {row['vs_first']:.3f} "
@@ -490,27 +392,11 @@ def run_interleaved(device: str = "cpu", json_path: Optional[str] = None,
                 torch.cuda.empty_cache()
     finally:
         torch.set_num_threads(before)
-    rec.write("end", {})
-    result = result_from_records(rec.records)
-    if json_path:
-        write_result(result, json_path)
-        log(f"wrote {json_path} and {Path(json_path).with_suffix('.md')}")
-    return result
+    return _finish(rec, json_path, log)
 
 
 class _Skip(Exception):
     pass
-
-
-def add_ratios(rows: list) -> list:
-    """Each AFD row's ``vs_classifier``: its images/s over its baseline's (BASELINES), same backbone,
-    batch and dtype, measured in the same run; None where either was not measured."""
-    speed = {(r["config"], r["backbone"], r["batch"], r["dtype"]): r.get("images_per_s") for r in rows}
-    for r in rows:
-        base = BASELINES.get(r["config"])
-        ref = speed.get((base, r["backbone"], r["batch"], r["dtype"])) if base else None
-        r["vs_classifier"] = r["images_per_s"] / ref if (ref and r.get("images_per_s")) else None
-    return rows
 
 
 def _row(config, backbone, batch, dtype, dev, **kw) -> dict:
@@ -520,57 +406,53 @@ def _row(config, backbone, batch, dtype, dev, **kw) -> dict:
     return row
 
 
-def format_markdown(result: dict) -> str:
-    lines = [f"# End-to-end benchmark: {result['device']}", "",
-             f"torch {result['torch']}, CUDA {result['cuda']}, afd backend `{result['afd_backend']}`, "
+def _e2e_cell(r: dict, key: str, spec: str) -> str:
+    return fmt(r.get(key), spec) if r.get("images_per_s") else "-"
+
+
+def e2e_markdown(result: dict) -> str:
+    """The Markdown tables of an e2e run (``results.format_markdown``)."""
+    facts = (f"torch {result['torch']}, CUDA {result['cuda']}, afd backend `{result['afd_backend']}`, "
              f"{result['date']}, commit {result['commit'] or 'n/a'}; AFD width `{result['afd_width']}`, "
-             f"uint8 224x224 inputs, channels_last={result['channels_last']}.", ""]
-    if result.get("complete") is False:
-        lines += ["**Cut short**: the rows below are those measured before the run ended (rebuilt from its "
-                  "JSON Lines records).", ""]
+             f"uint8 224x224 inputs, channels_last={result['channels_last']}.")
+    title = f"End-to-end benchmark: {result['device']}"
     inter = result.get("interleaved")
     if inter:
         first = inter["configs"][0]
-        lines += [f"Interleaved: the configs take turns, {inter['repeats']} turns of {inter['calls_per_turn']} "
-                  f"calls each (order reversed every other turn); latency = median of the turn medians; "
-                  f"x {first} = median over turns of ({first} latency / this latency), min..max over turns.", "",
-                  f"| backbone | config | batch | dtype | threads | images/s | median ms | x {first} | min..max |",
-                  "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | --- |"]
-        for r in result["rows"]:
-            lines.append(f"| {r['backbone']} | {r['config']} | {r['batch']} | {r['dtype']} | {r['threads']} | "
-                         f"{r['images_per_s']:.1f} | {r['latency_ms_median']:.2f} | {r['vs_first']:.3f} | "
-                         f"{r['vs_first_min']:.3f}..{r['vs_first_max']:.3f} |")
-        return "\n".join(lines) + "\n"
-    lines += ["| backbone | config | batch | dtype | images/s | x classifier | median ms | p95 ms | runs | note |",
-              "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
-    for r in result["rows"]:
+        intro = (f"Interleaved: the configs take turns, {inter['repeats']} turns of {inter['calls_per_turn']} "
+                 f"calls each (order reversed every other turn); latency = median of the turn medians; "
+                 f"x {first} = median over turns of ({first} latency / this latency), min..max over turns.")
+        columns = [("backbone", False, lambda r: r["backbone"]), ("config", False, lambda r: r["config"]),
+                   ("batch", True, lambda r: str(r["batch"])), ("dtype", False, lambda r: r["dtype"]),
+                   ("threads", True, lambda r: str(r["threads"])),
+                   ("images/s", True, lambda r: fmt(r["images_per_s"], ".1f")),
+                   ("median ms", True, lambda r: fmt(r["latency_ms_median"], ".2f")),
+                   (f"x {first}", True, lambda r: fmt(r["vs_first"], ".3f")),
+                   ("min..max", False, lambda r: f"{fmt(r['vs_first_min'], '.3f')}..{fmt(r['vs_first_max'], '.3f')}")]
+        return format_markdown(result, title, facts, [(None, [intro], columns, result["rows"])])
+
+    def note(r):
         if r.get("images_per_s"):
-            ratio = f"{r['vs_classifier']:.3f}" if r.get("vs_classifier") else "-"
-            lines.append(f"| {r['backbone']} | {r['config']} | {r['batch']} | {r['dtype']} | "
-                         f"{r['images_per_s']:.1f} | {ratio} | {r['latency_ms_median']:.2f} | "
-                         f"{r['latency_ms_p95']:.2f} | {r['runs']} | {r.get('note', '')} |")
-        else:
-            why = r.get("skipped") and f"skipped: {r['skipped']}" or f"error: {r.get('error')}"
-            lines.append(f"| {r['backbone']} | {r['config']} | {r['batch']} | {r['dtype']} | - | - | - | - | - | "
-                         f"{why} |")
+            return r.get("note", "")
+        return r.get("skipped") and f"skipped: {r['skipped']}" or f"error: {r.get('error')}"
+    columns = [("backbone", False, lambda r: r["backbone"]), ("config", False, lambda r: r["config"]),
+               ("batch", True, lambda r: str(r["batch"])), ("dtype", False, lambda r: r["dtype"]),
+               ("images/s", True, lambda r: _e2e_cell(r, "images_per_s", ".1f")),
+               ("x classifier", True, lambda r: _e2e_cell(r, "vs_classifier", ".3f")),
+               ("median ms", True, lambda r: _e2e_cell(r, "latency_ms_median", ".2f")),
+               ("p95 ms", True, lambda r: _e2e_cell(r, "latency_ms_p95", ".2f")),
+               ("runs", True, lambda r: _e2e_cell(r, "runs", "")), ("note", False, note)]
+    sections = [(None, [], columns, result["rows"])]
     if result.get("flops"):
-        lines += ["", "## AFD cost at 224x224 (one image)", "",
-                  "| backbone | width | AFD params (train / deploy) | AFD GFLOPs (train / deploy) | "
-                  "classifier params | classifier GFLOPs | AFD / classifier FLOPs (deploy) |",
-                  "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
-        for f in result["flops"]:
-            lines.append(f"| {f['backbone']} | {f['width']} ({f['width_channels']}) | "
-                         f"{f['afd_params_train']:,} / {f['afd_params_deploy']:,} | "
-                         f"{f['afd_gflops_train']:.3f} / {f['afd_gflops_deploy']:.3f} | "
-                         f"{f['classifier_params']:,} | {f['classifier_gflops']:.3f} | "
-                         f"{f['afd_flops_pct_deploy']:.1f}% |")
-        lines += ["", "FLOPs: torch.utils.flop_counter.FlopCounterMode (2 x MACs of conv/matmul/linear; "
-                      "elementwise ops not counted)."]
-    return "\n".join(lines) + "\n"
-
-
-def write_result(result: dict, json_path) -> None:
-    from .utils import atomic_write_bytes, write_json
-    p = Path(json_path)
-    write_json(p, result)
-    atomic_write_bytes(p.with_suffix(".md"), format_markdown(result).encode())
+        cost = [("backbone", False, lambda f: f["backbone"]),
+                ("width", False, lambda f: f"{f['width']} ({f['width_channels']})"),
+                ("AFD params (train / deploy)", True,
+                 lambda f: f"{f['afd_params_train']:,} / {f['afd_params_deploy']:,}"),
+                ("AFD GFLOPs (train / deploy)", True,
+                 lambda f: f"{f['afd_gflops_train']:.3f} / {f['afd_gflops_deploy']:.3f}"),
+                ("classifier params", True, lambda f: f"{f['classifier_params']:,}"),
+                ("classifier GFLOPs", True, lambda f: f"{f['classifier_gflops']:.3f}"),
+                ("AFD / classifier FLOPs (deploy)", True, lambda f: f"{f['afd_flops_pct_deploy']:.1f}%")]
+        sections.append(("## AFD cost at 224x224 (one image)", [], cost, result["flops"]))
+        sections.append((None, [FLOPS_NOTE], None, []))
+    return format_markdown(result, title, facts, sections)
