@@ -180,3 +180,147 @@ def test_errors_name_the_problem(backend, device):
         other = "meta" if device == "cpu" else "cpu"
         with pytest.raises(ValueError, match="feat is on .* but x is on .*; they must be on one device"):
             OP(x, w, b, fdm, feat.to(other), "relu")
+
+
+# -- skip: the decoder's input u = cat(nearest_up2(x), skip), read from its two sources -------------
+
+SKIP_INPUTS = ("x", "skip", "weight", "bias", "fdm", "feat")
+
+
+def _skip_args(b, cx, cs, c, hb, wb, rh, rw, dtype, device, seed, bias=True):
+    """(x, weight, bias, fdm, feat, skip): skip (B, Cs, Hf, Wf), x (B, Cx, ceil(Hf/2), ceil(Wf/2))."""
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*s, scale=1.0):
+        return (torch.randn(*s, generator=g, dtype=torch.float64) * scale).to(dtype=dtype, device=device)
+    hf, wf = hb * rh, wb * rw
+    x = r(b, cx, (hf + 1) // 2, (wf + 1) // 2)
+    skip = r(b, cs, hf, wf)
+    weight = r(c, cx + cs, 3, 3, scale=(1.0 / (9 * (cx + cs))) ** 0.5)
+    fdm = torch.rand(b, c, hb, wb, generator=g, dtype=torch.float64).to(dtype=dtype, device=device)
+    feat = r(b, c, hf, wf, scale=3.0)
+    return x, weight, (r(c) if bias else None), fdm, feat, skip
+
+
+def _skip_reference(args, act, dtype):
+    x, weight, bias, fdm, feat, skip = (t.cpu().double() if t is not None else None for t in args)
+    return R.repconv_dedrift(x, weight, bias, fdm, feat, act, skip).to(dtype)
+
+
+def _up2_cat(x, skip):
+    """cat(nearest_up2(x), skip) written out, as the training-form FE-Net builds it (F.interpolate)."""
+    up = torch.nn.functional.interpolate(x, size=skip.shape[-2:], mode="nearest")
+    return torch.cat([up, skip], 1)
+
+
+@pytest.mark.parametrize("backend,device", PAIRS)
+def test_skip_parity_random(backend, device):
+    """With skip, odd and even feature sizes (x at ceil(Hf/2) x ceil(Wf/2)), every activation, layout
+    (x, skip and feat each in it) and dtype, half the examples with NaN/+-inf in any input, skip
+    included: equal to the reference within helpers.tol, NaN/+-inf exactly where it has them."""
+    @settings(max_examples=max(EXAMPLES[backend] // 2, 10))
+    @given(b=st.integers(0, 3), cx=st.integers(1, 24), cs=st.integers(1, 24), c=st.integers(1, 40),
+           hb=st.integers(1, 5), wb=st.integers(1, 5), rh=st.integers(1, 5), rw=st.integers(1, 5),
+           bias=st.booleans(), act=st.sampled_from(ACTS), layout=st.sampled_from(LAYOUTS),
+           dtype=st.sampled_from(list(dict.fromkeys([*dtypes_for(backend, device), *UNIT_ROUNDOFF]))),
+           seed=st.integers(0, 2**31 - 1),
+           poison=st.one_of(st.just(()), st.lists(st.tuples(st.sampled_from(SKIP_INPUTS), st.integers(0, 2**31 - 1),
+                                                            st.sampled_from([math.nan, math.inf, -math.inf])),
+                                                  min_size=1, max_size=3)))
+    def check(b, cx, cs, c, hb, wb, rh, rw, bias, act, layout, dtype, seed, poison):
+        args = list(_skip_args(b, cx, cs, c, hb, wb, rh, rw, dtype, device, seed, bias))
+        order = ("x", "weight", "bias", "fdm", "feat", "skip")
+        for name, index, value in poison:
+            i = order.index(name)
+            if args[i] is not None and args[i].numel():
+                args[i] = args[i].clone()
+                args[i].view(-1)[index % args[i].numel()] = value
+        x, weight, bias_t, fdm, feat, skip = args
+        x, feat, skip = with_layout(x, layout), with_layout(feat, layout), with_layout(skip, layout)
+        out = run(backend, OP, x, weight, bias_t, fdm, feat, act, skip)
+        assert_close(out.cpu(), _skip_reference((x, weight, bias_t, fdm, feat, skip), act, dtype), dtype,
+                     "repconv_dedrift")
+        if layout == "channels_last" and b > 0 and c > 1:
+            assert out.is_contiguous(memory_format=torch.channels_last)
+    check()
+
+
+@pytest.mark.parametrize("backend,device", PAIRS)
+@pytest.mark.parametrize("hf,wf", [(13, 7), (8, 6), (1, 1), (1, 5), (2, 3)])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_skip_equals_the_written_out_input(backend, device, hf, wf, layout):
+    """repconv_dedrift(x, ..., skip) == repconv_dedrift(cat(up2(x), skip), ...) on the same backend, and
+    the reference, for odd and even sizes down to 1x1 (x then 1x1 too): the two-source loader reads
+    x at (h // 2, w // 2) and skip at (h, w), with the zero padding around u, not around x."""
+    x, weight, bias, fdm, feat, skip = _skip_args(2, 3, 5, 6, 1, 1, hf, wf, torch.float32, device, hf * 10 + wf)
+    x, skip, feat = with_layout(x, layout), with_layout(skip, layout), with_layout(feat, layout)
+    for act in ACTS:
+        fused = run(backend, OP, x, weight, bias, fdm, feat, act, skip).cpu()
+        written = run(backend, OP, _up2_cat(x, skip), weight, bias, fdm, feat, act).cpu()
+        assert_close(fused, written, torch.float32)
+        assert_close(fused, _skip_reference((x, weight, bias, fdm, feat, skip), act, torch.float32), torch.float32)
+
+
+@pytest.mark.parametrize("backend,device", PAIRS)
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_skip_nonfinite(backend, device, value):
+    """One NaN/+-inf in x (read by up to four positions of u, so up to 16 taps of a 3x3 conv), in skip,
+    and a weight of each source on the padding: NaN/+-inf exactly where the reference has them."""
+    clean = _skip_args(1, 3, 2, 4, 1, 1, 7, 5, torch.float32, device, 5)  # 7x5 features, x 4x3
+    at = {"x": (0, 1, 3, 2), "skip": (0, 1, 6, 0), "weight": (2, 1, 0, 0)}  # x's bottom-right corner
+    for where, index in at.items():
+        args = list(clean)
+        i = ("x", "weight", "bias", "fdm", "feat", "skip").index(where)
+        args[i] = args[i].clone()
+        args[i][index] = float(value)
+        if where == "weight":
+            args[i][3, 4, 2, 2] = float(value)  # a skip channel's bottom-right tap
+        for act in ACTS:
+            out = run(backend, OP, *args[:5], act, args[5]).cpu()
+            assert_close(out, _skip_reference(args, act, torch.float32), torch.float32)
+        pre = _skip_reference(args, "identity", torch.float32)
+        assert (~torch.isfinite(pre)).any(), where
+
+
+@pytest.mark.parametrize("backend,device", PAIRS)
+def test_skip_empty(backend, device):
+    """B, C, Hf or Wf = 0 with skip: an empty result of feat's shape and memory format."""
+    for b, c, hf, wf in ((0, 4, 6, 5), (2, 0, 6, 5), (2, 4, 0, 5), (2, 4, 6, 0)):
+        x = torch.randn(b, 3, (hf + 1) // 2, (wf + 1) // 2, device=device)
+        skip = torch.randn(b, 2, hf, wf, device=device)
+        w = torch.randn(c, 5, 3, 3, device=device)
+        fdm = torch.rand(b, c, 1 if hf else 0, 1 if wf else 0, device=device)
+        feat = torch.randn(b, c, hf, wf, device=device).contiguous(memory_format=torch.channels_last)
+        out = run(backend, OP, x, w, None, fdm, feat, "relu", skip)
+        assert out.shape == feat.shape and out.dtype == feat.dtype
+
+
+@pytest.mark.parametrize("backend", cpu_backends())
+def test_skip_opcheck(backend):
+    x, w, b, fdm, feat, skip = _skip_args(2, 3, 2, 4, 2, 3, 2, 1, torch.float32, "cpu", 0)  # 4x3, x 2x2
+    with afd_ext.use_backend(backend):
+        torch.library.opcheck(OP, (x, w, b, fdm, feat, "relu6", skip))
+        torch.library.opcheck(OP, (x, w, None, fdm, feat, "identity", skip))
+
+
+@pytest.mark.parametrize("backend", [b for b in cpu_backends() if b != "triton"])
+def test_skip_gradcheck_float64(backend):
+    x, w, b, fdm, feat, skip = _skip_args(1, 2, 1, 2, 1, 1, 3, 3, torch.float64, "cpu", 4)  # 3x3, x 2x2
+    feat = feat + 10  # away from the activations' kinks
+    args = [t.requires_grad_() for t in (x, w, b, fdm, feat, skip)]
+    with afd_ext.use_backend(backend):
+        for act in ("identity", "relu"):
+            assert torch.autograd.gradcheck(lambda x_, w_, b_, m_, f_, s_: OP(x_, w_, b_, m_, f_, act, s_), args,
+                                            eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend,device", PAIRS)
+def test_skip_errors_name_the_problem(backend, device):
+    x, w, b, fdm, feat, skip = _skip_args(2, 3, 2, 4, 1, 1, 5, 4, torch.float32, device, 0)  # 5x4, x 3x2
+    with afd_ext.use_backend(backend):
+        with pytest.raises(ValueError, match=r"x must have shape \(2, Cx, 3, 2\) for a skip of shape"):
+            OP(x[:, :, :2], w, b, fdm, feat, "relu", skip)
+        with pytest.raises(ValueError, match=r"weight must have shape \(C, 5, 3, 3\)"):
+            OP(x, w[:, :4], b, fdm, feat, "relu", skip)
+        with pytest.raises(TypeError, match="skip has dtype"):
+            OP(x, w, b, fdm, feat, "relu", skip.double())
