@@ -64,9 +64,15 @@ cudaError_t launch_block_dct_fdm_mma(const void* img, int nhwc, const void* w1f,
 // ---------------------------------------------------------------------------------------------
 // afd::repconv_dedrift: out = act(feat + (conv3x3(x, weight, pad 1) + bias) * nearest_up(fdm)).
 // act: 0 relu, 1 relu6, 2 identity (afd::Act). bias may be null. weight contiguous (C,Cin,3,3).
+// The conv's input u is x (skip == nullptr, Cx == Cin) or cat(up2(x), skip) (the FE-Net decoder's:
+// x (B,Cx,ceil(Hf/2),ceil(Wf/2)) read at (h>>1, w>>1) for channels ci < Cx, skip (B,Cin-Cx,Hf,Wf)
+// at (h, w) for ci >= Cx); neither the upsampled x nor the concatenation goes to memory.
 struct RepconvProblem {
   const void* x;
   Strides4 x_st;
+  const void* skip;  // nullable
+  Strides4 skip_st;
+  int Cx;            // channels read from x (Cin without a skip)
   const void* weight;
   const void* bias;  // nullable
   const void* fdm;
@@ -82,12 +88,47 @@ struct RepconvProblem {
 // (a) Generic path: any dtype, any strides, any sizes (SIMT direct convolution, fp32/fp64 accumulation).
 cudaError_t launch_repconv_dedrift_generic(const RepconvProblem& p, DType dt, cudaStream_t stream);
 
-// (b) Tensor-core path (float16 / bfloat16): x, feat and out all dense NHWC (nhwc == 1, needs Cin % 8 == 0
-//     and C % 8 == 0, 16-byte aligned pointers) or all dense NCHW (nhwc == 0, needs Wf even, 4-byte
-//     aligned pointers); fdm any strides.
+// (b) Tensor-core path (float16 / bfloat16, C <= 64): x, skip, feat and out all dense NHWC (nhwc == 1:
+//     channels even; x/skip copied in pieces of nhwc_vec(Cx, Cs) channels, feat/out in pieces of
+//     nhwc_vec(C, C), the pointers aligned to 2 x that many bytes) or all dense NCHW (nhwc == 0, needs
+//     Wf even, 4-byte aligned pointers); fdm any strides.
 bool repconv_mma_supported(const RepconvProblem& p, int nhwc, DType dt, const DeviceInfo& dev);
 cudaError_t launch_repconv_dedrift_mma(const RepconvProblem& p, int nhwc, DType dt, const DeviceInfo& dev,
                                        cudaStream_t stream);
+
+// Channels per NHWC copy piece of the tensor-core kernels (16-bit types): 8 (16 bytes), 4 or 2 when
+// they divide both a and b (b = 0: a alone), 0 when none does (odd channel counts: no tensor-core path).
+int nhwc_vec(int a, int b);
+
+// ---------------------------------------------------------------------------------------------
+// afd::fe_conv: out = maxpool2x2_ceil?(prelu(conv3x3(u, weight, pad 1) + bias, alpha)), one FE-Net
+// block; u = x or cat(up2(x), skip) as for repconv_dedrift above. weight contiguous (C,Cin,3,3),
+// bias (nullable) and alpha contiguous (C). H, W: the conv's resolution (skip's, or x's without
+// one); out (B,C,H,W), or (B,C,ceil(H/2),ceil(W/2)) when pool != 0. No PReLU'd, pre-pool,
+// upsampled or concatenated tensor goes to memory.
+struct FeConvProblem {
+  const void* x;
+  Strides4 x_st;
+  const void* skip;  // nullable
+  Strides4 skip_st;
+  int Cx;            // channels read from x (Cin without a skip)
+  const void* weight;
+  const void* bias;  // nullable
+  const void* alpha;
+  void* out;
+  Strides4 out_st;
+  int B, Cin, C, H, W;
+  int pool;
+};
+
+// (a) Generic path: any dtype, any strides, any sizes (SIMT direct convolution, fp32/fp64 accumulation).
+cudaError_t launch_fe_conv_generic(const FeConvProblem& p, DType dt, cudaStream_t stream);
+
+// (b) Tensor-core path (float16 / bfloat16, C <= 64 and Cin whose weights fit in shared memory):
+//     x, skip and out dense NHWC, channel counts even (pieces of nhwc_vec(Cx, Cs) and nhwc_vec(C, 0)
+//     channels, pointers aligned to 2 x that many bytes).
+bool fe_conv_mma_supported(const FeConvProblem& p, DType dt, const DeviceInfo& dev);
+cudaError_t launch_fe_conv_mma(const FeConvProblem& p, DType dt, const DeviceInfo& dev, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace afd

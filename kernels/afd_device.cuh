@@ -209,6 +209,12 @@ __device__ __forceinline__ void cp_async4(void* smem, const void* gmem, bool val
                "r"(valid ? 4 : 0)
                : "memory");
 }
+// 8-byte async copy global -> shared; zero-fills the destination when !valid.
+__device__ __forceinline__ void cp_async8(void* smem, const void* gmem, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(smem_addr(smem)), "l"(gmem),
+               "r"(valid ? 8 : 0)
+               : "memory");
+}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
@@ -246,6 +252,56 @@ __device__ __forceinline__ void mma16816<__nv_bfloat16>(float (&d)[4], const uin
 #define AFD_DYN_SMEM(name) extern __shared__ __align__(16) unsigned char name[]
 #define AFD_LAUNCH(kernel, grid, block, smem, stream, ...) kernel<<<grid, block, smem, stream>>>(__VA_ARGS__)
 #endif  // AFD_EMU
+
+// ---------------------------------------------------------------------------------------------
+// FE-Net helpers (fe_conv.cu, repconv_dedrift.cu).
+
+// Async copy of one NHWC piece of n 16-bit elements (n = 8, 4 or 2: 16, 8 or 4 bytes, both
+// addresses aligned to that); zero-fills when !valid.
+__device__ __forceinline__ void cp_async_piece(void* smem, const void* gmem, bool valid, int n) {
+  if (n == 8)
+    cp_async16(smem, gmem, valid);
+  else if (n == 4)
+    cp_async8(smem, gmem, valid);
+  else
+    cp_async4(smem, gmem, valid);
+}
+
+// Copy of one piece of n 16-bit elements (n = 8, 4 or 2), shared -> global (or any aligned pair).
+__device__ __forceinline__ void copy_piece(void* dst, const void* src, int n) {
+  if (n == 8)
+    *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
+  else if (n == 4)
+    *reinterpret_cast<uint2*>(dst) = *reinterpret_cast<const uint2*>(src);
+  else
+    *reinterpret_cast<uint32_t*>(dst) = *reinterpret_cast<const uint32_t*>(src);
+}
+
+// One element of a 3x3 conv's input u at channel ci, pixel (h, w) (in range), in the accumulation
+// type: u = x, or u = cat(up2(x), skip) (P::skip non-null: x at (h>>1, w>>1) for ci < Cx, skip at
+// (h, w) for ci >= Cx). P: RepconvProblem or FeConvProblem.
+template <typename T, typename P>
+__device__ __forceinline__ typename Num<T>::Acc load_conv_input(const P& p, int b, int ci, int h, int w) {
+  if (ci < p.Cx) {
+    const int sh = p.skip != nullptr ? 1 : 0;
+    return load_acc(static_cast<const T*>(p.x) + b * p.x_st.s[0] + ci * p.x_st.s[1] + (h >> sh) * p.x_st.s[2] +
+                    (w >> sh) * p.x_st.s[3]);
+  }
+  return load_acc(static_cast<const T*>(p.skip) + b * p.skip_st.s[0] + (ci - p.Cx) * p.skip_st.s[1] +
+                  h * p.skip_st.s[2] + w * p.skip_st.s[3]);
+}
+
+// PReLU as torch computes it: v > 0 ? v : alpha * v (a NaN v stays NaN).
+template <typename A>
+__device__ __forceinline__ A prelu(A v, A alpha) {
+  return v > A(0) ? v : alpha * v;
+}
+
+// max that propagates NaN (as torch's max_pool2d): NaN if either is NaN.
+template <typename A>
+__device__ __forceinline__ A max_nan(A a, A b) {
+  return (a > b || a != a) ? a : b;
+}
 
 // Opt a kernel in to more than 48 KB of dynamic shared memory (no-op below that).
 template <typename K>

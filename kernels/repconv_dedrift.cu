@@ -1,7 +1,10 @@
 // afd::repconv_dedrift on CUDA:
 //   out[b,c,h,w] = act(feat[b,c,h,w] + (sum_{ci,kh,kw} weight[c,ci,kh,kw] x[b,ci,h+kh-1,w+kw-1] + bias[c])
 //                      * fdm[b, c, h / (Hf/Hb), w / (Wf/Wb)])
-// The convolution output and the upsampled FDM never go to global memory. Two kernels:
+// The convolution output and the upsampled FDM never go to global memory. The conv reads x, or
+// with a skip the FE-Net decoder's cat(up2(x), skip) straight from its two sources (x at half
+// resolution, read at (h>>1, w>>1) for channels < Cx; skip at (h, w) for the rest): neither the
+// upsampled x nor the concatenation goes to memory. Two kernels:
 //
 // (a) repconv_generic_kernel (every dtype, any strides, any sizes): SIMT direct convolution.
 //     CTA = 256 threads -> an 8 x 32 output tile x 32 output channels. Input channels go in
@@ -16,12 +19,14 @@
 //     tensor resident in shared memory as [tap][co][ci] (ldmatrix B operand, rows padded by 8
 //     elements). Output tile 16 x 16 pixels: warp w owns output rows 2w, 2w+1 (two m16 tiles) x all
 //     channels (acc: 2 x C/8 x 4 fp32 registers). The x halo tile (18 x 18 pixels) is double-buffered
-//     with cp.async: NHWC as [pixel][ci] in 16-byte pieces (A operand via ldmatrix), NCHW as
-//     [ci][row][col] in 4-byte pieces (A operand gathered with 16-bit shared loads). feat for the
-//     tile is fetched with cp.async into a staging buffer while the MMAs run; the epilogue combines
-//     accumulators, bias, FDM (read through L1) and feat in fp32, applies act, writes the result
-//     back into the staging buffer and the CTA then stores it with coalesced 16-byte (NHWC) or
-//     4-byte (NCHW) stores.
+//     with cp.async: NHWC as [pixel][ci] in pieces of 8, 4 or 2 channels (16, 8 or 4 bytes; the
+//     largest dividing Cx and Cs; each fine pixel of the tile takes its x channels from x's pixel
+//     (h>>1, w>>1)) (A operand via ldmatrix), NCHW as [ci][row][col] in 4-byte pieces (x's channels
+//     under a skip: one 16-bit load stored to both columns of the pair) (A operand gathered with
+//     16-bit shared loads). feat for the tile is fetched with cp.async into a staging buffer while
+//     the MMAs run; the epilogue combines accumulators, bias, FDM (read through L1) and feat in
+//     fp32, applies act, writes the result back into the staging buffer and the CTA then stores it
+//     with coalesced piece-wide (NHWC: 16, 8 or 4 bytes) or 4-byte (NCHW) stores.
 #include "afd_device.cuh"
 
 namespace afd {
@@ -39,7 +44,6 @@ __global__ void __launch_bounds__(kGThreads) repconv_generic_kernel(RepconvProbl
   using A = typename Num<T>::Acc;
   __shared__ A sx[kGCIB][kGTH + 2][kGXP];
   __shared__ A sw[kGCIB * 9][kGCOB];
-  const T* __restrict__ x = static_cast<const T*>(p.x);
   const T* __restrict__ wt = static_cast<const T*>(p.weight);
 
   int blk = blockIdx.x;
@@ -62,7 +66,6 @@ __global__ void __launch_bounds__(kGThreads) repconv_generic_kernel(RepconvProbl
 #pragma unroll
     for (int q = 0; q < 8; ++q) acc[i][q] = 0;
 
-  const T* xb = x + b * p.x_st.s[0];
   for (int ci0 = 0; ci0 < p.Cin; ci0 += kGCIB) {
     __syncthreads();
     for (int i = tid; i < kGCIB * (kGTH + 2) * (kGTW + 2); i += kGThreads) {
@@ -72,7 +75,7 @@ __global__ void __launch_bounds__(kGThreads) repconv_generic_kernel(RepconvProbl
       const int h = h0 - 1 + rr, w = w0 - 1 + cc;
       A v = 0;
       if (ci0 + ci < p.Cin && h >= 0 && h < p.Hf && w >= 0 && w < p.Wf)
-        v = load_acc(xb + (ci0 + ci) * p.x_st.s[1] + h * p.x_st.s[2] + w * p.x_st.s[3]);
+        v = load_conv_input<T>(p, b, ci0 + ci, h, w);  // x, or cat(up2(x), skip)
       sx[ci][rr][cc] = v;
     }
     for (int i = tid; i < kGCIB * 9 * kGCOB; i += kGThreads) {
@@ -184,6 +187,7 @@ struct RcArgs {
   RepconvProblem p;
   int cinp, cp;
   int tiles_w, tiles_h, ntiles;
+  int vin, vout;  // NHWC: channels per x/skip piece, per feat/out piece (8, 4 or 2)
 };
 
 struct RcTile {
@@ -203,23 +207,43 @@ template <typename T, bool NHWC>
 __device__ __forceinline__ void rc_issue_x(const RcArgs& a, const RcTile& t, T* xs, const RcLayout& L) {
   const RepconvProblem& p = a.p;
   const T* x = static_cast<const T*>(p.x);
+  const T* skip = static_cast<const T*>(p.skip);
+  // Without a skip x is (B, Hf, Wf, Cin) and Cx == Cin; with one, x is (B, Hx, Wx, Cx) at half
+  // resolution, read at (h>>1, w>>1), and skip (B, Hf, Wf, Cs) supplies channels Cx..Cin-1.
+  const int sh = skip != nullptr ? 1 : 0;
+  const int Hx = (p.Hf + sh) >> sh, Wx = (p.Wf + sh) >> sh, Cs = p.Cin - p.Cx;
   if (NHWC) {
-    const int nj = a.cinp >> 3;
+    const int v = a.vin, nj = a.cinp / v;
     for (int i = threadIdx.x; i < kXR * kXC * nj; i += kMThreads) {
       const int j = i % nj, px = i / nj;
       const int h = t.h0 - 1 + px / kXC, w = t.w0 - 1 + px % kXC;
-      const bool valid = j * 8 < p.Cin && h >= 0 && h < p.Hf && w >= 0 && w < p.Wf;
-      const T* src = valid ? x + ((static_cast<int64_t>(t.b) * p.Hf + h) * p.Wf + w) * p.Cin + j * 8 : x;
-      cp_async16(xs + px * L.XS + j * 8, src, valid);
+      const int c = j * v;
+      const bool inside = c < p.Cin && h >= 0 && h < p.Hf && w >= 0 && w < p.Wf;
+      const T* src = x;
+      if (inside)
+        src = c < p.Cx ? x + ((static_cast<int64_t>(t.b) * Hx + (h >> sh)) * Wx + (w >> sh)) * p.Cx + c
+                       : skip + ((static_cast<int64_t>(t.b) * p.Hf + h) * p.Wf + w) * Cs + (c - p.Cx);
+      cp_async_piece(xs + px * L.XS + c, src, inside, v);
     }
   } else {
     for (int i = threadIdx.x; i < a.cinp * kXR * (kNCC / 2); i += kMThreads) {
       const int cc = i % (kNCC / 2), rest = i / (kNCC / 2);
       const int r = rest % kXR, ci = rest / kXR;
-      const int h = t.h0 - 1 + r, w = t.w0 - 2 + 2 * cc;
-      const bool valid = ci < p.Cin && h >= 0 && h < p.Hf && w >= 0 && w < p.Wf;
-      const T* src = valid ? x + ((static_cast<int64_t>(t.b) * p.Cin + ci) * p.Hf + h) * p.Wf + w : x;
-      cp_async4(xs + ci * kNCS + r * kNCC + 2 * cc, src, valid);
+      const int h = t.h0 - 1 + r, w = t.w0 - 2 + 2 * cc;  // w even: (w, w+1) share x's column w>>1
+      const bool inside = ci < p.Cin && h >= 0 && h < p.Hf && w >= 0 && w < p.Wf;
+      T* dst = xs + ci * kNCS + r * kNCC + 2 * cc;
+      if (sh && inside && ci < p.Cx) {
+        // up2(x): one element for both columns of the pair (a synchronous load, duplicated).
+        const uint16_t e = *reinterpret_cast<const uint16_t*>(
+            x + ((static_cast<int64_t>(t.b) * p.Cx + ci) * Hx + (h >> 1)) * Wx + (w >> 1));
+        *reinterpret_cast<uint32_t*>(dst) = pack_raw(e, e);
+        continue;
+      }
+      const T* src = x;
+      if (inside)
+        src = sh ? skip + ((static_cast<int64_t>(t.b) * Cs + (ci - p.Cx)) * p.Hf + h) * p.Wf + w
+                 : x + ((static_cast<int64_t>(t.b) * p.Cin + ci) * p.Hf + h) * p.Wf + w;
+      cp_async4(dst, src, inside);
     }
   }
 }
@@ -229,13 +253,13 @@ __device__ __forceinline__ void rc_issue_feat(const RcArgs& a, const RcTile& t, 
   const RepconvProblem& p = a.p;
   const T* feat = static_cast<const T*>(p.feat);
   if (NHWC) {
-    const int nj = a.cp >> 3;
+    const int v = a.vout, nj = a.cp / v;
     for (int i = threadIdx.x; i < kTH * kTW * nj; i += kMThreads) {
       const int j = i % nj, px = i / nj;
       const int h = t.h0 + px / kTW, w = t.w0 + px % kTW;
-      const bool valid = j * 8 < p.C && h < p.Hf && w < p.Wf;
-      const T* src = valid ? feat + ((static_cast<int64_t>(t.b) * p.Hf + h) * p.Wf + w) * p.C + j * 8 : feat;
-      cp_async16(sf + px * L.FS + j * 8, src, valid);
+      const bool valid = j * v < p.C && h < p.Hf && w < p.Wf;
+      const T* src = valid ? feat + ((static_cast<int64_t>(t.b) * p.Hf + h) * p.Wf + w) * p.C + j * v : feat;
+      cp_async_piece(sf + px * L.FS + j * v, src, valid, v);
     }
   } else {
     for (int i = threadIdx.x; i < a.cp * kTH * (kTW / 2); i += kMThreads) {
@@ -378,13 +402,13 @@ __global__ void __launch_bounds__(kMThreads, (MAXNT <= 4 ? 2 : 1)) repconv_mma_k
     __syncthreads();
     // Epilogue 2: coalesced stores.
     if (NHWC) {
-      const int nj = p.C >> 3;
+      const int v = a.vout, nj = p.C / v;
       for (int i = tid; i < kTH * kTW * nj; i += kMThreads) {
         const int j = i % nj, px = i / nj;
         const int h = t.h0 + px / kTW, w = t.w0 + px % kTW;
         if (h < p.Hf && w < p.Wf)
-          *reinterpret_cast<uint4*>(out + ((static_cast<int64_t>(t.b) * p.Hf + h) * p.Wf + w) * p.C + j * 8) =
-              *reinterpret_cast<const uint4*>(sf + px * L.FS + j * 8);
+          copy_piece(out + ((static_cast<int64_t>(t.b) * p.Hf + h) * p.Wf + w) * p.C + j * v, sf + px * L.FS + j * v,
+                     v);
       }
     } else {
       for (int i = tid; i < p.C * kTH * (kTW / 2); i += kMThreads) {
@@ -428,7 +452,17 @@ cudaError_t launch_mma_typed(const RcArgs& args, const DeviceInfo& dev, cudaStre
 
 inline int pad16(int n) { return (n + 15) / 16 * 16; }
 
+inline int rc_vin(const RepconvProblem& p) {
+  return p.skip != nullptr ? nhwc_vec(p.Cx, p.Cin - p.Cx) : nhwc_vec(p.Cin, 0);
+}
+
 }  // namespace
+
+int nhwc_vec(int a, int b) {
+  for (int v = 8; v >= 2; v >>= 1)
+    if (a % v == 0 && b % v == 0) return v;
+  return 0;
+}
 
 cudaError_t launch_repconv_dedrift_generic(const RepconvProblem& p, DType dt, cudaStream_t stream) {
   switch (dt) {
@@ -448,7 +482,7 @@ bool repconv_mma_supported(const RepconvProblem& p, int nhwc, DType dt, const De
   if (dt != DType::kFloat16 && dt != DType::kBFloat16) return false;
   if (p.Cin < 1 || p.C < 1 || p.C > 64) return false;
   if (nhwc) {
-    if (p.Cin % 8 != 0 || p.C % 8 != 0) return false;
+    if (rc_vin(p) == 0 || nhwc_vec(p.C, 0) == 0) return false;
   } else {
     if (p.Wf % 2 != 0) return false;
   }
@@ -463,6 +497,8 @@ cudaError_t launch_repconv_dedrift_mma(const RepconvProblem& p, int nhwc, DType 
   args.cp = pad16(p.C);
   args.tiles_w = ceil_div(p.Wf, kTW);
   args.tiles_h = ceil_div(p.Hf, kTH);
+  args.vin = nhwc ? rc_vin(p) : 2;
+  args.vout = nhwc ? nhwc_vec(p.C, 0) : 2;
   const int64_t ntiles = static_cast<int64_t>(args.tiles_w) * args.tiles_h * p.B;
   if (ntiles == 0) return cudaSuccess;
   if (ntiles > 0x7fffffffLL) return cudaErrorInvalidConfiguration;

@@ -8,10 +8,11 @@ both kernel paths.
 Slow (minutes): every CTA runs as 128-256 threads. Numerics are the host's, not the GPU's
 (no fast-math), so this checks indexing, tiling, padding and fragment layouts, not speed.
 
-    python kernels/emu/check.py [dct] [fdm] [repconv] [redteam] [sweep] [quick]
+    python kernels/emu/check.py [dct] [fdm] [repconv] [fe] [skip] [poison] [redteam] [sweep] [quick]
 
 ``quick`` (tests/test_cuda_emulation.py runs it): block_dct, one tensor-core case of each other op
-and the red-team cases: every launcher and kernel path once, in about a minute after the build.
+(fe_conv with and without skip and pool, repconv_dedrift with a skip) and the red-team cases: every
+launcher and kernel path once, in about a minute after the build.
 """
 import os
 import random
@@ -35,7 +36,7 @@ def build():
              "-I/usr/local/cuda/include", "-I" + os.path.join(ROOT, "csrc"), "-I" + os.path.join(ROOT, "kernels"),
              "-I" + os.path.join(ROOT, "csrc", "cuda"), "-Wno-unused-variable", "-Wno-attributes"]
     srcs = [os.path.join(HERE, f) for f in ("emu_block_dct.cpp", "emu_block_dct_fdm.cpp",
-                                            "emu_repconv_dedrift.cpp", "emu_launchers.cpp")]
+                                            "emu_repconv_dedrift.cpp", "emu_fe_conv.cpp", "emu_launchers.cpp")]
     load(name="afd_emu_ext", sources=srcs, extra_cflags=flags, extra_ldflags=["-lpthread"],
          is_python_module=False, build_directory=build_dir, verbose=False)
 
@@ -206,6 +207,166 @@ def check_repconv(E):
         run(dt, 1, 5, 6, 7, 9, 7, 3, "slice", "relu")  # generic fallback (odd width, NCHW)
 
 
+# ---------------------------------------------------------------------------------------------
+# fe_conv and the skip path of repconv_dedrift
+
+#: |out - ref| <= atol + rtol |ref| against the reference in the same dtype (which computes in
+#: float32 and rounds once): the kernels differ only in the accumulation order (half types: about
+#: one ulp of the result)
+FE_TOL = {torch.float32: (1e-5, 1e-5), torch.float64: (1e-12, 1e-12), torch.float16: (2e-3, 2 ** -10),
+          torch.bfloat16: (1.6e-2, 2 ** -7)}
+
+
+def compare(out, ref, dt):
+    """(ok, max |out - ref| over finite values, #nonfinite): NaN/+-inf at exactly the reference's
+    positions, finite values within FE_TOL."""
+    if out.shape != ref.shape or out.dtype != ref.dtype:
+        return False, float("inf"), 0
+    o, r = out.double(), ref.double()
+    same_nan = torch.equal(o.isnan(), r.isnan())
+    same_inf = torch.equal(o == float("inf"), r == float("inf")) and torch.equal(o == -float("inf"),
+                                                                                  r == -float("inf"))
+    fin = r.isfinite() & o.isfinite()
+    atol, rtol = FE_TOL[dt]
+    d = (o - r).abs()[fin]
+    ok = same_nan and same_inf and bool((d <= atol + rtol * r.abs()[fin]).all())
+    return ok, (d.max().item() if d.numel() else 0.0), int((~r.isfinite()).sum())
+
+
+def fe_inputs(g, dt, B, Cx, Cs, C, H, W, kind, bias=True):
+    """x (and skip when Cs) for a conv at H x W, weight, bias, alpha; ``kind``: nchw, cl (both
+    channels_last), slice (non-contiguous views), mixed (x channels_last, skip NCHW)."""
+    hx, wx = ((H + 1) // 2, (W + 1) // 2) if Cs else (H, W)
+    x = torch.randn(B, Cx, hx, wx, generator=g).to(dt)
+    skip = torch.randn(B, Cs, H, W, generator=g).to(dt) if Cs else None
+    cin = Cx + Cs
+    w = (torch.randn(C, cin, 3, 3, generator=g) / (9 * cin) ** 0.5).to(dt)
+    bb = (torch.randn(C, generator=g) * 0.1).to(dt) if bias else None
+    alpha = (torch.rand(C, generator=g) * 0.5).to(dt)
+    if kind in ("cl", "mixed"):
+        x = layout(x, "cl")
+    if kind == "cl" and skip is not None:
+        skip = layout(skip, "cl")
+    if kind == "slice":
+        x = layout(x, "slice")
+        if skip is not None:
+            skip = layout(skip, "slice")
+    return x, skip, w, bb, alpha
+
+
+def poison(x, skip, w, bb, alpha):
+    """NaN / +-inf in every input: a NaN pixel of x, +inf in skip (or x), an infinite weight (its
+    taps on the zero padding give NaN), an infinite bias, a NaN slope."""
+    x, w, alpha = x.clone(), w.clone(), alpha.clone()
+    x[0, 0, x.shape[2] // 2, x.shape[3] // 2] = float("nan")
+    if skip is not None:
+        skip = skip.clone()
+        skip[-1, -1, -1, 0] = float("inf")
+    else:
+        x[-1, -1, -1, 0] = float("inf")
+    w[min(1, w.shape[0] - 1), 0, 0, 2] = -float("inf")
+    if bb is not None:
+        bb = bb.clone()
+        bb[-1] = float("inf")
+    alpha[0] = float("nan")
+    return x, skip, w, bb, alpha
+
+
+def run_fe(E, g, force, dt, B, Cx, Cs, C, H, W, kind, pool, bias=True, sms=2, nan=False, tag=""):
+    os.environ["AFD_CUDA_FORCE_GENERIC"] = force
+    E.set_sms(sms)
+    args = fe_inputs(g, dt, B, Cx, Cs, C, H, W, kind, bias)
+    if nan:
+        args = poison(*args)
+    x, skip, w, bb, alpha = args
+    t = time.time()
+    out = E.fe_conv(x, skip, w, bb, alpha, pool)
+    ref = R.fe_conv(x, skip, w, bb, alpha, pool)
+    ok, d, nonfin = compare(out, ref, dt)
+    ok = ok and check_format(out, x if skip is None else skip)
+    report(ok, f"{tag}fe_conv {'generic' if force == '1' else 'default'} {dt} B,Cx,Cs,C,H,W="
+               f"{(B, Cx, Cs, C, H, W)} {kind} pool={pool} {'bias' if bias else 'nobias'} sms={sms}"
+               f"{' poisoned (%d nonfinite)' % nonfin if nan else ''} ({time.time() - t:.1f}s) maxabs={d:.3g}")
+
+
+def run_rc_skip(E, g, force, dt, B, Cx, Cs, C, Hf, Wf, Hb, Wb, kind, act, sms=2, nan=False, tag=""):
+    os.environ["AFD_CUDA_FORCE_GENERIC"] = force
+    E.set_sms(sms)
+    x, skip, w, bb, _ = fe_inputs(g, dt, B, Cx, Cs, C, Hf, Wf, kind)
+    fdm = torch.rand(B, C, Hb, Wb, generator=g).to(dt)
+    feat = torch.randn(B, C, Hf, Wf, generator=g).to(dt)
+    if kind == "cl":
+        feat = layout(feat, "cl")
+    elif kind == "slice":
+        fdm = torch.rand(B, C, Wb, Hb, generator=g).to(dt).transpose(2, 3)
+    if nan:
+        x, skip, w, bb, _ = poison(x, skip, w, bb, torch.zeros(C, dtype=dt))
+    t = time.time()
+    out = E.repconv_dedrift(x, w, bb, fdm, feat, act, skip)
+    ref = R.repconv_dedrift(x, w, bb, fdm, feat, act, skip)
+    ok, d, nonfin = compare(out, ref, dt)
+    report(ok and check_format(out, feat),
+           f"{tag}repconv_dedrift skip {'generic' if force == '1' else 'default'} {dt} B,Cx,Cs,C,Hf,Wf,Hb,Wb="
+           f"{(B, Cx, Cs, C, Hf, Wf, Hb, Wb)} {kind} {act} sms={sms}"
+           f"{' poisoned (%d nonfinite)' % nonfin if nan else ''} ({time.time() - t:.1f}s) maxabs={d:.3g}")
+
+
+def check_fe(E):
+    """fe_conv: both paths, pool on/off, skip on/off, odd sizes, every layout and dtype."""
+    g = torch.Generator().manual_seed(2)
+    # generic kernel: every dtype and layout, odd sizes, channel blocks past 32, Cin chunks past 8
+    for dt in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+        run_fe(E, g, "1", dt, 2, 5, 0, 7, 11, 13, "nchw", True)
+        run_fe(E, g, "1", dt, 1, 3, 6, 33, 9, 35, "slice", False)
+        run_fe(E, g, "1", dt, 2, 4, 5, 6, 7, 9, "mixed", True, bias=False)
+    run_fe(E, g, "1", torch.float32, 1, 12, 0, 40, 17, 34, "cl", False)
+    run_fe(E, g, "1", torch.float32, 1, 7, 9, 8, 1, 1, "nchw", True)
+    run_fe(E, g, "1", torch.float64, 1, 2, 2, 5, 2, 33, "cl", True)
+    # tensor-core kernel (float16 / bfloat16, channels_last): piece widths 8/4/2 in and out, one and
+    # two n-tile groups (C <= 32, <= 64), odd sizes, several tiles per CTA (sms=1)
+    for dt in (torch.float16, torch.bfloat16):
+        run_fe(E, g, "0", dt, 1, 16, 0, 8, 20, 18, "cl", True)
+        run_fe(E, g, "0", dt, 1, 16, 0, 32, 17, 19, "cl", False, sms=1)
+        run_fe(E, g, "0", dt, 2, 8, 8, 4, 13, 15, "cl", False)
+        run_fe(E, g, "0", dt, 1, 4, 4, 8, 19, 17, "cl", True, bias=False, sms=3)
+        run_fe(E, g, "0", dt, 1, 32, 32, 64, 16, 16, "cl", True)
+        run_fe(E, g, "0", dt, 1, 64, 0, 16, 9, 33, "cl", True, sms=1)
+        run_fe(E, g, "0", dt, 1, 6, 0, 6, 7, 5, "cl", True)
+        run_fe(E, g, "0", dt, 1, 2, 4, 10, 1, 3, "cl", True)
+        run_fe(E, g, "0", dt, 1, 8, 8, 16, 15, 17, "mixed", True)  # skip NCHW: generic
+        run_fe(E, g, "0", dt, 1, 3, 0, 8, 9, 9, "cl", False)        # odd Cin: generic
+        run_fe(E, g, "0", dt, 1, 8, 0, 8, 9, 12, "nchw", True)      # NCHW output: generic
+    os.environ["AFD_CUDA_FORCE_GENERIC"] = "0"
+
+
+def check_skip(E):
+    """repconv_dedrift with a skip: both kernels (MMA NHWC and NCHW), odd sizes, every dtype."""
+    g = torch.Generator().manual_seed(3)
+    for dt in (torch.float32, torch.float64, torch.bfloat16):
+        run_rc_skip(E, g, "1", dt, 2, 3, 5, 7, 11, 10, 11, 5, "nchw", "relu")
+        run_rc_skip(E, g, "1", dt, 1, 4, 4, 9, 9, 35, 3, 7, "slice", "identity")
+    run_rc_skip(E, g, "1", torch.float16, 1, 8, 4, 40, 10, 12, 5, 6, "cl", "relu6")
+    for dt in (torch.float16, torch.bfloat16):
+        run_rc_skip(E, g, "0", dt, 1, 8, 8, 32, 18, 20, 9, 10, "cl", "relu")
+        run_rc_skip(E, g, "0", dt, 1, 4, 4, 64, 17, 15, 17, 5, "cl", "identity", sms=1)
+        run_rc_skip(E, g, "0", dt, 2, 16, 8, 16, 12, 18, 6, 9, "nchw", "relu6")
+        run_rc_skip(E, g, "0", dt, 1, 5, 7, 8, 13, 14, 13, 7, "nchw", "relu")
+        run_rc_skip(E, g, "0", dt, 1, 2, 6, 6, 9, 7, 3, 7, "cl", "relu")
+        run_rc_skip(E, g, "0", dt, 1, 4, 4, 8, 9, 9, 3, 3, "nchw", "relu")  # odd width NCHW: generic
+    os.environ["AFD_CUDA_FORCE_GENERIC"] = "0"
+
+
+def check_poison(E):
+    """NaN / +-inf inputs: the nonfinite outputs sit where the reference's do, on both paths."""
+    g = torch.Generator().manual_seed(4)
+    for force, dt, kind in (("1", torch.float32, "nchw"), ("1", torch.float64, "slice"), ("1", torch.float16, "cl"),
+                            ("0", torch.float16, "cl"), ("0", torch.bfloat16, "cl")):
+        run_fe(E, g, force, dt, 1, 8, 0, 8, 9, 11, kind, True, nan=True)
+        run_fe(E, g, force, dt, 1, 4, 4, 8, 10, 7, kind, False, nan=True)
+        run_rc_skip(E, g, force, dt, 1, 4, 4, 8, 10, 8, 5, 4, kind, "relu", nan=True)
+    os.environ["AFD_CUDA_FORCE_GENERIC"] = "0"
+
+
 def check_quick(E):
     """One case per kernel path: block_dct (all dtypes and layouts), block_dct_fdm on the tensor-core
     path (float16, channels_last) and generic path (float32), repconv_dedrift tensor-core and generic."""
@@ -232,6 +393,13 @@ def check_quick(E):
         d = (out.double() - R.repconv_dedrift(x, w, bb, fdm, feat, "relu6").double()).abs().max().item()
         report(d <= tol and check_format(out, feat), f"quick repconv_dedrift force_generic={force} {dt} {kind} "
                                                      f"maxabs={d:.3g}")
+    # fe_conv: tensor-core (skip + pool; no skip, no pool) and generic (skip + pool, poisoned);
+    # repconv_dedrift with a skip on both kernels
+    run_fe(E, g, "0", torch.bfloat16, 1, 8, 8, 16, 13, 18, "cl", True, tag="quick ")
+    run_fe(E, g, "0", torch.float16, 1, 16, 0, 8, 9, 10, "cl", False, tag="quick ")
+    run_fe(E, g, "1", torch.float32, 2, 3, 5, 7, 11, 9, "nchw", True, nan=True, tag="quick ")
+    run_rc_skip(E, g, "0", torch.float16, 1, 4, 4, 16, 13, 17, 13, 17, "cl", "relu", tag="quick ")
+    run_rc_skip(E, g, "1", torch.float32, 1, 3, 5, 7, 9, 12, 3, 4, "slice", "relu6", tag="quick ")
     os.environ["AFD_CUDA_FORCE_GENERIC"] = "0"
     check_redteam(E)
 
@@ -263,6 +431,12 @@ def check_redteam(E):
 
     def fde(h1, h2, c):
         return fdm_weights(h1, h2, c, torch.float32, g)
+
+    def fe(b, cx, cs, c, h, w, pool=True):
+        hx, wx = ((h + 1) // 2, (w + 1) // 2) if cs else (h, w)
+        return [torch.randn(b, cx, hx, wx, generator=g), torch.randn(b, cs, h, w, generator=g) if cs else None,
+                torch.randn(c, cx + cs, 3, 3, generator=g) * 0.3, torch.randn(c, generator=g),
+                torch.rand(c, generator=g), pool]
     empty = [("block_dct B=0", E.block_dct, R.block_dct, [img(0, 16, 8)]),
              ("block_dct H=0", E.block_dct, R.block_dct, [img(2, 0, 16)]),
              ("block_dct_fdm W=0", E.block_dct_fdm, R.block_dct_fdm, [img(1, 8, 0), *fde(4, 3, 2)]),
@@ -271,14 +445,19 @@ def check_redteam(E):
               [img(0, 16, 8).to(torch.uint8), *fde(4, 3, 2)]),
              ("repconv_dedrift B=0", E.repconv_dedrift, R.repconv_dedrift, [*rc(0, 2, 4, 6, 4, 3, 2), "relu"]),
              ("repconv_dedrift C=0", E.repconv_dedrift, R.repconv_dedrift, [*rc(2, 2, 0, 6, 4, 3, 2), "relu"]),
-             ("repconv_dedrift Hf=Hb=0", E.repconv_dedrift, R.repconv_dedrift, [*rc(2, 2, 4, 0, 4, 0, 2), "relu"])]
+             ("repconv_dedrift Hf=Hb=0", E.repconv_dedrift, R.repconv_dedrift, [*rc(2, 2, 4, 0, 4, 0, 2), "relu"]),
+             ("fe_conv B=0", E.fe_conv, R.fe_conv, fe(0, 2, 0, 4, 6, 5)),
+             ("fe_conv C=0", E.fe_conv, R.fe_conv, fe(2, 2, 3, 0, 6, 5)),
+             ("fe_conv skip H=0", E.fe_conv, R.fe_conv, fe(1, 2, 3, 4, 0, 5)),
+             ("fe_conv W=0 no pool", E.fe_conv, R.fe_conv, fe(1, 2, 0, 4, 3, 0, False))]
     for name, op, ref, args in empty:
         out, want = op(*args), ref(*args)
         report(out.shape == want.shape and out.dtype == want.dtype and out.numel() == 0,
                f"redteam empty {name} -> {tuple(out.shape)} {out.dtype}")
     raising = [("repconv_dedrift Cin=0", E.repconv_dedrift, [*rc(2, 0, 4, 6, 4, 3, 2), "relu"], "Cin >= 1"),
                ("block_dct_fdm h1=0", E.block_dct_fdm, [img(1, 8, 8), *fde(0, 3, 2)], "h1 >= 1"),
-               ("block_dct_fdm h2=0", E.block_dct_fdm, [img(1, 8, 8), *fde(4, 0, 2)], "h2 >= 1")]
+               ("block_dct_fdm h2=0", E.block_dct_fdm, [img(1, 8, 8), *fde(4, 0, 2)], "h2 >= 1"),
+               ("fe_conv Cin=0", E.fe_conv, fe(1, 0, 0, 4, 6, 5), "Cin >= 1")]
     for name, op, args, words in raising:
         try:
             op(*args)
@@ -291,16 +470,19 @@ def check_redteam(E):
     big = [huge_view(x, (2 * s, s, 4, 1)), w, b, huge_view(fdm, (3 * s, s, 2, 1)), huge_view(feat, (3 * s, s, 4, 1))]
     big_u8 = huge_view(img(1, 8, 16).to(torch.uint8), (3 * s, s, 16, 1))
     fw = fde(4, 3, 2)
+    fx, fs, fwt, fb, fa, _ = fe(2, 2, 3, 4, 5, 6)
+    big_fe = [huge_view(fx, (2 * s, s, 3, 1)), huge_view(fs, (3 * s, s, 6, 1)), fwt, fb, fa, True]
     for name, op, ref, args in [("block_dct", E.block_dct, R.block_dct, [big_img]),
                                 ("block_dct_fdm", E.block_dct_fdm, R.block_dct_fdm, [big_img, *fw]),
                                 ("block_dct_fdm uint8", E.block_dct_fdm, R.block_dct_fdm, [big_u8, *fw]),
-                                ("repconv_dedrift", E.repconv_dedrift, R.repconv_dedrift, [*big, "relu6"])]:
+                                ("repconv_dedrift", E.repconv_dedrift, R.repconv_dedrift, [*big, "relu6"]),
+                                ("fe_conv skip pool", E.fe_conv, R.fe_conv, big_fe)]:
         d = (op(*args) - ref(*args)).abs().max().item()
         report(d <= 1e-3, f"redteam {name} with offsets past 2^31 maxabs={d:.3g}")
 
 
 def main():
-    which = set(sys.argv[1:]) or {"dct", "fdm", "repconv", "redteam"}
+    which = set(sys.argv[1:]) or {"dct", "fdm", "repconv", "fe", "skip", "poison", "redteam"}
     t = time.time()
     build()
     torch.ops.load_library(os.path.join(tempfile.gettempdir(), "afd_emu_build", "afd_emu_ext.so"))
@@ -315,6 +497,12 @@ def main():
         sweep_fdm(E)
     if "repconv" in which:
         check_repconv(E)
+    if "fe" in which:
+        check_fe(E)
+    if "skip" in which:
+        check_skip(E)
+    if "poison" in which:
+        check_poison(E)
     if "redteam" in which:
         check_redteam(E)
     if "quick" in which:

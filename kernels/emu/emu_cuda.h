@@ -37,6 +37,7 @@ namespace afd_emu {
 struct Warp {
   std::barrier<> bar{32};
   const uint16_t* ptrs[32];
+  uint64_t shfl[32];
   uint32_t a[32][4];
   uint32_t b[32][2];
 };
@@ -85,6 +86,19 @@ inline float h2f(uint16_t bits, bool bf16) {
 }
 }  // namespace afd_emu
 
+// __shfl_xor_sync over the whole warp (every lane must call it, as the kernels do).
+template <typename V>
+inline V __shfl_xor_sync(unsigned, V v, int lane_mask, int = 32) {
+  static_assert(sizeof(V) <= 8, "shfl of up to 8 bytes");
+  auto& w = afd_emu::warp(); const int l = afd_emu::lane();
+  uint64_t bits = 0; std::memcpy(&bits, &v, sizeof(V));
+  w.shfl[l] = bits;
+  w.bar.arrive_and_wait();
+  bits = w.shfl[l ^ lane_mask];
+  w.bar.arrive_and_wait();
+  V r; std::memcpy(&r, &bits, sizeof(V));
+  return r;
+}
 #define threadIdx (afd_emu::tls.tid)
 #define blockIdx (afd_emu::tls.bid)
 #define blockDim (afd_emu::g_block)
@@ -101,6 +115,9 @@ inline void cp_async16(void* s, const void* g, bool valid) { if (valid) std::mem
 inline void cp_async4(void* s, const void* g, bool valid) {
   if (reinterpret_cast<uintptr_t>(s) % 4 || (valid && reinterpret_cast<uintptr_t>(g) % 4)) { fprintf(stderr, "cp_async4 misaligned\n"); abort(); }
   if (valid) std::memcpy(s, g, 4); else std::memset(s, 0, 4); }
+inline void cp_async8(void* s, const void* g, bool valid) {
+  if (reinterpret_cast<uintptr_t>(s) % 8 || (valid && reinterpret_cast<uintptr_t>(g) % 8)) { fprintf(stderr, "cp_async8 misaligned\n"); abort(); }
+  if (valid) std::memcpy(s, g, 8); else std::memset(s, 0, 8); }
 inline void cp_async_commit() {}
 template <int N> inline void cp_async_wait() {}
 inline void ldmatrix_x4(uint32_t (&r)[4], const void* p) {

@@ -15,10 +15,12 @@ DeviceInfo device_info() { DeviceInfo d{}; d.num_sms = g_emu_sms; d.max_smem_opt
 #include "../../csrc/cuda/block_dct_cuda.cpp"
 #include "../../csrc/cuda/block_dct_fdm_cuda.cpp"
 #include "../../csrc/cuda/repconv_dedrift_cuda.cpp"
+#include "../../csrc/cuda/fe_conv_cuda.cpp"
 TORCH_LIBRARY(afd_emu, m) {
   m.def(AFD_SCHEMA_BLOCK_DCT);
   m.def(AFD_SCHEMA_BLOCK_DCT_FDM);
   m.def(AFD_SCHEMA_REPCONV_DEDRIFT);
+  m.def(AFD_SCHEMA_FE_CONV);
   m.def("set_sms(int n) -> ()");
 }
 static void set_sms(int64_t n) { afd::cuda_launch::g_emu_sms = (int)n; }
@@ -26,5 +28,6 @@ TORCH_LIBRARY_IMPL(afd_emu, CPU, m) {
   m.impl("block_dct", &afd::cuda_launch::block_dct_cuda);
   m.impl("block_dct_fdm", &afd::cuda_launch::block_dct_fdm_cuda);
   m.impl("repconv_dedrift", &afd::cuda_launch::repconv_dedrift_cuda);
+  m.impl("fe_conv", &afd::cuda_launch::fe_conv_cuda);
 }
 TORCH_LIBRARY_IMPL(afd_emu, CatchAll, m) { m.impl("set_sms", &set_sms); }

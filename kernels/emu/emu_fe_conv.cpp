@@ -1,0 +1,2 @@
+// CPU emulation build of kernels/fe_conv.cu (see kernels/emu/check.py).
+#include "../fe_conv.cu"
