@@ -46,6 +46,29 @@ AUTOCAST_CHOICES = ("auto", "bfloat16", "off")
 CSV_COLUMNS = ("step", "loss", "l1", "kl", "ce", "gate", "lr", "time_s", "val_n", "val_quality", "val_clean_direct",
                "val_clean_afd", "val_q_direct", "val_q_afd")
 
+#: The ``torch.profiler`` ranges of one training step (``record_function``; nearly free when no profiler
+#: runs): tools/profile_train_step.py splits a step's time by them. The data range is the profiler's
+#: own (around the loader), "other" is the step's time outside them.
+STEP_RANGES = {"teacher": "afd_train.teacher",      # clean stem + activation + clean logits (no grad)
+               "student": "afd_train.student",      # degraded stem, AFD, rest of the classifier, losses
+               "backward": "afd_train.backward",
+               "optimizer": "afd_train.optimizer"}  # zero_grad, clip, AdamW step, the weights' finiteness
+#: None, or a list that each step phase appends (name, this thread's CPU seconds) to: the profiling
+#: tool's clock, which a machine shared with other work slows less than the wall clock.
+PHASE_CLOCK: Optional[list] = None
+
+
+@contextlib.contextmanager
+def _phase(name: str):
+    """One STEP_RANGES phase of a training step: a profiler range, and PHASE_CLOCK's entry when set."""
+    with torch.profiler.record_function(STEP_RANGES[name]):
+        if PHASE_CLOCK is None:
+            yield
+            return
+        t = time.thread_time()
+        yield
+        PHASE_CLOCK.append((name, time.thread_time() - t))
+
 
 #: The range of every integer setting, checked where it is parsed (the ``afd train`` flags and
 #: ``TrainConfig.validate``; README "Errors"). The upper bounds keep a run finite and its numbers in
@@ -534,33 +557,34 @@ def afd_loss(model, clean: torch.Tensor, comp: torch.Tensor, labels: torch.Tenso
 
     def classifier_ctx():
         return torch.autocast(device_type, dtype=autocast) if autocast is not None else contextlib.nullcontext()
-    with torch.no_grad(), classifier_ctx():
+    with _phase("teacher"), torch.no_grad(), classifier_ctx():
         feat_clean, _ = model.stem_features(clean)
         target = reference.apply_act(feat_clean.float(), model.adapter.act)
         logits_clean = model.adapter.rest(target).float() if (cfg.kl_weight > 0) else None
-    with torch.no_grad(), classifier_ctx():  # the classifier is frozen: no graph through its stem
-        feat, pixels = model.stem_features(comp)
-    gated = model.afd.gate_mode != "none"
-    out = afd(feat.float(), pixels, return_gate=True) if gated else afd(feat.float(), pixels)
-    z = None
-    if gated:
-        out, z = out
-    losses = {"l1": F.l1_loss(out, target)}
-    if z is not None and cfg.gate_weight > 0 and gate_targets is not None:
-        known = gate_targets != NO_GATE_TARGET
-        if bool(known.any()):
-            losses["gate"] = F.binary_cross_entropy_with_logits(z[known].float(), gate_targets[known].float())
-    if cfg.kl_weight > 0 or cfg.ce_weight > 0:
-        with classifier_ctx():
-            logits = model.adapter.rest(out).float()
-        if cfg.kl_weight > 0:
-            t = cfg.kl_temperature
-            losses["kl"] = F.kl_div(F.log_softmax(logits / t, 1), F.log_softmax(logits_clean / t, 1),
-                                    log_target=True, reduction="batchmean") * t * t
-        if cfg.ce_weight > 0 and bool((labels >= 0).any()):
-            losses["ce"] = F.cross_entropy(logits, labels, ignore_index=-1)
-    total = cfg.l1_weight * losses["l1"] + cfg.kl_weight * losses.get("kl", 0.0) + cfg.ce_weight * losses.get(
-        "ce", 0.0) + cfg.gate_weight * losses.get("gate", 0.0)
+    with _phase("student"):
+        with torch.no_grad(), classifier_ctx():  # the classifier is frozen: no graph through its stem
+            feat, pixels = model.stem_features(comp)
+        gated = model.afd.gate_mode != "none"
+        out = afd(feat.float(), pixels, return_gate=True) if gated else afd(feat.float(), pixels)
+        z = None
+        if gated:
+            out, z = out
+        losses = {"l1": F.l1_loss(out, target)}
+        if z is not None and cfg.gate_weight > 0 and gate_targets is not None:
+            known = gate_targets != NO_GATE_TARGET
+            if bool(known.any()):
+                losses["gate"] = F.binary_cross_entropy_with_logits(z[known].float(), gate_targets[known].float())
+        if cfg.kl_weight > 0 or cfg.ce_weight > 0:
+            with classifier_ctx():
+                logits = model.adapter.rest(out).float()
+            if cfg.kl_weight > 0:
+                t = cfg.kl_temperature
+                losses["kl"] = F.kl_div(F.log_softmax(logits / t, 1), F.log_softmax(logits_clean / t, 1),
+                                        log_target=True, reduction="batchmean") * t * t
+            if cfg.ce_weight > 0 and bool((labels >= 0).any()):
+                losses["ce"] = F.cross_entropy(logits, labels, ignore_index=-1)
+        total = cfg.l1_weight * losses["l1"] + cfg.kl_weight * losses.get("kl", 0.0) + cfg.ce_weight * losses.get(
+            "ce", 0.0) + cfg.gate_weight * losses.get("gate", 0.0)
     return total, {k: float(v.detach()) for k, v in losses.items()}
 
 
@@ -652,22 +676,27 @@ def _nonfinite_tensor(module) -> Optional[str]:
     return next(k for (k, _), good in zip(items, ok.tolist()) if not good)
 
 
-def _train_locked(cfg: TrainConfig, device, rank: int, world: int, out: Path, train_files, held,
-                  unreadable: dict) -> dict:
-    start = 0
-    last = out / "last.safetensors"
-    resume_tensors = None
-    if not cfg.resume and cfg.init is not None:
-        init = Path(cfg.init).resolve()
-        if any(init == (out / name).resolve() for name in RUN_FILES):
-            raise ValueError(f"--init {cfg.init}: a fresh run into --out {out} replaces that file; copy it "
-                             "elsewhere first, or train into another --out")
-    if cfg.resume:  # checked before anything is built
-        if not last.exists():
-            raise FileNotFoundError(f"--resume: no checkpoint to resume from at {last}")
-        resume_tensors, saved = read_checkpoint(last)
-        start = _check_resume(last, saved, resume_tensors, cfg)
+@dataclasses.dataclass
+class TrainingRun:
+    """What a run builds before its first step (``build_training``); ``train_step`` runs one step of it."""
+    cfg: TrainConfig
+    device: torch.device
+    model: torch.nn.Module
+    afd: torch.nn.Module            # model.afd
+    ddp: torch.nn.Module            # afd, or its DistributedDataParallel wrapper
+    opt: torch.optim.Optimizer
+    loader: DataLoader
+    autocast: Optional[torch.dtype]
+    channels_last: bool
+    memory_format: torch.memory_format
+    world: int = 1
 
+
+def build_training(cfg: TrainConfig, device: torch.device, train_files, *, start: int = 0, rank: int = 0,
+                   world: int = 1, resume_tensors: Optional[dict] = None,
+                   resume_path: Optional[Path] = None) -> TrainingRun:
+    """The model (frozen classifier + the AFD in training mode), optimizer and data loader of a run
+    from step ``start`` (``resume_tensors``: the weights and optimizer state of ``resume_path``)."""
     # fine-tune: the checkpoint's architecture replaces width/fdm/block
     new_afd = {"width": cfg.width, "fdm": cfg.fdm, "block": cfg.block, "gate": cfg.gate}
     model = create_model(cfg.backbone, afd=new_afd if cfg.init is None else True, checkpoint=cfg.init,
@@ -686,9 +715,8 @@ def _train_locked(cfg: TrainConfig, device, rank: int, world: int, out: Path, tr
             _load_optimizer_tensors(opt, resume_tensors)
         except (RuntimeError, ValueError, KeyError, IndexError) as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise CheckpointError(f"--resume: {last}: its weights do not fit the module this run builds "
+            raise CheckpointError(f"--resume: {resume_path}: its weights do not fit the module this run builds "
                                   f"({first})") from None
-    saved_step = start if cfg.resume else None  # the step of the last checkpoint on disk
     ddp = afd
     if world > 1:
         ddp = torch.nn.parallel.DistributedDataParallel(afd, device_ids=[device.index] if device.type == "cuda"
@@ -700,6 +728,65 @@ def _train_locked(cfg: TrainConfig, device, rank: int, world: int, out: Path, tr
     loader = DataLoader(_Offset(ds, ds_offset), batch_size=cfg.batch_size, shuffle=False,
                         num_workers=cfg.workers, persistent_workers=False, drop_last=True,
                         pin_memory=device.type == "cuda")
+    return TrainingRun(cfg, device, model, afd, ddp, opt, loader, autocast, channels_last, memory_format, world)
+
+
+def _diverged_plain(what: str) -> TrainingDiverged:
+    return TrainingDiverged(f"training diverged: {what}")
+
+
+def train_step(run: TrainingRun, batch, step: int, diverged=_diverged_plain) -> tuple[torch.Tensor, dict]:
+    """One optimizer step of ``run`` on ``batch`` = (clean, comp, labels, gate_targets) as the loader gives
+    them, at step index ``step`` (0-based: its learning rate). Returns (loss, its parts); raises
+    ``diverged(what)`` when the loss or a weight stops being finite."""
+    cfg, opt, afd = run.cfg, run.opt, run.afd
+    clean, comp, labels, gate_targets = batch
+    for g in opt.param_groups:
+        g["lr"] = _lr_at(step, cfg)
+    clean, comp = (t.to(run.device).contiguous(memory_format=run.memory_format) for t in (clean, comp))
+    labels, gate_targets = labels.to(run.device), gate_targets.to(run.device)
+    loss, parts = afd_loss(run.model, clean, comp, labels, cfg, afd=run.ddp, autocast=run.autocast,
+                           gate_targets=gate_targets)
+    if run.world == 1 and not math.isfinite(float(loss.detach())):  # (DDP: the weight check, on every rank)
+        raise diverged(f"the loss is {float(loss.detach())}")
+    with _phase("backward"):
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+    with _phase("optimizer"):
+        torch.nn.utils.clip_grad_norm_(afd.parameters(), cfg.clip)
+        try:
+            opt.step()
+        except RuntimeError as exc:  # e.g. --lr 1e38: AdamW's step size lr / (1 - beta1) overflows float32
+            if "overflow" not in str(exc):
+                raise
+            raise diverged(f"the optimizer's update overflows ({str(exc).splitlines()[0]})") from None
+        bad = _nonfinite_tensor(afd)
+    if bad is not None:
+        raise diverged(f"weight {bad} is no longer finite")
+    return loss, parts
+
+
+def _train_locked(cfg: TrainConfig, device, rank: int, world: int, out: Path, train_files, held,
+                  unreadable: dict) -> dict:
+    start = 0
+    last = out / "last.safetensors"
+    resume_tensors = None
+    if not cfg.resume and cfg.init is not None:
+        init = Path(cfg.init).resolve()
+        if any(init == (out / name).resolve() for name in RUN_FILES):
+            raise ValueError(f"--init {cfg.init}: a fresh run into --out {out} replaces that file; copy it "
+                             "elsewhere first, or train into another --out")
+    if cfg.resume:  # checked before anything is built
+        if not last.exists():
+            raise FileNotFoundError(f"--resume: no checkpoint to resume from at {last}")
+        resume_tensors, saved = read_checkpoint(last)
+        start = _check_resume(last, saved, resume_tensors, cfg)
+
+    run = build_training(cfg, device, train_files, start=start, rank=rank, world=world,
+                         resume_tensors=resume_tensors, resume_path=last)
+    model, afd, opt, loader = run.model, run.afd, run.opt, run.loader
+    autocast, channels_last = run.autocast, run.channels_last
+    saved_step = start if cfg.resume else None  # the step of the last checkpoint on disk
     config = {
         "backbone": cfg.backbone, "version": __version__,
         "recipe": _recipe(cfg),
@@ -739,25 +826,7 @@ def _train_locked(cfg: TrainConfig, device, rank: int, world: int, out: Path, tr
             if line not in unreadable:
                 unreadable[line] = None
                 new_unreadable.append(line)
-        for g in opt.param_groups:
-            g["lr"] = _lr_at(step, cfg)
-        clean, comp = (t.to(device).contiguous(memory_format=memory_format) for t in (clean, comp))
-        labels, gate_targets = labels.to(device), gate_targets.to(device)
-        loss, parts = afd_loss(model, clean, comp, labels, cfg, afd=ddp, autocast=autocast, gate_targets=gate_targets)
-        if world == 1 and not math.isfinite(float(loss.detach())):  # (DDP: the weight check, on every rank)
-            raise diverged(f"the loss is {float(loss.detach())}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(afd.parameters(), cfg.clip)
-        try:
-            opt.step()
-        except RuntimeError as exc:  # e.g. --lr 1e38: AdamW's step size lr / (1 - beta1) overflows float32
-            if "overflow" not in str(exc):
-                raise
-            raise diverged(f"the optimizer's update overflows ({str(exc).splitlines()[0]})") from None
-        bad = _nonfinite_tensor(afd)
-        if bad is not None:
-            raise diverged(f"weight {bad} is no longer finite")
+        loss, parts = train_step(run, (clean, comp, labels, gate_targets), step, diverged)
         step += 1
         if cfg.time_budget is not None:
             if step == min(20, cfg.warmup // 2):  # past the workers' start-up
