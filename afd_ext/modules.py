@@ -188,17 +188,19 @@ class FDENet(nn.Module):
             self._folded, self._folded_dtype = None, None
         return super().train(mode)
 
-    def forward(self, img: torch.Tensor, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    def forward(self, img: torch.Tensor, dtype: Optional[torch.dtype] = None,
+                gate: Optional[torch.Tensor] = None) -> torch.Tensor:
         """img (B,3,H,W) RGB 0..255, H and W multiples of 8, floating or uint8 -> FDM (B,C,H/8,W/8)
         in ``dtype`` (default: a floating img's own). A uint8 img goes to the op as it is (1 byte a
-        pixel read, no widened copy of the image)."""
+        pixel read, no widened copy of the image). ``gate``: the whole-image gate's logits (B,), which
+        the op applies (each image's FDM times relu(tanh(gate / 2)))."""
         dtype = dtype or img.dtype
         if not dtype.is_floating_point:
             raise TypeError(f"FDENet: a {img.dtype} img needs the FDM's floating dtype (dtype=...)")
         weights = [w if w.dtype == dtype else w.to(dtype) for w in self.op_weights()]
         if self.impl == "fused":
-            return torch.ops.afd.block_dct_fdm(img, *weights)
-        return reference.block_dct_fdm(img, *weights)
+            return torch.ops.afd.block_dct_fdm(img, *weights, gate)
+        return reference.block_dct_fdm(img, *weights, gate)
 
 
 class FENet(nn.Module):
@@ -392,35 +394,40 @@ class AFDModule(nn.Module):
             img = F.pad(img.to(dtype), (0, pad_w, 0, pad_h), mode="replicate")
         return img
 
-    def compute_fdm(self, img: torch.Tensor, feat_size, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-        """FDM in ``dtype`` (default: img's) for img (floating, or uint8 of a size the DCT takes)."""
+    def compute_fdm(self, img: torch.Tensor, feat_size, dtype: Optional[torch.dtype] = None,
+                    gate: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """FDM in ``dtype`` (default: img's) for img (floating, or uint8 of a size the DCT takes), times
+        the whole-image gate relu(tanh(gate / 2)) when its logits ``gate`` (B,) are given."""
         b = img.shape[0]
         dtype = dtype or img.dtype
         if self.fde is None:
-            return torch.ones((b, self.channels, 1, 1), dtype=dtype, device=img.device)
-        fdm = self.fde(self._pad8(img, dtype), dtype)
+            fdm = torch.ones((b, self.channels, 1, 1), dtype=dtype, device=img.device)
+            return fdm if gate is None else fdm * self.gate_value(gate).to(dtype).view(-1, 1, 1, 1)
         if self.fdm_mode == "global":
-            return fdm.mean(dim=(2, 3), keepdim=True)
+            fdm = self.fde(self._pad8(img, dtype), dtype).mean(dim=(2, 3), keepdim=True)
+            return fdm if gate is None else fdm * self.gate_value(gate).to(dtype).view(-1, 1, 1, 1)
+        fdm = self.fde(self._pad8(img, dtype), dtype, gate)  # the op applies the gate (spatial FDM)
         hf, wf = feat_size
         if hf % fdm.shape[-2] or wf % fdm.shape[-1]:
             fdm = F.interpolate(fdm, size=(hf, wf), mode="nearest")
         return fdm
 
-    GATE_EPS = 0.01  # floor of the mean |coefficient| before the log (flat images)
+    GATE_EPS = reference.GATE_EPS  # floor of the mean |coefficient| before the log (flat images)
 
     def gate_logit(self, img: torch.Tensor) -> Optional[torch.Tensor]:
-        """z (B,), float32, of the whole-image gate for img (B,3,H,W) RGB 0..255 (None without a gate)."""
+        """z (B,) of the whole-image gate for img (B,3,H,W) RGB 0..255 (None without a gate): the
+        afd::block_dct_gate op (or its reference), in the head's dtype (float32 unless cast), computed
+        in float32 at least whatever the run's dtype (it feeds a log); a uint8 img is read as it is."""
         if self.gate_head is None:
             return None
-        img = self._pad8(img.float(), torch.float32)  # float32 whatever the run's dtype: it feeds a log
-        dct = torch.ops.afd.block_dct(img) if self.fused else reference.block_dct(img)
-        stats = torch.log(dct.abs().mean(dim=(2, 3)) + self.GATE_EPS)
-        return self.gate_head(stats.to(self.gate_head.weight.dtype)).float().squeeze(1)
+        if img.shape[-2] % 8 or img.shape[-1] % 8:
+            img = self._pad8(img.float(), torch.float32)
+        head = self.gate_head
+        if self.fused:
+            return torch.ops.afd.block_dct_gate(img, head.weight, head.bias)
+        return reference.block_dct_gate(img, head.weight, head.bias)
 
-    @staticmethod
-    def gate_value(z: torch.Tensor) -> torch.Tensor:
-        """g = relu(tanh(z / 2)) = max(0, 2 sigmoid(z) - 1): exactly 0 for z <= 0."""
-        return torch.relu(torch.tanh(z * 0.5))
+    gate_value = staticmethod(reference.gate_value)  # g = relu(tanh(z / 2)): exactly 0 for z <= 0
 
     def forward(self, feat: torch.Tensor, img: torch.Tensor, return_gate: bool = False):
         """De-drifted features; ``return_gate=True``: (features, gate logit z (B,) or None)."""
@@ -431,11 +438,9 @@ class AFDModule(nn.Module):
         if img.dtype != torch.uint8:  # uint8 stays uint8: the FDE op reads it directly
             if not img.is_floating_point():
                 raise TypeError(f"img must be uint8 or floating (RGB 0..255), got {img.dtype}")
-            img = img.to(feat.dtype)
-        fdm = self.compute_fdm(img, feat.shape[-2:], feat.dtype)
+            img = img if img.dtype == feat.dtype else img.to(feat.dtype)
         z = self.gate_logit(img)
-        if z is not None:  # the gate scales the whole correction: fold it into the FDM (op contract unchanged)
-            fdm = fdm * self.gate_value(z).to(fdm.dtype).view(-1, 1, 1, 1)
+        fdm = self.compute_fdm(img, feat.shape[-2:], feat.dtype, z)  # the gate scales the whole correction
         out = self._dedrift(feat, fdm)
         return (out, z) if return_gate else out
 

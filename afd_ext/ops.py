@@ -38,7 +38,7 @@ import torch.autograd.forward_ad as fwAD
 
 from . import reference
 
-OP_NAMES = ("block_dct", "block_dct_fdm", "fe_conv", "repconv_dedrift")
+OP_NAMES = ("block_dct", "block_dct_gate", "block_dct_fdm", "fe_conv", "repconv_dedrift")
 BACKENDS = ("reference", "cpp", "cuda", "triton")
 #: Where the one written definition of the op schemas (C++ macros, one per line) is found: the copy
 #: setup.py ships inside the package (installed wheels), else csrc/ (a source tree, editable installs).
@@ -125,6 +125,7 @@ def _output_like(t: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
 def _reference_kernels() -> Dict[str, Callable]:
     return {
         "block_dct": lambda img: _output_like(img, reference.block_dct(img)),
+        "block_dct_gate": reference.block_dct_gate,  # (B,): no memory format
         "block_dct_fdm": lambda img, *w: _output_like(img, reference.block_dct_fdm(img, *w)),
         "fe_conv": lambda x, skip, weight, bias, alpha, pool: _output_like(
             x if skip is None else skip, reference.fe_conv(x, skip, weight, bias, alpha, pool)),
@@ -308,10 +309,18 @@ def _block_dct_fake(img):
     return out.contiguous(memory_format=reference.checks.output_memory_format(img))
 
 
+@torch.library.register_fake("afd::block_dct_gate")
+def _block_dct_gate_fake(img, weight, bias):
+    reference.checks.check_image(img, uint8=True)
+    reference.checks.check_gate_head(img, weight, bias)
+    return weight.new_empty((img.shape[0],))
+
+
 @torch.library.register_fake("afd::block_dct_fdm")
-def _block_dct_fdm_fake(img, w1, b1, w2, b2, w3, b3):
+def _block_dct_fdm_fake(img, w1, b1, w2, b2, w3, b3, gate=None):
     reference.checks.check_image(img, uint8=True)
     reference.checks.check_fde_weights(img, w1, b1, w2, b2, w3, b3)
+    reference.checks.check_gate_logit(img, gate)
     b, _, h, w = img.shape
     # The weights' dtype: a floating img's own, and the output dtype for a uint8 img.
     out = img.new_empty((b, w3.shape[0], h // 8, w // 8), dtype=w1.dtype)
@@ -377,9 +386,15 @@ def _block_dct_backward(ctx, grad):
     return _reference_vjp(reference.block_dct, [(img, ctx.needs_input_grad[0])], grad)
 
 
-def _block_dct_fdm_backward(ctx, grad):
-    # A uint8 img never needs a gradient (autograd does not track integer tensors): None for it.
+def _block_dct_gate_backward(ctx, grad):
     pairs = list(zip(_saved_inputs(ctx), ctx.needs_input_grad))
+    return _reference_vjp(reference.block_dct_gate, pairs, grad)
+
+
+def _block_dct_fdm_backward(ctx, grad):
+    # A uint8 img never needs a gradient (autograd does not track integer tensors): None for it; nor a
+    # gate that is None.
+    pairs = [(t, needs and t is not None) for t, needs in zip(_saved_inputs(ctx), ctx.needs_input_grad)]
     return _reference_vjp(reference.block_dct_fdm, pairs, grad)
 
 
@@ -455,7 +470,8 @@ def _register_autograd(lib: torch.library.Library, op_name: str, reference_kerne
 
 
 _lib_autograd = torch.library.Library("afd", "IMPL")
-for _op, _backward in (("block_dct", _block_dct_backward), ("block_dct_fdm", _block_dct_fdm_backward),
+for _op, _backward in (("block_dct", _block_dct_backward), ("block_dct_gate", _block_dct_gate_backward),
+                       ("block_dct_fdm", _block_dct_fdm_backward),
                        ("fe_conv", _fe_conv_backward), ("repconv_dedrift", _repconv_dedrift_backward)):
     _register_autograd(_lib_autograd, _op, _reference_kernels()[_op], _backward)
 
@@ -469,10 +485,17 @@ def block_dct(img: torch.Tensor) -> torch.Tensor:
     return torch.ops.afd.block_dct(img)
 
 
-def block_dct_fdm(img, w1, b1, w2, b2, w3, b3) -> torch.Tensor:
+def block_dct_gate(img, weight, bias) -> torch.Tensor:
+    """(B,3,H,W) RGB 0..255 (uint8 or floating) -> the whole-image gate's logit z (B,) =
+    bias + weight . log(mean over blocks |block DCT| + GATE_EPS), weight (1, 192), bias (1,)."""
+    return torch.ops.afd.block_dct_gate(img, weight, bias)
+
+
+def block_dct_fdm(img, w1, b1, w2, b2, w3, b3, gate=None) -> torch.Tensor:
     """(B,3,H,W) RGB 0..255 (floating of the weights' dtype, or uint8) -> (B,C,H/8,W/8) FDM in the
-    weights' dtype: block DCT + FDE-Net MLP + sigmoid, fused (docs/design.md §2)."""
-    return torch.ops.afd.block_dct_fdm(img, w1, b1, w2, b2, w3, b3)
+    weights' dtype: block DCT + FDE-Net MLP + sigmoid, fused (docs/design.md §2); ``gate`` (B,) logits
+    scale each image's FDM by relu(tanh(gate / 2))."""
+    return torch.ops.afd.block_dct_fdm(img, w1, b1, w2, b2, w3, b3, gate)
 
 
 def fe_conv(x, skip, weight, bias, alpha, pool: bool = False) -> torch.Tensor:

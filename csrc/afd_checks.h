@@ -92,6 +92,38 @@ inline void check_fde_weights(const at::Tensor& img, const at::Tensor& w1, const
                     b3.sizes());
 }
 
+// block_dct_gate's head (python/checks.py check_gate_head): weight (1, 192), bias (1,), floating, one
+// dtype, on img's device.
+inline void check_gate_head(const at::Tensor& img, const at::Tensor& weight, const at::Tensor& bias) {
+  check_float("weight", weight);
+  check_device("weight", weight, "img", img);
+  TORCH_CHECK_VALUE(weight.dim() == 2 && weight.size(0) == 1 && weight.size(1) == kDctChannels,
+                    "weight must have shape (1, 192), got ", weight.sizes());
+  check_same("bias", bias, "weight", weight);
+  TORCH_CHECK_VALUE(bias.dim() == 1 && bias.size(0) == 1, "bias must have shape (1,), got ", bias.sizes());
+}
+
+// block_dct_fdm's optional gate (python/checks.py check_gate_logit): one logit per image, (B,).
+inline void check_gate_logit(const at::Tensor& img, const c10::optional<at::Tensor>& gate) {
+  if (!gate.has_value()) return;
+  check_float("gate", *gate);
+  check_device("gate", *gate, "img", img);
+  TORCH_CHECK_VALUE(gate->dim() == 1 && gate->size(0) == img.size(0), "gate must have shape (", img.size(0),
+                    ",), got ", gate->sizes());
+}
+
+// fdm *= relu(tanh(gate / 2)) per image, computed in float32 (float64 for a float64 fdm): the gate of
+// python/functional.py block_dct_fdm, applied by every compiled launcher to its (small) FDM in place.
+inline void apply_gate_(at::Tensor& fdm, const c10::optional<at::Tensor>& gate) {
+  if (!gate.has_value() || fdm.numel() == 0) return;
+  const at::ScalarType cd = fdm.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const at::Tensor g = at::relu(at::tanh(gate->to(cd) * 0.5)).view({-1, 1, 1, 1});
+  if (fdm.scalar_type() == cd)
+    fdm.mul_(g);
+  else
+    fdm.copy_(fdm.to(cd).mul_(g));
+}
+
 inline Act parse_act(c10::string_view act) {
   if (act == "relu") return Act::kRelu;
   if (act == "relu6") return Act::kRelu6;

@@ -17,6 +17,7 @@ constexpr int kBlock = 8;
 constexpr int kCoeff = 64;          // per colour plane
 constexpr int kDctChannels = 192;   // Y, Cb, Cr
 constexpr float kLevelShift = 128.f;
+constexpr double kGateEps = 0.01;  // the gate's floor under each mean |coefficient| (python: GATE_EPS)
 
 // RGB -> YCbCr (JFIF); offsets below are already level-shifted (offset - 128).
 // Double like kDct, so float64 kernels match the reference; float kernels cast.

@@ -5,6 +5,7 @@
 #pragma once
 
 #define AFD_SCHEMA_BLOCK_DCT "block_dct(Tensor img) -> Tensor"
-#define AFD_SCHEMA_BLOCK_DCT_FDM "block_dct_fdm(Tensor img, Tensor w1, Tensor b1, Tensor w2, Tensor b2, Tensor w3, Tensor b3) -> Tensor"
+#define AFD_SCHEMA_BLOCK_DCT_GATE "block_dct_gate(Tensor img, Tensor weight, Tensor bias) -> Tensor"
+#define AFD_SCHEMA_BLOCK_DCT_FDM "block_dct_fdm(Tensor img, Tensor w1, Tensor b1, Tensor w2, Tensor b2, Tensor w3, Tensor b3, Tensor? gate=None) -> Tensor"
 #define AFD_SCHEMA_FE_CONV "fe_conv(Tensor x, Tensor? skip, Tensor weight, Tensor? bias, Tensor alpha, bool pool) -> Tensor"
 #define AFD_SCHEMA_REPCONV_DEDRIFT "repconv_dedrift(Tensor x, Tensor weight, Tensor? bias, Tensor fdm, Tensor feat, str act, Tensor? skip=None) -> Tensor"

@@ -2,7 +2,7 @@
 // casts in module code. Under torch.autocast the conv-like ops run in autocast's lower-precision dtype
 // (as aten::conv2d does): their floating inputs are cast to it (cached for weights that are leaves,
 // like aten's; float64 and uint8 inputs are left alone: a uint8 image is read as it is). block_dct runs
-// in float32 (the DCT feeds the gate's log statistics: an fp32-list op, like aten's log/sum).
+// and block_dct_gate in float32 (the DCT feeds the gate's log statistics: fp32-list ops, like aten's log).
 #include <ATen/autocast_mode.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
@@ -38,16 +38,26 @@ at::Tensor block_dct_autocast(const at::Tensor& img) {
 }
 
 template <c10::DeviceType kDevice>
+at::Tensor block_dct_gate_autocast(const at::Tensor& img, const at::Tensor& weight, const at::Tensor& bias) {
+  auto guard = exclude_autocast<kDevice>();
+  static const auto handle = op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&)>(
+      "afd::block_dct_gate");
+  return handle.call(cast(at::kFloat, img, kDevice), cast(at::kFloat, weight, kDevice),
+                     cast(at::kFloat, bias, kDevice));
+}
+
+// The gate logit is left as it is: the op scales the FDM by it in float32 whatever the FDM's dtype.
+template <c10::DeviceType kDevice>
 at::Tensor block_dct_fdm_autocast(const at::Tensor& img, const at::Tensor& w1, const at::Tensor& b1,
                                   const at::Tensor& w2, const at::Tensor& b2, const at::Tensor& w3,
-                                  const at::Tensor& b3) {
+                                  const at::Tensor& b3, const c10::optional<at::Tensor>& gate) {
   auto guard = exclude_autocast<kDevice>();
   using Sig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                         const at::Tensor&, const at::Tensor&, const at::Tensor&);
+                         const at::Tensor&, const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&);
   static const auto handle = op<Sig>("afd::block_dct_fdm");
   const at::ScalarType t = low<kDevice>();
   return handle.call(cast(t, img, kDevice), cast(t, w1, kDevice), cast(t, b1, kDevice), cast(t, w2, kDevice),
-                     cast(t, b2, kDevice), cast(t, w3, kDevice), cast(t, b3, kDevice));
+                     cast(t, b2, kDevice), cast(t, w3, kDevice), cast(t, b3, kDevice), gate);
 }
 
 template <c10::DeviceType kDevice>
@@ -79,6 +89,7 @@ at::Tensor repconv_dedrift_autocast(const at::Tensor& x, const at::Tensor& weigh
 template <c10::DeviceType kDevice>
 void register_autocast(torch::Library& m) {
   m.impl("block_dct", &block_dct_autocast<kDevice>);
+  m.impl("block_dct_gate", &block_dct_gate_autocast<kDevice>);
   m.impl("block_dct_fdm", &block_dct_fdm_autocast<kDevice>);
   m.impl("fe_conv", &fe_conv_autocast<kDevice>);
   m.impl("repconv_dedrift", &repconv_dedrift_autocast<kDevice>);

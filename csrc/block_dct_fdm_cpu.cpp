@@ -51,18 +51,21 @@ struct Identity {
 };
 
 at::Tensor block_dct_fdm_cpu(const at::Tensor& img, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
-                             const at::Tensor& b2, const at::Tensor& w3, const at::Tensor& b3) {
+                             const at::Tensor& b2, const at::Tensor& w3, const at::Tensor& b3,
+                             const c10::optional<at::Tensor>& gate) {
   // The ATen calls inside must run in the dtype given: autocast stays outside the kernel.
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   check_image(img, /*uint8=*/true);
   check_fde_weights(img, w1, b1, w2, b2, w3, b3);
+  check_gate_logit(img, gate);
   // The compute and output dtype: the weights' (a floating img has it too; a uint8 img's pixels are
   // read as they are and converted per tile, never copied to a floating image).
   const at::ScalarType dtype = w1.scalar_type();
   const bool uint8 = img.scalar_type() == at::kByte;
   if (dtype == at::kHalf || dtype == at::kBFloat16) {
     const auto f = [](const at::Tensor& t) { return t.to(at::kFloat); };
-    return block_dct_fdm_cpu(uint8 ? img : f(img), f(w1), f(b1), f(w2), f(b2), f(w3), f(b3)).to(dtype);
+    // float32 throughout (the gate too), rounded once at the end
+    return block_dct_fdm_cpu(uint8 ? img : f(img), f(w1), f(b1), f(w2), f(b2), f(w3), f(b3), gate).to(dtype);
   }
 
   const int64_t batch = img.size(0), hb = img.size(2) / kBlock, wb = img.size(3) / kBlock;
@@ -118,7 +121,9 @@ at::Tensor block_dct_fdm_cpu(const at::Tensor& img, const at::Tensor& w1, const 
     });
   });
   // One vectorized ATen pass over the small output beats a scalar exp per value inside the tiles.
-  return out.sigmoid_();
+  out.sigmoid_();
+  apply_gate_(out, gate);
+  return out;
 }
 
 }  // namespace

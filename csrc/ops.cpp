@@ -18,6 +18,7 @@ PyObject* PyInit__C(void) {
 
 TORCH_LIBRARY(afd, m) {
   m.def(AFD_SCHEMA_BLOCK_DCT);
+  m.def(AFD_SCHEMA_BLOCK_DCT_GATE);
   m.def(AFD_SCHEMA_BLOCK_DCT_FDM);
   m.def(AFD_SCHEMA_FE_CONV);
   m.def(AFD_SCHEMA_REPCONV_DEDRIFT);

@@ -181,10 +181,9 @@ def conv3x3_accumulate(acc00, acc01, acc10, acc11, src_ptr, s_b, s_c, s_h, s_w, 
                     xt = xt.to(ACC)
                 for dy in tl.static_range(NS):
                     for dx in tl.static_range(NS):
-                        kh: tl.constexpr = ry - dy
-                        kw: tl.constexpr = rx - dx
-                        if kh >= 0 and kh < 3 and kw >= 0 and kw < 3:
-                            wt = tl.load(w_k + (kh * ws_h + kw * ws_w), mask=w_mask, other=0.0)
+                        # tap (kh, kw) = (ry - dy, rx - dx) of sub-position (dy, dx), where it exists
+                        if ry - dy >= 0 and ry - dy < 3 and rx - dx >= 0 and rx - dx < 3:
+                            wt = tl.load(w_k + ((ry - dy) * ws_h + (rx - dx) * ws_w), mask=w_mask, other=0.0)
                             if UPCAST_DOT:
                                 wt = wt.to(ACC)
                             # input_precision: IEEE float32 (no TF32); Triton 3.6 needs it with acc
@@ -197,3 +196,14 @@ def conv3x3_accumulate(acc00, acc01, acc10, acc11, src_ptr, s_b, s_c, s_h, s_w, 
                             else:
                                 acc11 = tl.dot(xt, wt, acc11, input_precision="ieee", out_dtype=ACC)
     return acc00, acc01, acc10, acc11
+
+
+def apply_gate_(fdm: torch.Tensor, gate) -> torch.Tensor:
+    """fdm *= gate_value(gate[b]) per image, in place, computed in float32 (float64 for a float64 fdm):
+    block_dct_fdm's gate, as csrc/afd_checks.h apply_gate_ applies it after the compiled kernels."""
+    if gate is None or fdm.numel() == 0:
+        return fdm
+    from afd_ext.reference import gate_value
+    cd = torch.float64 if fdm.dtype == torch.float64 else torch.float32
+    g = gate_value(gate.to(cd)).view(-1, 1, 1, 1)
+    return fdm.mul_(g) if fdm.dtype == cd else fdm.copy_(fdm.to(cd).mul_(g))

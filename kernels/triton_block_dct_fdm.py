@@ -128,11 +128,13 @@ def _block_dct_fdm_kernel(
 
 
 def block_dct_fdm(img: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
-                  b2: torch.Tensor, w3: torch.Tensor, b3: torch.Tensor) -> torch.Tensor:
+                  b2: torch.Tensor, w3: torch.Tensor, b3: torch.Tensor, gate=None) -> torch.Tensor:
     """(B,3,H,W) RGB 0..255 (floating of the weights' dtype, or uint8) -> (B,C,H/8,W/8) FDM in (0,1)
-    in the weights' dtype: fused block DCT + FDE-Net (Triton)."""
+    in the weights' dtype: fused block DCT + FDE-Net (Triton); ``gate`` (B,) logits scale it per image
+    (a pass over the small FDM: U.apply_gate_)."""
     checks.check_image(img, uint8=True)
     checks.check_fde_weights(img, w1, b1, w2, b2, w3, b3)
+    checks.check_gate_logit(img, gate)
     # w1 carries the compute dtype and sits on img's device (checked above); uint8 pixels are loaded
     # as they are and converted in the kernel.
     U.check_runnable(_block_dct_fdm_kernel, "block_dct_fdm", w1)
@@ -169,4 +171,4 @@ def block_dct_fdm(img: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: tor
             BLOCK_M=block_m, BLOCK_H1=block_h1, H2P=h2p, BLOCK_C=block_c,
             UPCAST_DOT=interp, num_warps=warps,
         )
-    return out
+    return U.apply_gate_(out, gate)

@@ -79,6 +79,25 @@ def check_fde_weights(img, w1, b1, w2, b2, w3, b3) -> None:
         fan_in = w.shape[0]
 
 
+def check_gate_head(img, weight, bias) -> None:
+    """block_dct_gate's head (after check_image(img, uint8=True)): weight (1, 192), bias (1,), floating,
+    of one dtype (the op's compute and output dtype), on img's device; img may be of any floating dtype."""
+    check_float("weight", weight)
+    check_device("weight", weight, "img", img)
+    check_shape("weight", weight, (1, N_DCT_CHANNELS))
+    check_same("bias", bias, "weight", weight)
+    check_shape("bias", bias, (1,))
+
+
+def check_gate_logit(img, gate) -> None:
+    """block_dct_fdm's optional gate: one logit per image, (B,), floating, on img's device."""
+    if gate is None:
+        return
+    check_float("gate", gate)
+    check_device("gate", gate, "img", img)
+    check_shape("gate", gate, (img.shape[0],))
+
+
 def grid_divides(cells: int, pixels: int) -> bool:
     """An FDM axis of ``cells`` tiles a feature axis of ``pixels``: cells divides pixels, and an
     empty FDM axis goes only with an empty feature axis."""

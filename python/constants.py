@@ -68,5 +68,8 @@ def ycbcr_matrix(dtype: torch.dtype = torch.float64, device=None) -> tuple[torch
 
 # Activation name -> the integer code every kernel uses (C++/CUDA: afd::Act in csrc/afd_constants.h;
 # Triton: its ACT constexpr). One table, tested against the header.
+# The gate's floor under each mean |coefficient| before the log (a flat image has zero AC energy).
+GATE_EPS = 0.01
+
 ACT_CODES = {"relu": 0, "relu6": 1, "identity": 2}
 ACTIVATIONS = tuple(ACT_CODES)

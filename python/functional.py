@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from . import checks
-from .constants import BLOCK, N_COEFF, dct_basis_zigzag, ycbcr_matrix
+from .constants import BLOCK, GATE_EPS, N_COEFF, dct_basis_zigzag, ycbcr_matrix
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -71,29 +71,54 @@ def block_idct(coeffs: torch.Tensor) -> torch.Tensor:
     return ycbcr_to_rgb(x)
 
 
-def fde_net(coeffs: torch.Tensor, w1, b1, w2, b2, w3, b3) -> torch.Tensor:
-    """Per-block MLP: sigmoid(w3 relu(w2 relu(w1 D + b1) + b2) + b3) on each block's 192 coefficients."""
+def gate_value(z: torch.Tensor) -> torch.Tensor:
+    """The whole-image gate g = relu(tanh(z / 2)) = max(0, 2 sigmoid(z) - 1) of a logit z: exactly 0
+    for z <= 0 (the correction is off), 1 in the limit."""
+    return torch.relu(torch.tanh(z * 0.5))
+
+
+def block_dct_gate(img: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """(B,3,H,W) RGB 0..255 (uint8 or floating) -> the gate logit z (B,) of each image: a blind
+    quality estimate, ``bias + weight . log(mean over blocks |block_dct(img)| + GATE_EPS)`` (192
+    statistics, one per coefficient and colour; nn.Linear(192, 1) layouts). Computed in weight's
+    dtype (float32 for the half types) and returned in it. H or W = 0: no blocks, a NaN mean (torch's
+    mean of nothing), so z is NaN; B = 0: an empty result."""
+    checks.check_image(img, uint8=True)
+    checks.check_gate_head(img, weight, bias)
+    cd = _compute_dtype(weight.dtype)
+    stats = torch.log(block_dct(img.to(cd)).abs().mean(dim=(2, 3)) + GATE_EPS)
+    return F.linear(stats, weight.to(cd), bias.to(cd)).squeeze(1).to(weight.dtype)
+
+
+def fde_net(coeffs: torch.Tensor, w1, b1, w2, b2, w3, b3, gate: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Per-block MLP: sigmoid(w3 relu(w2 relu(w1 D + b1) + b2) + b3) on each block's 192 coefficients,
+    times ``gate_value(gate[b])`` per image when a gate logit is given (before the one rounding)."""
     out_dtype = coeffs.dtype
     cd = _compute_dtype(coeffs.dtype)
     d = coeffs.to(cd).permute(0, 2, 3, 1)  # (B,Hb,Wb,192)
     h = F.relu(F.linear(d, w1.to(cd), b1.to(cd)))
     h = F.relu(F.linear(h, w2.to(cd), b2.to(cd)))
     out = torch.sigmoid(F.linear(h, w3.to(cd), b3.to(cd)))
+    if gate is not None:
+        out = out * gate_value(gate.to(cd)).view(-1, 1, 1, 1)
     return out.permute(0, 3, 1, 2).to(out_dtype)
 
 
-def block_dct_fdm(img: torch.Tensor, w1, b1, w2, b2, w3, b3) -> torch.Tensor:
+def block_dct_fdm(img: torch.Tensor, w1, b1, w2, b2, w3, b3, gate: Optional[torch.Tensor] = None) -> torch.Tensor:
     """(B,3,H,W) RGB -> (B,C,H/8,W/8) feature-drift map in (0,1): FDE-Net on the block DCT.
 
     ``img`` is floating, of the weights' dtype, or uint8 (0..255): the result is then the one for
     ``img.to(w1.dtype)`` (exact in every floating dtype), in the weights' dtype.
+    ``gate``: None, or one logit per image (B,), any floating dtype: the FDM of image b is scaled by
+    ``gate_value(gate[b])`` (the whole-image gate, docs/design.md §1), computed in the compute dtype.
     B, H, W or C = 0 gives an empty result; h1 = 0 or h2 = 0 raises (module docstring).
     """
     checks.check_image(img, uint8=True)
     checks.check_fde_weights(img, w1, b1, w2, b2, w3, b3)
+    checks.check_gate_logit(img, gate)
     if img.dtype == torch.uint8:
         img = img.to(w1.dtype)
-    return fde_net(block_dct(img), w1, b1, w2, b2, w3, b3)
+    return fde_net(block_dct(img), w1, b1, w2, b2, w3, b3, gate)
 
 
 def apply_act(x: torch.Tensor, act: str) -> torch.Tensor:

@@ -68,3 +68,13 @@ def test_cuda_block_dcts_share_one_8_point_dct():
     for name in ("block_dct.cu", "block_dct_fdm.cu"):
         src = (kernels / name).read_text()
         assert src.count("dct8<A>(") == 2 and "dct_coef" not in src, name
+
+
+def test_gate_eps_agrees():
+    value = float(re.search(r"kGateEps = ([0-9.e-]+);", HEADER.read_text()).group(1))
+    assert value == R.GATE_EPS == afd_ext_gate_eps()
+
+
+def afd_ext_gate_eps():
+    from afd_ext import AFDModule
+    return AFDModule.GATE_EPS

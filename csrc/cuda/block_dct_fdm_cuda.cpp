@@ -12,9 +12,10 @@ namespace cuda_launch {
 
 at::Tensor block_dct_fdm_cuda(const at::Tensor& img, const at::Tensor& w1, const at::Tensor& b1,
                               const at::Tensor& w2, const at::Tensor& b2, const at::Tensor& w3,
-                              const at::Tensor& b3) {
+                              const at::Tensor& b3, const c10::optional<at::Tensor>& gate) {
   check_image(img, /*uint8=*/true);
   check_fde_weights(img, w1, b1, w2, b2, w3, b3);
+  check_gate_logit(img, gate);
   AFD_CUDA_GUARD(img);
   const int64_t B = img.size(0), H = img.size(2), W = img.size(3);
   const int h1 = to_int(w1.size(0), "h1"), h2 = to_int(w2.size(0), "h2"), C = to_int(w3.size(0), "C");
@@ -60,6 +61,7 @@ at::Tensor block_dct_fdm_cuda(const at::Tensor& img, const at::Tensor& w1, const
                                                        b3c.data_ptr(), out.data_ptr(), strides4(out), Bi, Hi, Wi, h1,
                                                        h2, C, dt, dev, stream));
     AFD_KERNEL_LAUNCH_CHECK();
+    apply_gate_(out, gate);  // one pass over the FDM, 64x smaller than the image (afd_checks.h)
     return out;
   }
 
@@ -73,6 +75,7 @@ at::Tensor block_dct_fdm_cuda(const at::Tensor& img, const at::Tensor& w1, const
       img.data_ptr(), img_uint8, strides4(img), w1c.data_ptr(), b1c.data_ptr(), w2c.data_ptr(), b2c.data_ptr(),
       w3c.data_ptr(), b3c.data_ptr(), out.data_ptr(), strides4(out), Bi, Hi, Wi, h1, h2, C, dt, dev, stream));
   AFD_KERNEL_LAUNCH_CHECK();
+  apply_gate_(out, gate);
   return out;
 }
 
