@@ -220,3 +220,24 @@ def test_afd_sits_before_a_silu_or_hardswish_stem_activation(name):
         feat, _ = clf.stem_features(x)
         assert feat.min() < -0.5, f"{name}: the stem output looks activated (min {feat.min():.3f})"
         assert torch.equal(clf.adapter.rest(feat), model(clf.normalize(x * 255)))
+
+
+def test_deployed_lite0_adds_at_most_ten_top_level_operator_calls():
+    """The deployed fused AFD (the shipped Lite0 checkpoint, gate included) adds at most 10 top-level
+    operator calls to Lite0's own forward, none of them glue (cat, upsample, max-pool, PReLU)."""
+    import collections
+    m = afd_ext.create_model("efficientnet_lite0").deploy()
+    x = torch.randint(0, 256, (2, 3, 224, 224), dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
+
+    def calls(use_afd):
+        with torch.no_grad(), torch.profiler.profile() as prof:
+            m(x, use_afd=use_afd)
+        return [e.name for e in prof.events() if e.cpu_parent is None], [e.name for e in prof.events()]
+    direct, _ = calls(False)
+    with_afd, everything = calls(True)
+    extra = collections.Counter(with_afd) - collections.Counter(direct)
+    assert sum(extra.values()) <= 10, extra
+    assert all(name.startswith("afd::") for name in extra), extra
+    glue = {"aten::cat", "aten::upsample_nearest2d", "aten::max_pool2d", "aten::max_pool2d_with_indices",
+            "aten::prelu", "aten::_prelu_kernel"}
+    assert not glue & set(everything)
