@@ -148,7 +148,7 @@ stage kernels 150 60 python3 bench/report.py --device $DEV --batch $KBATCH --rou
 stage tests 150 0 bash -c "rc=0
   python3 -m pytest -q -p no:cacheprovider tests/test_error_paths.py ${ERRORS_K:+-k '$ERRORS_K'} || rc=\$?
   python3 -m pytest -q -p no:cacheprovider tests/test_block_dct.py tests/test_block_dct_fdm.py \
-    tests/test_repconv_dedrift.py tests/test_modules.py tests/test_pipeline.py tests/test_redteam_ops.py \
+    tests/test_block_dct_gate.py tests/test_fe_conv.py tests/test_repconv_dedrift.py tests/test_modules.py tests/test_pipeline.py tests/test_redteam_ops.py \
     tests/test_build.py -m 'not slow' -k '$TESTS_K' || rc=\$?
   exit \$rc"
 # shellcheck disable=SC2086  # BATCHES is a list
