@@ -11,8 +11,25 @@
 #include <cstring>
 
 #include "afd_checks.h"
+#include "cpu_simd.h"
 
 namespace afd {
+
+// One channels-last row of u: pixel c gets x's pixel c / 2 (Cx values), then skip's pixel c (Cs values).
+// Element loops, not memcpy calls: a pixel is a few dozen bytes. no-tree-loop-distribute-patterns keeps
+// GCC from turning the loops back into library calls.
+template <typename T>
+AFD_SIMD_CLONES __attribute__((optimize("no-tree-loop-distribute-patterns"))) void interleave_row(
+    T* __restrict u, const T* __restrict xrow, const T* __restrict srow, int64_t W, int64_t Cx, int64_t Cs) {
+  const int64_t Cin = Cx + Cs;
+  for (int64_t c = 0; c < W; ++c) {
+    const T* xp = xrow + (c / 2) * Cx;
+    const T* sp = srow + c * Cs;
+    T* up = u + c * Cin;
+    for (int64_t k = 0; k < Cx; ++k) up[k] = xp[k];
+    for (int64_t k = 0; k < Cs; ++k) up[Cx + k] = sp[k];
+  }
+}
 
 // u = x, or cat(up2(x), skip) along channels (up2(x)[h, w] = x[h / 2, w / 2]) in skip's output
 // memory format. x and skip are of one floating dtype (checked by check_conv_input).
@@ -37,10 +54,7 @@ inline at::Tensor conv_input_cpu(const at::Tensor& x, const c10::optional<at::Te
           const scalar_t* xrow = xp + ((b * h + r / 2) * w) * Cx;
           const scalar_t* srow = sp + row * W * Cs;
           scalar_t* urow = up + row * W * Cin;
-          for (int64_t c = 0; c < W; ++c) {
-            std::memcpy(urow + c * Cin, xrow + (c / 2) * Cx, sizeof(scalar_t) * Cx);
-            std::memcpy(urow + c * Cin + Cx, srow + c * Cs, sizeof(scalar_t) * Cs);
-          }
+          interleave_row(urow, xrow, srow, W, Cx, Cs);
         }
       });
     } else {
