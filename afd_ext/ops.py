@@ -408,13 +408,15 @@ def _fe_conv_backward(ctx, grad):
 
 
 def _repconv_dedrift_backward(ctx, grad):
-    x, weight, bias, fdm, feat, act, skip = _saved_inputs(ctx)
+    # skip is the schema's trailing default: a call that leaves it out passes six inputs
+    x, weight, bias, fdm, feat, act, *rest = _saved_inputs(ctx)
+    skip = rest[0] if rest else None
     needs = ctx.needs_input_grad
     tensors = [(x, needs[0]), (weight, needs[1]), (bias, bias is not None and needs[2]),
                (fdm, needs[3]), (feat, needs[4]), (skip, skip is not None and needs[6])]
     grads = _reference_vjp(lambda x_, w_, b_, m_, f_, s_: reference.repconv_dedrift(x_, w_, b_, m_, f_, act, s_),
                            tensors, grad)
-    return (*grads[:5], None, grads[5])
+    return (*grads[:5], None, grads[5])[:6 + len(rest)]
 
 
 # Forward-mode AD (torch.func.jvp, torch.autograd.forward_ad): the kernels compute values only, and

@@ -212,7 +212,7 @@ def repconv_dedrift(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
     out_dtype = x.dtype
     cd = _compute_dtype(x.dtype)
     if feat.numel() == 0:
-        return _empty_result(feat.shape, feat, cd, (x, skip, weight, bias, fdm))
+        return _empty_result(feat.shape, feat, cd, (x, skip, weight, bias, fdm, feat))
     u = conv_input(x.to(cd), None if skip is None else skip.to(cd))
     d = conv3x3(u, weight.to(cd), None if bias is None else bias.to(cd))
     return dedrift(feat.to(cd), d, fdm.to(cd), act).to(out_dtype)
