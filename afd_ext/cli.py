@@ -16,11 +16,11 @@ import sys
 from typing import Optional, Sequence
 
 from .data import CODECS, IMAGE_EXTENSIONS, PROTOCOLS, SKIP_AFD_ABOVE_QUALITY
-from .export import FORMATS
+from .inference.export import FORMATS
 from .utils import check_output_file, output_target, write_json
 from .models import list_models
 from .modules import BLOCKS, FDM_MODES, GATES
-from .pipeline import AUTOCAST_DTYPES
+from .inference.pipeline import AUTOCAST_DTYPES
 
 
 # -- argument types: a bad value is a usage error (exit 2) --------------------------------------
@@ -356,7 +356,7 @@ def cmd_eval(a) -> int:
     if a.holdout_only:
         from pathlib import Path
 
-        from .checkpoint import read_checkpoint
+        from .models.checkpoint import read_checkpoint
         from .data import list_images
         _, config = read_checkpoint(ckpt)
         names = set(config.get("data", {}).get("holdout_files", []))
@@ -403,7 +403,7 @@ def cmd_demo(a) -> int:
 
 def cmd_predict(a) -> int:
     from .data import ImageError
-    from .pipeline import Pipeline
+    from .inference.pipeline import Pipeline
     _check_outputs(a, "json", inputs=[*a.paths, a.checkpoint])
     problems = {p: why for p in a.paths if (why := _path_problem(p)) is not None}
     if a.strict and problems:
@@ -459,7 +459,7 @@ def _path_problem(path: str) -> Optional[str]:
 
 
 def cmd_export(a) -> int:
-    from .export import export
+    from .inference.export import export
     path = export(a.backbone, a.checkpoint, a.format, a.out, device=a.device)
     print(f"wrote {_shown(path)}")
     return 0
@@ -536,7 +536,7 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
     except ValueError as exc:  # a bad setting, like a bad flag: exit 2 before any work
         print(f"afd {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    from .checkpoint import CheckpointError
+    from .models.checkpoint import CheckpointError
     from .data import ImageError
     try:
         return COMMANDS[args.command](args)

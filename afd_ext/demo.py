@@ -189,8 +189,5 @@ def _figure(photos, crops, rows, summary, qualities, path) -> None:
         ax.legend(fontsize=7)
     fig.suptitle("top: clean crop; middle: JPEG at the lowest quality, direct (title) and with the AFD (below), "
                  "green = same top-1 as clean; bottom: means over the photos", fontsize=8)
-    fig.tight_layout()
-    from .utils import atomic_path
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp)
-    plt.close(fig)
+    from .utils import save_figure
+    save_figure(fig, path)

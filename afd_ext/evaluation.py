@@ -172,8 +172,5 @@ def plot(result: dict, path: str) -> None:
     ax.set_title(f"{result.get('backbone') or 'classifier'}: {result['n_images']} images")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    from .utils import atomic_path
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp)
-    plt.close(fig)
+    from .utils import save_figure
+    save_figure(fig, path)

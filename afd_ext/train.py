@@ -31,8 +31,8 @@ from tqdm import tqdm
 
 from . import data
 from ._version import __version__
-from .checkpoint import (MAX_AFD_PARAMS, CheckpointError, check_module_config, read_checkpoint,
-                         save_checkpoint)
+from .models.checkpoint import (MAX_AFD_PARAMS, CheckpointError, check_module_config, read_checkpoint,
+                                save_checkpoint)
 from .models import create_model
 from .modules import BLOCKS, FDM_MODES, GATES, WIDTH_PRESETS
 from .utils import atomic_write_bytes, remove_stale_temps, resolve_device, write_json

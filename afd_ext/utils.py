@@ -271,6 +271,16 @@ def write_json(path: str | os.PathLike, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
+def save_figure(fig, path: str | os.PathLike) -> None:
+    """A matplotlib figure laid out (``tight_layout``), saved by the writer's rule (``atomic_path``;
+    the format from the suffix) and closed."""
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp)
+    plt.close(fig)
+
+
 def resolve_device(device: Optional[str | torch.device] = None) -> torch.device:
     """``None`` -> CUDA when available, else CPU; a named CUDA device that is absent is an error."""
     if device is None:

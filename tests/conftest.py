@@ -5,9 +5,11 @@
 - Tests that need ../shared/data skip with the reason when it is absent.
 The helpers tests import (backend lists, tolerances, data paths, skip marks, the synthetic-photo
 generator) live in helpers.py; this file holds pytest's hooks, process set-up and the fixtures
-shared by several test modules (the AFD checkpoints ``checkpoint`` and ``checkpoint_small``).
+shared by several test modules (the AFD checkpoints ``checkpoint`` and ``checkpoint_small``, the
+labelled ``photos`` and ``unblock_fifos``).
 """
 import os
+import threading
 
 # Small test shapes run fastest single-threaded; several threads on 2 shared cores spin-wait.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -96,3 +98,36 @@ def checkpoint_small(tmp_path_factory):
     """A perturbed AFD of the shipped checkpoint's width ("small", 8) for Lite0, as a path string."""
     from helpers import write_checkpoint
     return write_checkpoint(tmp_path_factory.mktemp("ck_small") / "afd.safetensors", width="small")
+
+
+# -- hostile inputs (tests/test_special_files.py, test_cli_errors.py, test_train_runs.py) -------------
+
+@pytest.fixture
+def unblock_fifos():
+    """Fail instead of hanging: FIFOs registered here get a writer after 20 s (a reader blocked
+    in open() then sees EOF), so a pre-fix reader ends the test with an assertion, not a hang."""
+    fifos, stop = [], threading.Event()
+
+    def watchdog():
+        if stop.wait(20):
+            return
+        while not stop.wait(0.2):
+            for f in fifos:
+                try:
+                    os.close(os.open(f, os.O_WRONLY | os.O_NONBLOCK))
+                except OSError:
+                    pass
+    t = threading.Thread(target=watchdog, daemon=True)
+    t.start()
+    yield fifos.append
+    stop.set()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """Four labelled photo-like JPEGs of 80x96 (a module's own ``photos`` fixture overrides this one)."""
+    from helpers import jpeg_bytes, make_photo
+    root = tmp_path_factory.mktemp("photos")
+    for i in range(4):
+        (root / f"n01440764_{i}.jpg").write_bytes(jpeg_bytes(make_photo(80, 96, seed=i)))
+    return root

@@ -1,5 +1,7 @@
 """Helpers shared by the test modules (imported as ``helpers``; fixtures and hooks are in conftest.py)."""
 import os
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -90,6 +92,34 @@ def backend_device_pairs():
     return pairs
 
 
+# -- op inputs (small, seeded; the degenerate-shape, offset and double-backward tests) ----------------
+
+def op_generator(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def op_image(b, h, w, dtype=torch.float32, seed=0):
+    """A (b,3,h,w) RGB image 0..255 in ``dtype``, the same for the same arguments."""
+    return (torch.rand(b, 3, h, w, generator=op_generator(seed), dtype=torch.float64) * 255).to(dtype)
+
+
+def fde_weights(h1, h2, c, dtype=torch.float32, seed=1):
+    """FDE-Net weights w1, b1, w2, b2, w3, b3 (192 -> h1 -> h2 -> c) as ``nn.Linear`` stores them."""
+    g = op_generator(seed)
+    shapes = [((h1, 192), 0.01), ((h1,), 0.1), ((h2, h1), 0.3), ((h2,), 0.1), ((c, h2), 0.3), ((c,), 0.1)]
+    return [(torch.randn(*s, generator=g, dtype=torch.float64) * k).to(dtype) for s, k in shapes]
+
+
+def repconv_args(b, cin, c, hf, wf, hb, wb, dtype=torch.float32, seed=2):
+    """x, weight, bias, fdm, feat of ``repconv_dedrift`` (x: b,cin,hf,wf; fdm: b,c,hb,wb)."""
+    g = op_generator(seed)
+
+    def r(*s, k=1.0):
+        return (torch.randn(*s, generator=g, dtype=torch.float64) * k).to(dtype)
+    fdm = torch.rand(b, c, hb, wb, generator=g, dtype=torch.float64).to(dtype)
+    return [r(b, cin, hf, wf), r(c, cin, 3, 3, k=0.3), r(c), fdm, r(b, c, hf, wf, k=3.0)]
+
+
 # -- synthetic photos and checkpoints (one generator for every test module) --------------------------
 
 def make_photo(h: int = 240, w: int = 320, seed: int = 0, noise: float = 6.0, freq=(0.01, 0.08)):
@@ -132,6 +162,32 @@ def perturb(module, scale: float = 0.05, seed: int = 0):
 def write_checkpoint(path, width=4, scale: float = 0.05, seed: int = 0, channels: int = 32, act: str = "relu6") -> str:
     """A perturbed ``AFDModule`` for EfficientNet-Lite0's stem (32 channels, relu6) saved at ``path``
     (with its ``.json``); returns the path as a string."""
-    from afd_ext.checkpoint import save_checkpoint
+    from afd_ext.models.checkpoint import save_checkpoint
     afd = perturb(afd_ext.AFDModule(channels, width=width, act=act), scale, seed)
     return str(save_checkpoint(path, afd, {"backbone": "efficientnet_lite0"}))
+
+
+# -- hostile files and quick runs (tests/test_special_files.py, test_cli_errors.py, test_train_runs.py) ---------
+
+#: A training run of a few seconds on a CPU: 4 steps of 2 crops of 32 pixels, the tiny width, one thread.
+TRAIN_QUICK = ["--steps", "4", "--batch-size", "2", "--crop", "32", "--width", "tiny", "--workers", "0", "--threads",
+               "1", "--warmup", "1", "--holdout", "0", "--ckpt-every", "2", "--no-progress", "--quality-range", "5",
+               "30"]
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A valid-looking greyscale PNG whose header declares ``width`` x ``height`` pixels (a few
+    hundred bytes: one compressed row of zeros; a decoder that trusts the header allocates it all)."""
+    def chunk(kind, payload):
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+    rows = zlib.compress(b"\x00" * ((width + 1) * min(height, 1)), 9)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+
+
+def jpeg_declaring(width: int, height: int) -> bytes:
+    """A small baseline JPEG whose SOF0 header is patched to declare ``width`` x ``height``."""
+    blob = bytearray(jpeg_bytes(make_photo(16, 16)))
+    sof = blob.index(b"\xff\xc0")
+    blob[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    return bytes(blob)

@@ -130,11 +130,11 @@ def test_demo_builtin_photos_with_shipped_checkpoint(tmp_path, capsys):
 
 
 def test_out_of_memory_is_one_clear_line(monkeypatch, tmp_path, capsys):
-    import afd_ext.pipeline
+    import afd_ext.inference.pipeline
 
     def boom(*a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
-    monkeypatch.setattr(afd_ext.pipeline.Pipeline, "from_checkpoint", boom)
+    monkeypatch.setattr(afd_ext.inference.pipeline.Pipeline, "from_checkpoint", boom)
     assert main(["predict", str(tmp_path), "--batch-size", "100000"]) == 1
     err = capsys.readouterr().err
     assert "out of device memory (CUDA out of memory. Tried to allocate 80.00 GiB)" in err

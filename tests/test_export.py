@@ -1,4 +1,4 @@
-"""afd_ext.export: torch.export / TorchScript / ONNX graphs reload and agree with eager (CPU)."""
+"""afd_ext.inference.export: torch.export / TorchScript / ONNX graphs reload and agree with eager (CPU)."""
 from __future__ import annotations
 
 import importlib.util
@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import afd_ext
-from afd_ext.export import (FORMATS, OnnxModel, detect_format, export, export_model, load_exported,
+from afd_ext.inference.export import (FORMATS, OnnxModel, detect_format, export, export_model, load_exported,
                             read_export_info)
 from helpers import perturb
 

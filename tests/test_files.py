@@ -194,7 +194,7 @@ def test_truncated_jpeg_with_an_end_marker_is_refused(kind):
     whole = jpeg_bytes(img, **kw)
     ref = Image.open(io.BytesIO(whole)).convert("RGB")
     assert np.array_equal(np.asarray(data.decode_image(whole, "whole.jpg")), np.asarray(ref))
-    if kind == "baseline":  # the issue's case: Pillow alone decodes it without a word
+    if kind == "baseline":  # the case that was found: Pillow alone decodes it without a word
         Image.open(io.BytesIO(_cuts(whole)["2/8"])).load()
     for cut, payload in _cuts(whole).items():
         with pytest.raises(data.ImageError, match="truncated") as err:
@@ -306,7 +306,7 @@ def _sample(folder, step):
 @needs_data
 def test_real_photos_decode_as_pillow_does_and_their_cuts_are_refused():
     """No valid photo of the shared data is refused (every 10th here; all 800 were checked once),
-    each decodes to Pillow's own pixels, and the issue's cuts (a quarter, a half, with an end marker)
+    each decodes to Pillow's own pixels, and the cuts that were found (a quarter, a half, with an end marker)
     of each, baseline as shipped and re-encoded progressive, are refused."""
     from PIL import ImageOps
     files = _sample(DEV_IMAGES, 10) + _sample(SHARED_DATA / "bsds500", 10)

@@ -116,12 +116,15 @@ def test_library_never_imports_scripts():
 
 def test_state_dict_of_a_deployed_model_loads_into_a_deployed_model():
     """Two different AFDs, both deployed: the loaded weights are what runs (before: the FDE-Net's
-    folded copy of the old weights kept running until deploy() was called again)."""
-    a = afd_ext.create_model("efficientnet_lite0").deploy()
-    b = afd_ext.create_model("efficientnet_lite0")
+    folded copy of the old weights kept running until deploy() was called again). The ungated release
+    (v2): the default's gate may stay closed on noise whatever the perturbation, and then both give the
+    classifier's own logits."""
+    a = afd_ext.create_model("efficientnet_lite0", checkpoint="v2").deploy()
+    b = afd_ext.create_model("efficientnet_lite0", checkpoint="v2")
+    g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in b.afd.parameters():
-            p.add_(torch.randn_like(p) * 0.3)
+            p.add_(torch.randn(p.shape, generator=g) * 0.3)
     b.deploy()
     x = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
     with torch.no_grad():
@@ -191,13 +194,13 @@ def test_create_model_without_shipped_afd_weights_says_how_to_train_them(name, m
     is built (no weights download, no wheel needed to learn this)."""
     import dataclasses
 
-    from afd_ext import models
-    from afd_ext.weights import list_releases
+    from afd_ext.models import registry
+    from afd_ext.models.weights import list_releases
     assert list_releases(name) == ()
 
     def no_build(pretrained):
         raise AssertionError("the classifier was built before the missing AFD weights were found")
-    monkeypatch.setitem(models._REGISTRY, name, dataclasses.replace(models.model_spec(name), build=no_build))
+    monkeypatch.setitem(registry._REGISTRY, name, dataclasses.replace(registry.model_spec(name), build=no_build))
     with pytest.raises(FileNotFoundError, match=rf"no AFD checkpoint ships for backbone '{name}'.*"
                                                 rf"afd train --backbone {name} "):
         afd_ext.create_model(name)

@@ -1,12 +1,15 @@
-"""Forward-mode AD through torch.ops.afd.* (torch.func.jvp, torch.autograd.forward_ad), every backend:
-the reference's tangent, never a silent zero or missing one. Reverse mode is tested with each op."""
+"""Autograd through torch.ops.afd.* beyond first-order reverse mode (tested with each op): forward-mode
+AD (torch.func.jvp, torch.autograd.forward_ad), every backend: the reference's tangent, never a silent
+zero or missing one; double backward, every CPU backend: an op's gradient has a graph (the
+reference's), so a gradient penalty and gradgradcheck see the reference's second derivatives."""
 import pytest
 import torch
 import torch.autograd.forward_ad as fwAD
 
+import afd_ext
 from afd_ext import reference as R
-from helpers import backend_device_pairs
-from helpers import assert_close, run
+from helpers import assert_close, backend_device_pairs, cpu_backends, run
+from helpers import fde_weights as _fde, op_image as _img, repconv_args as _rc
 
 PAIRS = backend_device_pairs()
 OPS = ("block_dct", "block_dct_fdm", "repconv_dedrift")
@@ -102,3 +105,54 @@ def test_forward_over_reverse_is_the_references(op_name):
 def test_jacfwd_is_the_references_jacobian():
     img = torch.rand(1, 3, 8, 8, dtype=torch.float64) * 255
     torch.testing.assert_close(torch.func.jacfwd(torch.ops.afd.block_dct)(img), torch.func.jacfwd(R.block_dct)(img))
+
+
+# ---------------------------------------------------------------------------------------------
+# Double backward: an op's gradient has a graph (the reference's), so a gradient penalty counts.
+
+BACKENDS = cpu_backends()
+DCT = torch.ops.afd.block_dct.default
+FDM = torch.ops.afd.block_dct_fdm.default
+RC = torch.ops.afd.repconv_dedrift.default
+REFERENCE = {DCT: R.block_dct, FDM: R.block_dct_fdm, RC: R.repconv_dedrift}
+
+
+def _penalty_grads(fn, inputs):
+    out = fn(*inputs)
+    grads = torch.autograd.grad(out.square().sum(), inputs, create_graph=True)
+    assert all(g.requires_grad for g in grads)
+    penalty = sum(g.square().sum() for g in grads)
+    return torch.autograd.grad(penalty, inputs)
+
+
+DOUBLE = {  # name: (op, float64 inputs, extra non-tensor args)
+    "dct": lambda: (DCT, [_img(1, 8, 16, torch.float64)], ()),
+    "fdm": lambda: (FDM, [_img(1, 8, 8, torch.float64), *_fde(3, 2, 2, torch.float64)], ()),
+    "rc": lambda: (RC, _rc(1, 2, 3, 4, 4, 2, 2, torch.float64), ("relu6",)),
+}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", DOUBLE)
+def test_gradient_penalty_matches_the_reference(backend, case):
+    op, tensors, extra = DOUBLE[case]()
+    inputs = [t.requires_grad_() for t in tensors]
+    with afd_ext.use_backend(backend):
+        got = _penalty_grads(lambda *a: op(*a, *extra), inputs)
+    want = _penalty_grads(lambda *a: REFERENCE[op](*a, *extra), inputs)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-9)
+    assert any(g.abs().sum() > 0 for g in got)
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "triton"])  # the interpreter: minutes
+def test_gradgradcheck(backend):
+    img = _img(1, 8, 8, torch.float64).requires_grad_()
+    w = [t.requires_grad_() for t in _fde(2, 2, 2, torch.float64)]
+    rc = _rc(1, 2, 2, 4, 4, 2, 2, torch.float64)
+    rc[4] = rc[4] + 10  # away from relu's kink
+    rc = [t.requires_grad_() for t in rc]
+    with afd_ext.use_backend(backend):
+        assert torch.autograd.gradgradcheck(DCT, (img,))
+        assert torch.autograd.gradgradcheck(lambda *a: RC(*a, "relu"), rc)
+        assert torch.autograd.gradgradcheck(lambda *ws: FDM(img.detach(), *ws), w, atol=1e-5)

@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from afd_ext.cli import main
-from afd_ext.export import check_output_file
+from afd_ext.utils import check_output_file
 from afd_ext.utils import atomic_path, atomic_write_bytes, write_json
 from helpers import make_photo
 

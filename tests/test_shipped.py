@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 import afd_ext
-from afd_ext.checkpoint import read_checkpoint
+from afd_ext.models.checkpoint import read_checkpoint
 from afd_ext.data import in_decision_set, list_images
 from helpers import DEV_IMAGES, needs_data
 
@@ -82,7 +82,7 @@ def test_shipped_checkpoint_leaves_mildly_compressed_photos_alone(decision_set, 
 
 @pytest.mark.parametrize("name", ["afd_efficientnet_lite0", "afd_efficientnet_lite0_v1", "afd_efficientnet_lite0_v2"])
 def test_shipped_checkpoints_record_no_absolute_paths(name):
-    weights = Path(afd_ext.weights.__file__).parent
+    weights = Path(afd_ext.models.weights.__file__).parent
     configs = [json.loads((weights / f"{name}.json").read_text()), read_checkpoint(weights / f"{name}.safetensors")[1]]
     for cfg in configs:
         text = json.dumps(cfg)
@@ -90,7 +90,7 @@ def test_shipped_checkpoints_record_no_absolute_paths(name):
 
 
 def test_every_release_loads_by_name():
-    from afd_ext.weights import list_releases
+    from afd_ext.models.weights import list_releases
     releases = list_releases("efficientnet_lite0")
     assert releases and all(afd_ext.shipped_checkpoint("efficientnet_lite0", r).is_file() for r in releases)
     assert afd_ext.shipped_checkpoint("efficientnet_lite0") == afd_ext.shipped_checkpoint(

@@ -186,7 +186,7 @@ def _strings(obj):
 def test_checkpoints_record_no_absolute_paths(photos, tmp_path):
     """The config (JSON and safetensors metadata) names the training folders and --init without the
     training machine's folder tree; a path below the working directory stays relative."""
-    from afd_ext.checkpoint import read_checkpoint
+    from afd_ext.models.checkpoint import read_checkpoint
     from afd_ext.train import portable_path
     first, out = tmp_path / "first", tmp_path / "run"
     assert main(["train", "--data", str(photos.resolve()), "--out", str(first)] + COMMON) == 0

@@ -109,8 +109,8 @@ def main(argv=None):
         ax.set_xlabel("AFD FLOPs, % of Lite0")
         ax.set_ylabel("mean top-1 gain (points)")
         ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(res / "ablations_width.png")
+        from afd_ext.utils import save_figure
+        save_figure(fig, res / "ablations_width.png")
     return 0
 
 

@@ -2,8 +2,9 @@
 on one list of images; writes JSON + Markdown + PNG. Every figure comes from afd_ext.evaluate.
 
     python tools/eval_protocols.py --images $AFD_DATA/imagenet-sample-dev --decision-set \
-        --checkpoint v2=afd_ext/weights/afd_efficientnet_lite0_v2.safetensors \
-        --checkpoint v3=afd_ext/weights/afd_efficientnet_lite0.safetensors --out bench/results/accuracy_decision_set
+        --checkpoint v2=afd_ext/models/weights/afd_efficientnet_lite0_v2.safetensors \
+        --checkpoint v3=afd_ext/models/weights/afd_efficientnet_lite0.safetensors \
+        --out bench/results/accuracy_decision_set
 
 ``--decision-set`` (afd_ext.data.in_decision_set) or ``--holdout-of CHECKPOINT`` (its held-out files) picks
 the images. Besides the four degradations at quality 25/18/15/10/7, each checkpoint is measured on mildly
@@ -19,9 +20,9 @@ from pathlib import Path
 import torch
 
 import afd_ext
-from afd_ext.checkpoint import read_checkpoint
+from afd_ext.models.checkpoint import read_checkpoint
 from afd_ext.data import DECISION_SET_FRACTION, in_decision_set, list_images
-from afd_ext.utils import git_commit, write_json
+from afd_ext.utils import git_commit, save_figure, write_json
 
 SETTINGS = (("crop", "jpeg"), ("resized", "jpeg"), ("full", "jpeg"), ("crop", "webp"))
 MILD = ("full", "jpeg", (90, 75))  # protocol, codec, qualities: mildly compressed photos
@@ -113,8 +114,7 @@ def report(out: dict, path: str) -> None:
     ax.set_ylabel("mean top-1 gain of the AFD (points)")
     ax.set_title(f"{out['n_images']} images (1 image = {100.0 / out['n_images']:.2f} pt)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path + ".png")
+    save_figure(fig, path + ".png")
 
 
 def merge(paths, out_path: str) -> None:

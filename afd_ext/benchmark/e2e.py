@@ -210,7 +210,7 @@ def run_e2e(device: str = "cpu", json_path: Optional[str] = None, batches: Optio
                            flops, budget_s, channels_last, None, verbose, rows_path, run)
         finally:
             torch.set_num_threads(before)
-    from ..pipeline import Pipeline
+    from ..inference.pipeline import Pipeline
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("run_e2e(device='cuda'): no CUDA device is available")

@@ -42,7 +42,7 @@ from typing import Optional, Union
 import torch
 import torch.nn as nn
 
-from .utils import atomic_write_bytes, check_output_file
+from ..utils import atomic_write_bytes, check_output_file
 
 FORMATS = ("export", "torchscript", "onnx")
 SUFFIX = {"export": ".pt2", "torchscript": ".pt", "onnx": ".onnx"}
@@ -159,7 +159,7 @@ def export(backbone: str, checkpoint: Optional[Union[str, os.PathLike]], fmt: st
     ``checkpoint`` (default: the shipped one) to ``out`` in format ``fmt``
     ('export' | 'torchscript' | 'onnx'). ``device`` defaults to CPU (the graph is tied to
     the device it was exported on). Returns the path written."""
-    from .models import create_model
+    from ..models import create_model
     export_target(out, fmt)  # before the model is built and traced
     if fmt == "onnx":
         _check_onnx_packages()
@@ -223,7 +223,7 @@ def load_exported(path: Union[str, os.PathLike], fmt: Optional[str] = None, devi
         raise FileNotFoundError(f"no such exported model: {p}")
     fmt = fmt or detect_format(p)
     if fmt == "export":
-        from . import ops  # noqa: F401  (registers torch.ops.afd.* used by the graph)
+        from .. import ops  # noqa: F401  (registers torch.ops.afd.* used by the graph)
         ep = torch.export.load(str(p))
         module = ep.module()
         module.exported_program = ep

