@@ -272,7 +272,16 @@ def poison(x, skip, w, bb, alpha):
     return x, skip, w, bb, alpha
 
 
-def run_fe(E, g, force, dt, B, Cx, Cs, C, H, W, kind, pool, bias=True, sms=2, nan=False, tag=""):
+def kernel_path(E):
+    """Which kernel the last launch ran: the tensor-core kernels take dynamic shared memory, the
+    generic ones none."""
+    return "mma" if E.last_dyn_smem() > 0 else "generic"
+
+
+def run_fe(E, g, force, dt, B, Cx, Cs, C, H, W, kind, pool, bias=True, sms=2, nan=False, tag="", want=None):
+    """One fe_conv case against the reference; ``want``: the kernel it must run ('mma' by default
+    unless forced generic)."""
+    want = want or ("generic" if force == "1" else "mma")
     os.environ["AFD_CUDA_FORCE_GENERIC"] = force
     E.set_sms(sms)
     args = fe_inputs(g, dt, B, Cx, Cs, C, H, W, kind, bias)
@@ -281,15 +290,17 @@ def run_fe(E, g, force, dt, B, Cx, Cs, C, H, W, kind, pool, bias=True, sms=2, na
     x, skip, w, bb, alpha = args
     t = time.time()
     out = E.fe_conv(x, skip, w, bb, alpha, pool)
+    path = kernel_path(E)
     ref = R.fe_conv(x, skip, w, bb, alpha, pool)
     ok, d, nonfin = compare(out, ref, dt)
-    ok = ok and check_format(out, x if skip is None else skip)
-    report(ok, f"{tag}fe_conv {'generic' if force == '1' else 'default'} {dt} B,Cx,Cs,C,H,W="
+    ok = ok and check_format(out, x if skip is None else skip) and path == want
+    report(ok, f"{tag}fe_conv [{path}] {'generic' if force == '1' else 'default'} {dt} B,Cx,Cs,C,H,W="
                f"{(B, Cx, Cs, C, H, W)} {kind} pool={pool} {'bias' if bias else 'nobias'} sms={sms}"
                f"{' poisoned (%d nonfinite)' % nonfin if nan else ''} ({time.time() - t:.1f}s) maxabs={d:.3g}")
 
 
-def run_rc_skip(E, g, force, dt, B, Cx, Cs, C, Hf, Wf, Hb, Wb, kind, act, sms=2, nan=False, tag=""):
+def run_rc_skip(E, g, force, dt, B, Cx, Cs, C, Hf, Wf, Hb, Wb, kind, act, sms=2, nan=False, tag="", want=None):
+    want = want or ("generic" if force == "1" else "mma")
     os.environ["AFD_CUDA_FORCE_GENERIC"] = force
     E.set_sms(sms)
     x, skip, w, bb, _ = fe_inputs(g, dt, B, Cx, Cs, C, Hf, Wf, kind)
@@ -303,10 +314,11 @@ def run_rc_skip(E, g, force, dt, B, Cx, Cs, C, Hf, Wf, Hb, Wb, kind, act, sms=2,
         x, skip, w, bb, _ = poison(x, skip, w, bb, torch.zeros(C, dtype=dt))
     t = time.time()
     out = E.repconv_dedrift(x, w, bb, fdm, feat, act, skip)
+    path = kernel_path(E)
     ref = R.repconv_dedrift(x, w, bb, fdm, feat, act, skip)
     ok, d, nonfin = compare(out, ref, dt)
-    report(ok and check_format(out, feat),
-           f"{tag}repconv_dedrift skip {'generic' if force == '1' else 'default'} {dt} B,Cx,Cs,C,Hf,Wf,Hb,Wb="
+    report(ok and check_format(out, feat) and path == want,
+           f"{tag}repconv_dedrift skip [{path}] {'generic' if force == '1' else 'default'} {dt} B,Cx,Cs,C,Hf,Wf,Hb,Wb="
            f"{(B, Cx, Cs, C, Hf, Wf, Hb, Wb)} {kind} {act} sms={sms}"
            f"{' poisoned (%d nonfinite)' % nonfin if nan else ''} ({time.time() - t:.1f}s) maxabs={d:.3g}")
 
@@ -333,9 +345,9 @@ def check_fe(E):
         run_fe(E, g, "0", dt, 1, 64, 0, 16, 9, 33, "cl", True, sms=1)
         run_fe(E, g, "0", dt, 1, 6, 0, 6, 7, 5, "cl", True)
         run_fe(E, g, "0", dt, 1, 2, 4, 10, 1, 3, "cl", True)
-        run_fe(E, g, "0", dt, 1, 8, 8, 16, 15, 17, "mixed", True)  # skip NCHW: generic
-        run_fe(E, g, "0", dt, 1, 3, 0, 8, 9, 9, "cl", False)        # odd Cin: generic
-        run_fe(E, g, "0", dt, 1, 8, 0, 8, 9, 12, "nchw", True)      # NCHW output: generic
+        run_fe(E, g, "0", dt, 1, 8, 8, 16, 15, 17, "mixed", True, want="generic")  # skip NCHW: NCHW output
+        run_fe(E, g, "0", dt, 1, 3, 0, 8, 9, 9, "cl", False, want="generic")        # odd Cin
+        run_fe(E, g, "0", dt, 1, 8, 0, 8, 9, 12, "nchw", True, want="generic")      # NCHW output
     os.environ["AFD_CUDA_FORCE_GENERIC"] = "0"
 
 
@@ -352,7 +364,7 @@ def check_skip(E):
         run_rc_skip(E, g, "0", dt, 2, 16, 8, 16, 12, 18, 6, 9, "nchw", "relu6")
         run_rc_skip(E, g, "0", dt, 1, 5, 7, 8, 13, 14, 13, 7, "nchw", "relu")
         run_rc_skip(E, g, "0", dt, 1, 2, 6, 6, 9, 7, 3, 7, "cl", "relu")
-        run_rc_skip(E, g, "0", dt, 1, 4, 4, 8, 9, 9, 3, 3, "nchw", "relu")  # odd width NCHW: generic
+        run_rc_skip(E, g, "0", dt, 1, 4, 4, 8, 9, 9, 3, 3, "nchw", "relu", want="generic")  # odd width NCHW
     os.environ["AFD_CUDA_FORCE_GENERIC"] = "0"
 
 
@@ -395,10 +407,10 @@ def check_quick(E):
                                                      f"maxabs={d:.3g}")
     # fe_conv: tensor-core (skip + pool; no skip, no pool) and generic (skip + pool, poisoned);
     # repconv_dedrift with a skip on both kernels
-    run_fe(E, g, "0", torch.bfloat16, 1, 8, 8, 16, 13, 18, "cl", True, tag="quick ")
+    run_fe(E, g, "0", torch.bfloat16, 1, 8, 8, 16, 13, 11, "cl", True, tag="quick ")
     run_fe(E, g, "0", torch.float16, 1, 16, 0, 8, 9, 10, "cl", False, tag="quick ")
     run_fe(E, g, "1", torch.float32, 2, 3, 5, 7, 11, 9, "nchw", True, nan=True, tag="quick ")
-    run_rc_skip(E, g, "0", torch.float16, 1, 4, 4, 16, 13, 17, 13, 17, "cl", "relu", tag="quick ")
+    run_rc_skip(E, g, "0", torch.float16, 1, 4, 4, 16, 13, 12, 13, 6, "cl", "relu", tag="quick ")
     run_rc_skip(E, g, "1", torch.float32, 1, 3, 5, 7, 9, 12, 3, 4, "slice", "relu6", tag="quick ")
     os.environ["AFD_CUDA_FORCE_GENERIC"] = "0"
     check_redteam(E)

@@ -51,6 +51,7 @@ struct Tls { uint3 tid; uint3 bid; Cta* cta; };
 inline thread_local Tls tls;
 inline dim3 g_grid, g_block;
 inline std::vector<unsigned char> g_dyn;
+inline size_t g_last_dyn_smem = 0;  // dynamic shared memory of the last launch (0: a generic kernel)
 inline unsigned char* dyn_smem() { return reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(g_dyn.data()) + 15) & ~uintptr_t(15)); }
 inline int lane() { return tls.tid.x & 31; }
 inline Warp& warp() { return *tls.cta->warps[tls.tid.x >> 5]; }
@@ -60,6 +61,7 @@ void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, Args&&
   std::tuple<std::decay_t<KArgs>...> targs(std::forward<Args>(args)...);
   const int n = block.x * block.y * block.z;
   g_grid = grid; g_block = block;
+  g_last_dyn_smem = smem;
   g_dyn.assign(smem + 64, 0xCD);  // poison
   for (unsigned bz = 0; bz < grid.z; ++bz)
     for (unsigned by = 0; by < grid.y; ++by)
