@@ -120,25 +120,21 @@ def block_dct_tile(img_ptr, basis_t_ptr, ycc_ptr, pid, n_blocks, n_hb, n_wb, s_b
 
 
 @triton.jit
-def conv3x3_accumulate(acc00, acc01, acc10, acc11, src_ptr, s_b, s_c, s_h, s_w, n_k, w_c, w_k0, ws_i, ws_h, ws_w,
-                       c_mask, b, h0, w0, H, W, p_mask, UP2: tl.constexpr, POOL: tl.constexpr,
+def conv3x3_accumulate(acc, src_ptr, s_b, s_c, s_h, s_w, n_k, w_c, w_k0, ws_i, ws_h, ws_w,
+                       c_mask, b, h, w, H, W, p_mask, UP2: tl.constexpr,
                        UPCAST_DOT: tl.constexpr, ACC: tl.constexpr, BLOCK_K: tl.constexpr):
-    """One source's share of a 3x3 conv (stride 1, zero padding 1) over an H x W input u, added to the
-    accumulators with tl.dot (the implicit-GEMM loader of the FE-Net convs and repconv_dedrift).
+    """One source's share of a 3x3 conv (stride 1, zero padding 1) over an H x W input u at the
+    pixels (b, h, w), added to ``acc`` (BLOCK_P, BLOCK_C) with tl.dot: the implicit-GEMM loader of
+    the FE-Net convs (fe_conv) and repconv_dedrift.
 
     The source holds u's channels w_k0 .. w_k0 + n_k - 1, read through its own strides at (h, w), or
     at (h // 2, w // 2) when UP2 (u = cat(nearest_up2(x), skip): the upsampled tensor is never built).
-    b, h0, w0: (BLOCK_P,) int64 coordinates of the program's pixels in u; p_mask: which are real.
-    w_c: (BLOCK_C,) pointers to weight[c, 0, 0, 0]; c_mask: which output channels are real.
-
-    POOL False: acc00 += conv at (h0, w0); acc01, acc10, acc11 pass through untouched.
-    POOL True: acc{dy}{dx} += conv at (h0 + dy, w0 + dx), the four positions of a 2x2 pool window.
-    The 4x4 input patch they share is loaded once per channel chunk (16 tiles for 36 products; a
-    3x3 patch, 9 tiles, without the pool). Every tap outside u is a zero that goes through the dot
+    b, h, w: (BLOCK_P,) int64 coordinates in u; p_mask: the pixels to compute (each inside u).
+    w_c: (BLOCK_C,) pointers to weight[c, 0, 0, 0]; c_mask: the real output channels.
+    Per chunk of BLOCK_K channels and tap (unrolled): a masked (BLOCK_P, BLOCK_K) input tile, a
+    (BLOCK_K, BLOCK_C) weight tile, a tl.dot. Every tap outside u is a zero that goes through the dot
     like a pixel: a NaN or infinite weight gives 0 * w = NaN there, as the reference's F.pad does.
     """
-    NR: tl.constexpr = 4 if POOL else 3  # patch rows / columns
-    NS: tl.constexpr = 2 if POOL else 1  # sub-positions per axis
     s_c = tl.cast(s_c, tl.int64)
     s_h = tl.cast(s_h, tl.int64)
     s_w = tl.cast(s_w, tl.int64)
@@ -146,56 +142,65 @@ def conv3x3_accumulate(acc00, acc01, acc10, acc11, src_ptr, s_b, s_c, s_h, s_w, 
     ws_h = tl.cast(ws_h, tl.int64)
     ws_w = tl.cast(ws_w, tl.int64)
     rk = tl.arange(0, BLOCK_K)
-    base = b * s_b
-    if not UP2:
-        base = base + h0 * s_h + w0 * s_w  # the taps are constant offsets from here
+    # Tap validity (zero padding): the row above / below, the column left / right exist.
+    up_ok = h > 0
+    down_ok = h < H - 1
+    left_ok = w > 0
+    right_ok = w < W - 1
+    if UP2:  # row / column offsets of the three taps: x's (h - 1) // 2, h // 2, (h + 1) // 2
+        r0 = ((h - 1) >> 1) * s_h
+        r1 = (h >> 1) * s_h
+        r2 = ((h + 1) >> 1) * s_h
+        c0 = ((w - 1) >> 1) * s_w
+        c1 = (w >> 1) * s_w
+        c2 = ((w + 1) >> 1) * s_w
+        base = src_ptr + b * s_b  # (BLOCK_P,)
+    else:  # the taps are constant offsets from the centre
+        base = src_ptr + b * s_b + h * s_h + w * s_w
     for k0 in range(0, n_k, BLOCK_K):
         kk = k0 + rk
         k_mask = kk < n_k
         kk64 = kk.to(tl.int64)
-        src_k = src_ptr + (kk64 * s_c)[None, :]  # (1, BLOCK_K)
-        w_k = w_c[None, :] + ((w_k0 + kk64) * ws_i)[:, None]  # (BLOCK_K, BLOCK_C)
+        src_k = base[:, None] + (kk64 * s_c)[None, :]  # (BLOCK_P, BLOCK_K) pointers
+        w_k = w_c[None, :] + ((w_k0 + kk64) * ws_i)[:, None]  # (BLOCK_K, BLOCK_C) pointers
         w_mask = k_mask[:, None] & c_mask[None, :]
-        for ry in tl.static_range(NR):
-            hh = h0 + (ry - 1)
+        for kh in tl.static_range(3):
             row_ok = p_mask
-            if ry == 0:
-                row_ok = row_ok & (hh >= 0)
-            if ry >= 2:  # row h0 itself exists where p_mask holds
-                row_ok = row_ok & (hh < H)
+            if kh == 0:
+                row_ok = row_ok & up_ok
+            if kh == 2:
+                row_ok = row_ok & down_ok
             if UP2:
-                row_off = base + (hh >> 1) * s_h
-            for rx in tl.static_range(NR):
-                ww = w0 + (rx - 1)
-                ok = row_ok
-                if rx == 0:
-                    ok = ok & (ww >= 0)
-                if rx >= 2:
-                    ok = ok & (ww < W)
-                if UP2:
-                    off = row_off + (ww >> 1) * s_w
+                if kh == 0:
+                    r = r0
+                elif kh == 1:
+                    r = r1
                 else:
-                    off = base + ((ry - 1) * s_h + (rx - 1) * s_w)
-                xt = tl.load(src_k + off[:, None], mask=ok[:, None] & k_mask[None, :], other=0.0)
+                    r = r2
+            for kw in tl.static_range(3):
+                ok = row_ok
+                if kw == 0:
+                    ok = ok & left_ok
+                if kw == 2:
+                    ok = ok & right_ok
+                if UP2:
+                    if kw == 0:
+                        off = r + c0
+                    elif kw == 1:
+                        off = r + c1
+                    else:
+                        off = r + c2
+                    xt = tl.load(src_k + off[:, None], mask=ok[:, None] & k_mask[None, :], other=0.0)
+                else:
+                    xt = tl.load(src_k + ((kh - 1) * s_h + (kw - 1) * s_w), mask=ok[:, None] & k_mask[None, :],
+                                 other=0.0)
+                wt = tl.load(w_k + (kh * ws_h + kw * ws_w), mask=w_mask, other=0.0)
                 if UPCAST_DOT:  # the interpreter's tl.dot mishandles bfloat16 operands
                     xt = xt.to(ACC)
-                for dy in tl.static_range(NS):
-                    for dx in tl.static_range(NS):
-                        # tap (kh, kw) = (ry - dy, rx - dx) of sub-position (dy, dx), where it exists
-                        if ry - dy >= 0 and ry - dy < 3 and rx - dx >= 0 and rx - dx < 3:
-                            wt = tl.load(w_k + ((ry - dy) * ws_h + (rx - dx) * ws_w), mask=w_mask, other=0.0)
-                            if UPCAST_DOT:
-                                wt = wt.to(ACC)
-                            # input_precision: IEEE float32 (no TF32); Triton 3.6 needs it with acc
-                            if dy == 0 and dx == 0:
-                                acc00 = tl.dot(xt, wt, acc00, input_precision="ieee", out_dtype=ACC)
-                            elif dy == 0:
-                                acc01 = tl.dot(xt, wt, acc01, input_precision="ieee", out_dtype=ACC)
-                            elif dx == 0:
-                                acc10 = tl.dot(xt, wt, acc10, input_precision="ieee", out_dtype=ACC)
-                            else:
-                                acc11 = tl.dot(xt, wt, acc11, input_precision="ieee", out_dtype=ACC)
-    return acc00, acc01, acc10, acc11
+                    wt = wt.to(ACC)
+                # input_precision: IEEE float32 (no TF32); Triton 3.6 needs it with acc
+                acc = tl.dot(xt, wt, acc, input_precision="ieee", out_dtype=ACC)
+    return acc
 
 
 def apply_gate_(fdm: torch.Tensor, gate) -> torch.Tensor:

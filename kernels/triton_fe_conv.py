@@ -3,20 +3,20 @@ cat(nearest_up2(x), skip): one deployed FE-Net block in one launch.
 
 Implicit-GEMM direct convolution (the loader is ``_triton_utils.conv3x3_accumulate``, shared with
 repconv_dedrift): each program owns a tile of BLOCK_P output pixels (flattened over B, OH, OW) x
-BLOCK_C output channels and loops over the input channels in chunks of BLOCK_K; per chunk it loads the
-input patch its pixels read as (BLOCK_P, BLOCK_K) tiles and the weight taps as (BLOCK_K, BLOCK_C)
-tiles and accumulates with tl.dot.
+BLOCK_C output channels and loops over the input channels in chunks of BLOCK_K x the 9 taps
+(unrolled; per tap a masked (BLOCK_P, BLOCK_K) input tile, a (BLOCK_K, BLOCK_C) weight tile and a
+tl.dot into one (BLOCK_P, BLOCK_C) accumulator).
 
 Two sources, nothing materialized: with ``skip``, input channels ci < Cx are read from x at
 (h // 2, w // 2) and ci >= Cx from skip at (h, w) (two channel loops, each through its tensor's own
 strides), so neither the upsampled x nor the concatenation goes to memory.
 
-Pool in the epilogue: with ``pool`` an output pixel (oh, ow) is a 2x2 window of conv positions
-(2oh + dy, 2ow + dx); the program keeps one accumulator tile per sub-position (four (BLOCK_P,
-BLOCK_C) tiles) fed from the 4x4 input patch the window reads (16 input tiles per chunk for 36
-dots). The epilogue adds the bias, applies PReLU to each tile and takes the NaN-propagating max of
-the sub-positions inside the image (ceil mode: a window over the last row/column of an odd size
-has fewer), then stores once: no pre-pool or pre-PReLU tensor goes to memory.
+Pool in the epilogue: with ``pool`` an output pixel (oh, ow) is the 2x2 window of conv positions
+(2oh + dy, 2ow + dx). The program computes them one after the other (a loop of 4, not unrolled:
+one accumulator live; four unrolled accumulators fed from a shared 4x4 patch spilled registers in
+ptxas for sm_90), each through bias + PReLU into a running NaN-propagating max (ceil mode: the
+positions past an odd edge are left out, (2oh, 2ow) always counts), then stores once: no pre-pool or
+pre-PReLU tensor goes to memory.
 
 Padding zeros go through the dot like pixels (a NaN or infinite weight gives 0 * w = NaN on a padded
 tap, as the reference's F.pad defines it). Accumulation float32 (float64 for float64), IEEE
@@ -40,8 +40,10 @@ from . import _triton_utils as U
 from ._triton_utils import conv3x3_accumulate
 
 #: GPU tiles per input dtype class and pool: (BLOCK_P, max BLOCK_C, max BLOCK_K, num_warps, num_stages).
-#: BLOCK_P counts output pixels: with the pool each has four accumulator rows, so it is halved.
-#: Not yet compiled on a GPU machine nor timed.
+#: BLOCK_P counts output pixels (with the pool, each is four conv positions computed in turn).
+#: Not timed on a GPU. Compiled offline for sm_90 (Triton 3.8, ptxas 12.9, arguments specialized as a
+#: launch would) for the five Lite0 FE-Net blocks (width 8, batch 256, 112x112), NHWC and NCHW:
+#: bfloat16 64-249 registers, no spills; float32 64-182, spills of 4-16 bytes in two of ten.
 GPU_TILES = {
     ("half", False): (64, 64, 32, 4, 2),
     ("half", True): (32, 64, 32, 4, 2),
@@ -92,48 +94,44 @@ def _fe_conv_kernel(
     t = rp // OW
     oh = tl.cast(t % OH, tl.int64)
     b = tl.cast(t // OH, tl.int64)
-    if POOL:
-        h0 = oh * 2
-        w0 = ow * 2
-    else:
-        h0 = oh
-        w0 = ow
     rc = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     c_mask = rc < C
     rc64 = rc.to(tl.int64)
     w_c = w_ptr + rc64 * ws_o  # (BLOCK_C,) pointers to weight[c, 0, 0, 0]
-
-    acc00 = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)
-    acc01 = acc00
-    acc10 = acc00
-    acc11 = acc00
-    if HAS_SKIP:  # u = cat(up2(x), skip): x's channels first, read at (h // 2, w // 2)
-        acc00, acc01, acc10, acc11 = conv3x3_accumulate(
-            acc00, acc01, acc10, acc11, x_ptr, xs_b, xs_c, xs_h, xs_w, CX, w_c, 0, ws_i, ws_h, ws_w,
-            c_mask, b, h0, w0, H, W, p_mask, True, POOL, UPCAST_DOT, ACC, BLOCK_K)
-        acc00, acc01, acc10, acc11 = conv3x3_accumulate(
-            acc00, acc01, acc10, acc11, skip_ptr, ss_b, ss_c, ss_h, ss_w, CS, w_c, CX, ws_i, ws_h, ws_w,
-            c_mask, b, h0, w0, H, W, p_mask, False, POOL, UPCAST_DOT, ACC, BLOCK_K)
-    else:
-        acc00, acc01, acc10, acc11 = conv3x3_accumulate(
-            acc00, acc01, acc10, acc11, x_ptr, xs_b, xs_c, xs_h, xs_w, CX, w_c, 0, ws_i, ws_h, ws_w,
-            c_mask, b, h0, w0, H, W, p_mask, False, POOL, UPCAST_DOT, ACC, BLOCK_K)
-
     alpha = tl.load(alpha_ptr + rc64 * alpha_s, mask=c_mask, other=0.0).to(ACC)[None, :]
     if HAS_BIAS:
         bias = tl.load(bias_ptr + rc64 * bias_s, mask=c_mask, other=0.0).to(ACC)[None, :]
-        acc00 = acc00 + bias
+
+    # The conv positions of an output pixel: itself, or with the pool its 2x2 window, one after the
+    # other (a loop, not unrolled: one accumulator live, the pool's max kept beside it). Ceil mode:
+    # (2oh, 2ow) is inside the image, the other three where the size allows.
+    NQ: tl.constexpr = 4 if POOL else 1
+    y = tl.full((BLOCK_P, BLOCK_C), float("-inf"), ACC)
+    for q in range(NQ):
         if POOL:
-            acc01 = acc01 + bias
-            acc10 = acc10 + bias
-            acc11 = acc11 + bias
-    y = _prelu(acc00, alpha)
-    if POOL:  # ceil mode: (h0, w0) is inside the image, the other three where the size allows
-        right = (w0 + 1 < W)[:, None]
-        below = (h0 + 1 < H)[:, None]
-        y = _pool_max(y, _prelu(acc01, alpha), right)
-        y = _pool_max(y, _prelu(acc10, alpha), below)
-        y = _pool_max(y, _prelu(acc11, alpha), below & right)
+            h = oh * 2 + q // 2
+            w = ow * 2 + q % 2
+            ok = p_mask & (h < H) & (w < W)
+        else:
+            h = oh
+            w = ow
+            ok = p_mask
+        acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)
+        if HAS_SKIP:  # u = cat(up2(x), skip): x's channels first, read at (h // 2, w // 2)
+            acc = conv3x3_accumulate(acc, x_ptr, xs_b, xs_c, xs_h, xs_w, CX, w_c, 0, ws_i, ws_h, ws_w,
+                                     c_mask, b, h, w, H, W, ok, True, UPCAST_DOT, ACC, BLOCK_K)
+            acc = conv3x3_accumulate(acc, skip_ptr, ss_b, ss_c, ss_h, ss_w, CS, w_c, CX, ws_i, ws_h, ws_w,
+                                     c_mask, b, h, w, H, W, ok, False, UPCAST_DOT, ACC, BLOCK_K)
+        else:
+            acc = conv3x3_accumulate(acc, x_ptr, xs_b, xs_c, xs_h, xs_w, CX, w_c, 0, ws_i, ws_h, ws_w,
+                                     c_mask, b, h, w, H, W, ok, False, UPCAST_DOT, ACC, BLOCK_K)
+        if HAS_BIAS:
+            acc = acc + bias
+        v = _prelu(acc, alpha)
+        if POOL:
+            y = _pool_max(y, v, ok[:, None])  # from -inf: the first position always counts
+        else:
+            y = v
     mask = p_mask[:, None] & c_mask[None, :]
     tl.store(out_ptr + (b * os_b + oh * os_h + ow * os_w)[:, None] + rc64[None, :] * os_c,
              y.to(out_ptr.dtype.element_ty), mask=mask)

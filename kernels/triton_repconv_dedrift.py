@@ -91,16 +91,16 @@ def _repconv_dedrift_kernel(
     w_c = w_ptr + rc64 * ws_o  # (BLOCK_C,) pointers to weight[c, 0, 0, 0]
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)
     if HAS_SKIP:  # u = cat(up2(x), skip): x's channels first, read at (h // 2, w // 2)
-        acc, _a, _b, _c = conv3x3_accumulate(
-            acc, acc, acc, acc, x_ptr, xs_b, xs_c, xs_h, xs_w, CX, w_c, 0, ws_i, ws_h, ws_w,
-            c_mask, b, h, w, HF, WF, p_mask, True, False, UPCAST_DOT, ACC, BLOCK_K)
-        acc, _a, _b, _c = conv3x3_accumulate(
-            acc, acc, acc, acc, skip_ptr, ss_b, ss_c, ss_h, ss_w, CS, w_c, CX, ws_i, ws_h, ws_w,
-            c_mask, b, h, w, HF, WF, p_mask, False, False, UPCAST_DOT, ACC, BLOCK_K)
+        acc = conv3x3_accumulate(
+            acc, x_ptr, xs_b, xs_c, xs_h, xs_w, CX, w_c, 0, ws_i, ws_h, ws_w,
+            c_mask, b, h, w, HF, WF, p_mask, True, UPCAST_DOT, ACC, BLOCK_K)
+        acc = conv3x3_accumulate(
+            acc, skip_ptr, ss_b, ss_c, ss_h, ss_w, CS, w_c, CX, ws_i, ws_h, ws_w,
+            c_mask, b, h, w, HF, WF, p_mask, False, UPCAST_DOT, ACC, BLOCK_K)
     else:
-        acc, _a, _b, _c = conv3x3_accumulate(
-            acc, acc, acc, acc, x_ptr, xs_b, xs_c, xs_h, xs_w, CX, w_c, 0, ws_i, ws_h, ws_w,
-            c_mask, b, h, w, HF, WF, p_mask, False, False, UPCAST_DOT, ACC, BLOCK_K)
+        acc = conv3x3_accumulate(
+            acc, x_ptr, xs_b, xs_c, xs_h, xs_w, CX, w_c, 0, ws_i, ws_h, ws_w,
+            c_mask, b, h, w, HF, WF, p_mask, False, UPCAST_DOT, ACC, BLOCK_K)
 
     if HAS_BIAS:
         acc = acc + tl.load(bias_ptr + rc64 * bias_s, mask=c_mask, other=0.0).to(ACC)[None, :]
