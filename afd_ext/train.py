@@ -9,6 +9,7 @@ under ``torchrun`` (DistributedDataParallel; gloo on CPU, nccl on GPU).
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import errno
 import hashlib
@@ -49,8 +50,8 @@ CSV_COLUMNS = ("step", "loss", "l1", "kl", "ce", "gate", "lr", "time_s", "val_n"
 #: The ``torch.profiler`` ranges of one training step (``record_function``; nearly free when no profiler
 #: runs): tools/profile_train_step.py splits a step's time by them. The data range is the profiler's
 #: own (around the loader), "other" is the step's time outside them.
-STEP_RANGES = {"teacher": "afd_train.teacher",      # clean stem + activation + clean logits (no grad)
-               "student": "afd_train.student",      # degraded stem, AFD, rest of the classifier, losses
+STEP_RANGES = {"teacher": "afd_train.teacher",      # the stem (clean + degraded, one call), clean logits; no grad
+               "student": "afd_train.student",      # AFD, rest of the classifier on its output, losses
                "backward": "afd_train.backward",
                "optimizer": "afd_train.optimizer"}  # zero_grad, clip, AdamW step, the weights' finiteness
 #: None, or a list that each step phase appends (name, this thread's CPU seconds) to: the profiling
@@ -149,7 +150,8 @@ class TrainConfig:
     # run equals one started with --steps N (N is recorded in the checkpoint's recipe).
     time_budget: Optional[float] = None
     # The frozen classifier's precision and layout, as the field trains on GPUs: bfloat16 autocast
-    # and channels_last ("auto" / None: on for CUDA, off on CPU). The AFD trains in float32.
+    # and channels_last ("auto" / None: bfloat16 on CUDA only; channels_last on every device, as it
+    # pays on CPU too: docs/accuracy.md "Training step cost"). The AFD trains in float32.
     autocast: str = "auto"
     channels_last: Optional[bool] = None
     progress: bool = True
@@ -314,7 +316,7 @@ def classifier_precision(cfg: TrainConfig, device: torch.device) -> tuple[Option
     """(autocast dtype of the frozen classifier or None, channels_last) for ``cfg`` on ``device``."""
     on_cuda = device.type == "cuda"
     dtype = {"auto": torch.bfloat16 if on_cuda else None, "bfloat16": torch.bfloat16, "off": None}[cfg.autocast]
-    return dtype, on_cuda if cfg.channels_last is None else cfg.channels_last
+    return dtype, True if cfg.channels_last is None else cfg.channels_last
 
 
 def csv_row(entry: dict) -> list:
@@ -557,13 +559,19 @@ def afd_loss(model, clean: torch.Tensor, comp: torch.Tensor, labels: torch.Tenso
 
     def classifier_ctx():
         return torch.autocast(device_type, dtype=autocast) if autocast is not None else contextlib.nullcontext()
+    # The classifier is frozen: its stem and the clean logits need no graph. The clean and degraded
+    # crops go through the stem in one call (the same per-sample op, one batch).
     with _phase("teacher"), torch.no_grad(), classifier_ctx():
-        feat_clean, _ = model.stem_features(clean)
+        b = clean.shape[0]
+        both = torch.cat([clean, comp]) if clean.dtype == comp.dtype else None
+        if both is not None:
+            feats, pixels = model.stem_features(both)
+            feat_clean, feat, pixels = feats[:b], feats[b:], pixels[b:]
+        else:
+            (feat_clean, _), (feat, pixels) = model.stem_features(clean), model.stem_features(comp)
         target = reference.apply_act(feat_clean.float(), model.adapter.act)
         logits_clean = model.adapter.rest(target).float() if (cfg.kl_weight > 0) else None
     with _phase("student"):
-        with torch.no_grad(), classifier_ctx():  # the classifier is frozen: no graph through its stem
-            feat, pixels = model.stem_features(comp)
         gated = model.afd.gate_mode != "none"
         out = afd(feat.float(), pixels, return_gate=True) if gated else afd(feat.float(), pixels)
         z = None
@@ -681,7 +689,7 @@ class TrainingRun:
     """What a run builds before its first step (``build_training``); ``train_step`` runs one step of it."""
     cfg: TrainConfig
     device: torch.device
-    model: torch.nn.Module
+    model: torch.nn.Module          # the classifier + AFD as built (validation, checkpoints)
     afd: torch.nn.Module            # model.afd
     ddp: torch.nn.Module            # afd, or its DistributedDataParallel wrapper
     opt: torch.optim.Optimizer
@@ -690,6 +698,67 @@ class TrainingRun:
     channels_last: bool
     memory_format: torch.memory_format
     world: int = 1
+    step_model: Optional[torch.nn.Module] = None  # what the steps run (frozen_step_model(model))
+
+
+# -- the frozen classifier of a training step: the same function, fewer operations ------------------
+
+#: (conv, BatchNorm) attribute pairs of afd_ext's EfficientNet-Lite (backbones/efficientnet_lite.py):
+#: each BatchNorm directly follows its conv, whose output nothing else reads.
+_LITE_CONV_BN = {"EfficientNetLite": (("_conv_stem", "_bn0"), ("_conv_head", "_bn1")),
+                 "MBConvBlock": (("_expand_conv", "_bn0"), ("_depthwise_conv", "_bn1"), ("_project_conv", "_bn2"))}
+
+
+@torch.no_grad()
+def _fold_conv_bn(conv: torch.nn.Conv2d, bn: torch.nn.BatchNorm2d) -> torch.nn.Conv2d:
+    """A frozen conv computing bn(conv(x)) for an eval-mode ``bn``: the BatchNorm's per-channel affine
+    folded into the weights and bias. A stride-1, odd-kernel ``Conv2dSame`` (TensorFlow 'SAME': pads
+    (k - 1) / 2 on each side at stride 1, whatever the input size) becomes an ``nn.Conv2d`` with that
+    padding: the conv pads inside its kernel instead of copying its input into a padded tensor first."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    bias = bn.bias - bn.running_mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias * scale
+    k = conv.kernel_size
+    if (type(conv).__name__ == "Conv2dSame" and conv.stride == (1, 1) and conv.dilation == (1, 1)
+            and all(v % 2 == 1 for v in k)):
+        new = torch.nn.Conv2d(conv.in_channels, conv.out_channels, k, 1, (k[0] // 2, k[1] // 2),
+                              groups=conv.groups, bias=True, device=conv.weight.device, dtype=conv.weight.dtype)
+    else:
+        new = copy.deepcopy(conv)
+    new.weight = torch.nn.Parameter(conv.weight * scale.view(-1, 1, 1, 1).to(conv.weight.dtype), requires_grad=False)
+    new.bias = torch.nn.Parameter(bias.to(conv.weight.dtype), requires_grad=False)
+    return new.eval()
+
+
+def frozen_step_model(model):
+    """The model a training step runs: ``model`` itself, or, for afd_ext's EfficientNet-Lite, a wrapper
+    around a copy of its frozen classifier with every BatchNorm folded into the conv before it (the
+    classifier runs in eval mode, so each BatchNorm is a per-channel affine: one operation less per
+    conv in the teacher's and the student's forward and in the backward) and the stride-1 'SAME' pads
+    done by the convs (see _fold_conv_bn). The same function of the input up to float rounding; it shares
+    ``model.afd`` (the module being trained) and the step never writes the copy. Any other classifier,
+    or one whose BatchNorms are not in eval mode: ``model``."""
+    clf, adapter = model.classifier, model.adapter
+    if (type(clf).__name__ != "EfficientNetLite" or getattr(adapter.stem, "__self__", None) is not clf
+            or getattr(adapter.rest, "__self__", None) is not clf):
+        return model
+    pairs = [(m, names) for m in clf.modules() for names in _LITE_CONV_BN.get(type(m).__name__, ())
+             if hasattr(m, names[0])]
+    bns = [getattr(m, b) for m, (_, b) in pairs]
+    if any(type(bn) is not torch.nn.BatchNorm2d or bn.training or bn.running_var is None for bn in bns) or len(
+            {id(bn) for bn in bns}) != sum(isinstance(m, torch.nn.BatchNorm2d) for m in clf.modules()):
+        return model  # a BatchNorm that is not a frozen affine right after its conv: nothing folded
+    folded = copy.deepcopy(clf)
+    for m in folded.modules():
+        for conv_name, bn_name in _LITE_CONV_BN.get(type(m).__name__, ()):
+            if hasattr(m, conv_name):
+                setattr(m, conv_name, _fold_conv_bn(getattr(m, conv_name), getattr(m, bn_name)))
+                setattr(m, bn_name, torch.nn.Identity())
+    folded.requires_grad_(False).eval()
+    step_adapter = dataclasses.replace(adapter, stem=getattr(folded, adapter.stem.__name__),
+                                       rest=getattr(folded, adapter.rest.__name__))
+    return type(model)(folded, model.afd, step_adapter)
 
 
 def build_training(cfg: TrainConfig, device: torch.device, train_files, *, start: int = 0, rank: int = 0,
@@ -705,6 +774,8 @@ def build_training(cfg: TrainConfig, device: torch.device, train_files, *, start
     autocast, channels_last = classifier_precision(cfg, device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model.classifier.to(memory_format=memory_format)  # ours too; the AFD keeps its own layout
+    step_model = frozen_step_model(model)
+    step_model.classifier.to(memory_format=memory_format)
     model.afd.train()
     afd = model.afd
     opt = torch.optim.AdamW([p for p in afd.parameters() if p.requires_grad], lr=cfg.lr,
@@ -728,7 +799,8 @@ def build_training(cfg: TrainConfig, device: torch.device, train_files, *, start
     loader = DataLoader(_Offset(ds, ds_offset), batch_size=cfg.batch_size, shuffle=False,
                         num_workers=cfg.workers, persistent_workers=False, drop_last=True,
                         pin_memory=device.type == "cuda")
-    return TrainingRun(cfg, device, model, afd, ddp, opt, loader, autocast, channels_last, memory_format, world)
+    return TrainingRun(cfg, device, model, afd, ddp, opt, loader, autocast, channels_last, memory_format, world,
+                       step_model)
 
 
 def _diverged_plain(what: str) -> TrainingDiverged:
@@ -745,8 +817,9 @@ def train_step(run: TrainingRun, batch, step: int, diverged=_diverged_plain) -> 
         g["lr"] = _lr_at(step, cfg)
     clean, comp = (t.to(run.device).contiguous(memory_format=run.memory_format) for t in (clean, comp))
     labels, gate_targets = labels.to(run.device), gate_targets.to(run.device)
-    loss, parts = afd_loss(run.model, clean, comp, labels, cfg, afd=run.ddp, autocast=run.autocast,
-                           gate_targets=gate_targets)
+    model = run.step_model if run.step_model is not None else run.model
+    loss, parts = afd_loss(model, clean, comp, labels, cfg, afd=run.ddp,
+                           autocast=run.autocast, gate_targets=gate_targets)
     if run.world == 1 and not math.isfinite(float(loss.detach())):  # (DDP: the weight check, on every rank)
         raise diverged(f"the loss is {float(loss.detach())}")
     with _phase("backward"):

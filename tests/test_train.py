@@ -48,7 +48,7 @@ def test_train_writes_checkpoint_and_logs(photos, tmp_path, capsys):
             assert int(r["val_n"]) == e["val"]["n"]
         else:
             assert r["val_n"] == "" and r["val_q_afd"] == ""
-    assert cfg["classifier_precision"] == {"autocast": "float32", "channels_last": False}  # CPU defaults
+    assert cfg["classifier_precision"] == {"autocast": "float32", "channels_last": True}  # CPU defaults
 
 
 def _csv(out):
@@ -75,8 +75,10 @@ def test_classifier_precision_defaults_follow_the_device():
     import torch
     from afd_ext.train import TrainConfig, classifier_precision
     cfg = TrainConfig(data=["x"])
-    assert classifier_precision(cfg, torch.device("cpu")) == (None, False)
+    assert classifier_precision(cfg, torch.device("cpu")) == (None, True)  # channels_last pays on CPU too
     assert classifier_precision(cfg, torch.device("cuda")) == (torch.bfloat16, True)
+    cfg = TrainConfig(data=["x"], channels_last=False)
+    assert classifier_precision(cfg, torch.device("cpu")) == (None, False)
     cfg = TrainConfig(data=["x"], autocast="off", channels_last=False)
     assert classifier_precision(cfg, torch.device("cuda")) == (None, False)
     cfg = TrainConfig(data=["x"], autocast="bfloat16", channels_last=True)
@@ -359,3 +361,110 @@ def test_init_loads_the_given_weights(photos, tmp_path):
     assert set(want) == set(got)
     assert all(torch.equal(want[k], got[k]) for k in want)
     assert any(not torch.equal(v, torch.zeros_like(v)) for k, v in want.items() if k.startswith("fe.last"))
+
+
+# -- the training step's frozen classifier: fewer operations, the same objective ---------------------
+
+def _tiny_run(photos, tmp_path, **overrides):
+    import torch
+    from afd_ext.train import TrainConfig, build_training, split_files
+    cfg = TrainConfig(data=[str(photos)], out=str(tmp_path / "unused"), width=2, gate="global", gate_weight=0.1,
+                      kl_weight=0.3, crop=32, batch_size=4, steps=4, warmup=1, workers=0, **overrides)
+    cfg.validate()
+    files, _ = split_files(cfg.data, cfg.holdout)
+    run = build_training(cfg, torch.device("cpu"), files)
+    torch.manual_seed(1)
+    with torch.no_grad():  # a module that corrects and gates (a new one's last conv is zero)
+        for p in run.afd.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return run
+
+
+def _written_out_objective(model, clean, comp, gate_targets, cfg):
+    """l1, kl, gate of the recipe, written out on the classifier as built (its BatchNorms, separate stem
+    calls for the clean and the degraded crops): what afd_loss computed before the step was optimized."""
+    import torch
+    import torch.nn.functional as F
+    clf = model.classifier
+    with torch.no_grad():
+        target = F.relu6(clf.stem(model.normalize(clean.float())))  # Lite0's stem activation
+        logits_clean = clf.forward_rest(target)
+        feat = clf.stem(model.normalize(comp.float()))
+    out, z = model.afd(feat, comp, return_gate=True)
+    logits = clf.forward_rest(out)
+    p_clean = F.softmax(logits_clean, 1)
+    kl = (p_clean * (F.log_softmax(logits_clean, 1) - F.log_softmax(logits, 1))).sum(1).mean()
+    known = gate_targets >= 0
+    gate = F.binary_cross_entropy_with_logits(z[known], gate_targets[known])
+    l1 = (out - target).abs().mean()
+    return {"l1": l1, "kl": kl, "gate": gate}, cfg.l1_weight * l1 + cfg.kl_weight * kl + cfg.gate_weight * gate
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_training_step_objective_and_gradients_equal_the_written_out_ones(photos, tmp_path, channels_last):
+    """The step runs a folded copy of the frozen classifier (BatchNorms in the convs, one stem call
+    for both crops, channels_last by default); on a fixed synthetic batch its losses (L1, KL, gate BCE)
+    and the AFD's gradients are the written-out objective's on the classifier as built (contiguous),
+    within float32 rounding."""
+    import torch
+    from afd_ext.train import afd_loss
+    run = _tiny_run(photos, tmp_path, channels_last=channels_last)
+    assert run.step_model is not run.model and run.step_model.afd is run.afd
+    g = torch.Generator().manual_seed(0)
+    clean = torch.randint(0, 256, (4, 3, 40, 48), dtype=torch.uint8, generator=g)
+    noise = torch.randint(-40, 41, clean.shape, generator=g)
+    comp = (clean.int() + noise).clamp(0, 255).to(torch.uint8)
+    gate_targets = torch.tensor([0.0, 1.0, -1.0, 1.0])
+    labels = torch.full((4,), -1)
+
+    fmt = run.memory_format  # as train_step hands the batch over
+    loss, parts = afd_loss(run.step_model, clean.contiguous(memory_format=fmt), comp.contiguous(memory_format=fmt),
+                           labels, run.cfg, afd=run.ddp, gate_targets=gate_targets)
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in run.afd.named_parameters()}
+    run.model.classifier.to(memory_format=torch.contiguous_format)
+    ref_parts, ref_loss = _written_out_objective(run.model, clean, comp, gate_targets, run.cfg)
+    run.opt.zero_grad(set_to_none=True)
+    ref_loss.backward()
+
+    assert set(parts) == {"l1", "kl", "gate"}
+    for k, v in ref_parts.items():
+        assert parts[k] == pytest.approx(float(v.detach()), rel=1e-4, abs=1e-7), k
+    assert parts["kl"] > 1e-4 and parts["l1"] > 1e-3  # the AFD changes the features: a real comparison
+    assert float(loss.detach()) == pytest.approx(float(ref_loss.detach()), rel=1e-4)
+    for n, p in run.afd.named_parameters():
+        scale = float(p.grad.abs().max()) + 1e-12
+        assert torch.allclose(grads[n], p.grad, rtol=1e-3, atol=1e-4 * scale), n
+    # no graph through the frozen classifier: no gradient lands on it, as built or folded
+    for m in (run.model, run.step_model):
+        assert all(not p.requires_grad and p.grad is None for p in m.classifier.parameters())
+
+
+def test_the_folded_step_classifier_computes_the_classifier(photos, tmp_path):
+    """frozen_step_model: no BatchNorm left, the original classifier untouched, logits equal at odd
+    sizes too (the stride-2 'SAME' pads stay asymmetric) and in channels_last."""
+    import torch
+    from afd_ext.train import frozen_step_model
+    run = _tiny_run(photos, tmp_path)
+    model, fast = run.model, run.step_model
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.classifier.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.classifier.modules()) > 40
+    assert not any(m.training for m in fast.classifier.modules())
+    g = torch.Generator().manual_seed(3)
+    for shape in ((2, 3, 64, 64), (1, 3, 37, 45)):
+        x = torch.randint(0, 256, shape, dtype=torch.uint8, generator=g)
+        with torch.no_grad():
+            a = model(x, use_afd=False)
+            b = fast(x, use_afd=False)
+            fast.classifier.to(memory_format=torch.channels_last)
+            c = fast(x.contiguous(memory_format=torch.channels_last), use_afd=False)
+            fast.classifier.to(memory_format=torch.contiguous_format)
+        tol = 1e-5 * float(a.abs().max())
+        assert (a - b).abs().max() <= tol and (a - c).abs().max() <= tol
+    before = {k: v.clone() for k, v in model.classifier.state_dict().items()}
+    frozen_step_model(model)
+    assert all(torch.equal(v, model.classifier.state_dict()[k]) for k, v in before.items())
+    # anything but afd_ext's EfficientNet-Lite (or one with a BatchNorm in training mode): the model itself
+    model.classifier._blocks[0]._bn1.train()
+    assert frozen_step_model(model) is model
