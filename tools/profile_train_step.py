@@ -65,7 +65,8 @@ TOP_OPS = 8
 
 
 def _repo_root() -> Path:
-    return Path(__file__).resolve().parent.parent
+    """The checkout the measured afd_ext comes from (it may be another worktree than this file's)."""
+    return Path(T.__file__).resolve().parent.parent
 
 
 def _train_py_state() -> dict:
