@@ -31,8 +31,9 @@ at::Tensor repconv_dedrift(const at::Tensor& x, const at::Tensor& weight, const 
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("afd::repconv_dedrift", "")
                        .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&,
-                                         const at::Tensor&, const at::Tensor&, c10::string_view)>();
-  return op.call(x, weight, bias, fdm, feat, act);
+                                         const at::Tensor&, const at::Tensor&, c10::string_view,
+                                         const c10::optional<at::Tensor>&)>();
+  return op.call(x, weight, bias, fdm, feat, act, /*skip=*/c10::nullopt);
 }
 
 // JPEG zig-zag order: walk the anti-diagonals, alternating direction.
