@@ -3,6 +3,7 @@
     AFD_DATA=/work/shared/data OMP_NUM_THREADS=1 python tools/profile_train_step.py --threads 1 \
         --warmup 5 --steps 20 --out bench/results/train_step_after     # writes .json + .md
     python tools/profile_train_step.py combine --out bench/results/train_step_after RUN.json RUN.json ...
+    python tools/profile_train_step.py compile-check --steps 6 --out bench/results/train_step_torch_compile
 
 Builds exactly what ``afd train`` builds for the v3 recipe (docs/accuracy.md: Lite0, ``--width small
 --gate global --crop 160 --batch-size 16`` and v3's degradation mixture), through the CLI's own parser
@@ -25,7 +26,8 @@ The split (``afd_ext.train.STEP_RANGES``):
   other      the rest of train_step (learning rate, to-device and layout, the loss's finiteness check)
 
 ``combine`` pools runs (e.g. alternated with another commit's, so that both see the same load): medians
-over all their timed steps. ``--train-flags`` appends ``afd train`` flags (``--no-channels-last``) to
+over all their timed steps. ``compile-check`` times ``torch.compile`` of the step's frozen classifier rest
+against eager (JSON only). ``--train-flags`` appends ``afd train`` flags (``--no-channels-last``) to
 try a variant of the same recipe.
 """
 from __future__ import annotations
@@ -271,7 +273,61 @@ def write(summary: dict, out: str) -> None:
     print(markdown(summary))
 
 
+def compile_check(args) -> dict:
+    """torch.compile of the step's frozen classifier rest (what the teacher runs without a graph and the
+    student with one, into the AFD's output) against eager, on the stem features of one v3 batch:
+    the first calls' time (compilation) and the CPU time of each pass, interleaved, medians."""
+    from afd_ext import reference
+    torch.set_num_threads(args.threads)
+    argv = ["train", "--data", *args.data, *shlex.split(V3_FLAGS), "--threads", str(args.threads),
+            "--workers", "0", *shlex.split(args.train_flags)]
+    cfg = train_config(build_parser().parse_args(argv))
+    torch.manual_seed(cfg.seed)
+    run = T.build_training(cfg, torch.device("cpu"), T.split_files(cfg.data, cfg.holdout)[0])
+    model = run.step_model if run.step_model is not None else run.model
+    clean = next(iter(run.loader))[0].contiguous(memory_format=run.memory_format)
+    with torch.no_grad():
+        x = reference.apply_act(model.stem_features(clean)[0], model.adapter.act)
+    eager = model.adapter.rest
+    t0, c0 = time.perf_counter(), time.process_time()
+    compiled = torch.compile(eager)
+
+    def fwd(fn):
+        with torch.no_grad():
+            return fn(x)
+
+    def fwd_bwd(fn):
+        xx = x.detach().clone().requires_grad_(True)
+        fn(xx).logsumexp(1).sum().backward()
+
+    fwd(compiled)
+    fwd_bwd(compiled)
+    compile_s, compile_cpu_s = time.perf_counter() - t0, time.process_time() - c0
+    times: dict = defaultdict(list)
+    for _ in range(args.steps):
+        for name, fn in (("eager", eager), ("compiled", compiled)):
+            for kind, g in (("forward_no_grad", fwd), ("forward_backward", fwd_bwd)):
+                c = time.thread_time()
+                g(fn)
+                times[f"{name} {kind}"].append((time.thread_time() - c) * 1000)
+    med = {k: round(statistics.median(v), 1) for k, v in times.items()}
+    per_step = {n: round(med[f"{n} forward_no_grad"] + med[f"{n} forward_backward"], 1) for n in ("eager", "compiled")}
+    return {"label": "torch.compile of the step's frozen classifier rest",
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "commit": git_commit(), **_train_py_state(), "torch": torch.__version__, "threads": args.threads,
+            "cpu": _cpu_model(), "loadavg": round(os.getloadavg()[0], 2), "input": list(x.shape),
+            "channels_last": run.channels_last, "rounds": args.steps,
+            "first_calls_s": round(compile_s, 1), "first_calls_process_cpu_s": round(compile_cpu_s, 1),
+            "cpu_ms_median": med, "cpu_ms_per_step_teacher_plus_student": per_step,
+            "max_abs_logit_difference": float((fwd(compiled) - fwd(eager)).abs().max())}
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["compile-check"]:  # same options as a measurement; --steps: interleaved rounds
+        sys.argv.pop(1)
+        compile_mode = True
+    else:
+        compile_mode = False
     if sys.argv[1:2] == ["combine"]:
         ap = argparse.ArgumentParser(prog="profile_train_step.py combine")
         ap.add_argument("--out", required=True)
@@ -297,6 +353,11 @@ def main() -> None:
     ap.add_argument("--label", default=None, help="name of this measurement (default: the --out file name)")
     ap.add_argument("--out", required=True, help="output path without extension (.json and .md are written)")
     args = ap.parse_args()
+    if compile_mode:
+        r = compile_check(args)
+        write_json(Path(args.out).with_suffix(".json"), r)
+        print(json.dumps(r, indent=2))
+        return
     r = measure(args)
     write(summarize([r], r["label"]), args.out)
 
