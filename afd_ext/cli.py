@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dtype of the frozen classifier (auto: bfloat16 on CUDA, float32 on CPU); the AFD "
                         "trains in float32")
     t.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=TD.channels_last,
-                   help="run the frozen classifier channels_last (default: on CUDA only)")
+                   help="run the frozen classifier channels_last (default: on, every device)")
     t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=TD.progress)
 
     e = sub.add_parser("eval", help="the evaluation protocol: top-1/top-5 per JPEG quality, direct vs AFD")
