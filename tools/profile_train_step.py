@@ -10,7 +10,7 @@ Builds exactly what ``afd train`` builds for the v3 recipe (docs/accuracy.md: Li
 and ``afd_ext.train.build_training``; each step is ``afd_ext.train.train_step`` on the next batch of
 the run's own loader (nothing of the loop is copied here). ``--warmup`` steps run first, then
 ``--steps`` steps under ``torch.profiler`` (CPU: wall time per phase, operators), then ``--steps`` more
-steps without the profiler, timed by this thread's CPU clock per phase (``train.PHASE_CLOCK``) and per
+steps without the profiler, timed by this thread's CPU clock per phase (``train.phases.PHASE_CLOCK``) and per
 step. crops/s is the batch over the median step CPU time: on a machine shared with other work the
 CPU clock moves much less with the load than the wall clock (both are recorded).
 
@@ -52,7 +52,11 @@ from torch.profiler import ProfilerActivity, profile, record_function
 from afd_ext.cli import build_parser, train_config
 from afd_ext.utils import atomic_write_bytes, git_commit, write_json
 
-T = importlib.import_module("afd_ext.train")  # the module (the package's `train` is the function)
+T = importlib.import_module("afd_ext.train")  # the module or package (the package's `train` is the function)
+# The module whose PHASE_CLOCK a step's phases append to: afd_ext.train.phases (afd_ext/train/); a single
+# afd_ext/train.py (an older commit measured from another worktree) is its own.
+IS_PACKAGE = hasattr(T, "__path__")
+PHASES = importlib.import_module("afd_ext.train.phases") if IS_PACKAGE else T
 
 #: The v3 recipe's ``afd train`` flags (docs/accuracy.md, "How v3 was trained"), without --data/--out.
 V3_FLAGS = ("--gate global --gate-weight 0.1 --width small --crop 160 --batch-size 16 "
@@ -68,13 +72,17 @@ TOP_OPS = 8
 
 def _repo_root() -> Path:
     """The checkout the measured afd_ext comes from (it may be another worktree than this file's)."""
-    return Path(T.__file__).resolve().parent.parent
+    return Path(T.__file__).resolve().parents[2 if IS_PACKAGE else 1]
 
 
 def _train_py_state() -> dict:
-    """sha256 of afd_ext/train.py and whether it is the committed one (others may edit other files)."""
-    path = Path(T.__file__)
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    """sha256 of the training code (afd_ext/train/'s modules by name, or afd_ext/train.py) and whether it is
+    the committed one (others may edit other files)."""
+    path = Path(T.__file__).parent if IS_PACKAGE else Path(T.__file__)
+    h = hashlib.sha256()
+    for f in sorted(path.glob("*.py")) if IS_PACKAGE else [path]:
+        h.update(f.name.encode() + f.read_bytes() if IS_PACKAGE else f.read_bytes())
+    sha = h.hexdigest()
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=_repo_root(), capture_output=True, text=True).stdout.strip()
     diff = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", str(path)], cwd=_repo_root()).returncode
     return {"head": head, "train_py_sha256": sha, "train_py_committed": diff == 0}
@@ -158,18 +166,18 @@ def measure(args) -> dict:
             one_step()
     prof_steps = profiled_steps(prof, args.steps)
     print(f"warm-up {args.warmup} steps, profiled {args.steps}", file=sys.stderr)
-    # The timed steps: wall and this thread's CPU time per step and per phase (train.PHASE_CLOCK).
+    # The timed steps: wall and this thread's CPU time per step and per phase (train.phases.PHASE_CLOCK).
     cpu_ms: dict = defaultdict(list)
     wall_ms = []
     proc0, thread_total = time.process_time(), 0.0
     for _ in range(args.steps):
-        T.PHASE_CLOCK = clock = []
+        PHASES.PHASE_CLOCK = clock = []
         w, c = time.perf_counter(), time.thread_time()
         clean, comp, labels, gate_targets, _ = next(it)
         clock.append(("data", time.thread_time() - c))
         T.train_step(run, (clean, comp, labels, gate_targets), step)
         step += 1
-        total, T.PHASE_CLOCK = time.thread_time() - c, None
+        total, PHASES.PHASE_CLOCK = time.thread_time() - c, None
         wall_ms.append((time.perf_counter() - w) * 1000)
         thread_total += total
         per = defaultdict(float)
@@ -239,7 +247,7 @@ def markdown(s: dict) -> str:
     c, p = s["cpu_ms_per_step_median"], s["profiled_wall_ms_per_step_median"]
     loads = ", ".join(f"{a:g} -> {b:g}" for a, b in s["loadavg_per_run"])
     lines = [f"# Training step cost: {s['label']}", "",
-             f"Commit {s['commit']} (afd_ext/train.py {'as committed' if s['train_py_committed'] else 'MODIFIED'}, "
+             f"Commit {s['commit']} (afd_ext/train {'as committed' if s['train_py_committed'] else 'MODIFIED'}, "
              f"sha256 {s['train_py_sha256'][:12]}), torch {s['torch']}, {s['threads']} thread, {s['workers']} loader "
              f"workers; {s['cpu']}, {s['cpus']} CPUs shared with other work (load average over each run: {loads}). "
              f"{s['runs']} run(s) ({', '.join(s['dates'])}).", "",
