@@ -430,7 +430,7 @@ def huge_view(values, strides, offset=2 ** 31):
 
 def check_redteam(E):
     """The ops' shape contract (python/functional.py) and offsets past 2^31 elements, through the
-    CUDA launchers and kernels (tests/test_redteam_ops.py checks the CPU backends the same way)."""
+    CUDA launchers and kernels (tests/test_op_shapes.py checks the CPU backends the same way)."""
     g = torch.Generator().manual_seed(0)
 
     def img(b, h, w):
