@@ -1,4 +1,5 @@
 """Helpers shared by the test modules (imported as ``helpers``; fixtures and hooks are in conftest.py)."""
+import math
 import os
 import struct
 import zlib
@@ -191,3 +192,26 @@ def jpeg_declaring(width: int, height: int) -> bytes:
     sof = blob.index(b"\xff\xc0")
     blob[sof + 5:sof + 9] = struct.pack(">HH", height, width)
     return bytes(blob)
+
+
+# -- NaN/+-inf poisoning for the ops' property tests (the same for every op with named inputs) ---------
+
+def nonfinite_poisons(names):
+    """A hypothesis strategy: half the examples clean (()), half 1-3 (name, flat index, value) entries with
+    value NaN or +-inf, name one of ``names``."""
+    from hypothesis import strategies as st
+    entry = st.tuples(st.sampled_from(list(names)), st.integers(0, 2**31 - 1),
+                      st.sampled_from([math.nan, math.inf, -math.inf]))
+    return st.one_of(st.just(()), st.lists(entry, min_size=1, max_size=3))
+
+
+def poison_args(args, names, poison):
+    """``args`` (positional, in the order of ``names``) with the ``poison`` entries written into copies; a None
+    or empty argument is left as it is. The tensors are contiguous here (before any layout is applied)."""
+    args = list(args)
+    for name, index, value in poison:
+        i = names.index(name)
+        if args[i] is not None and args[i].numel():
+            args[i] = args[i].clone()
+            args[i].view(-1)[index % args[i].numel()] = value
+    return args

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import afd_ext
 from afd_ext import reference as R
-from helpers import backend_device_pairs, cpu_backends
+from helpers import backend_device_pairs, cpu_backends, nonfinite_poisons, poison_args
 from helpers import EXAMPLES, LAYOUTS, UNIT_ROUNDOFF, assert_close, dtypes_for, run, with_layout
 
 OP = torch.ops.afd.fe_conv.default
@@ -39,22 +39,6 @@ def _reference(args, pool, dtype):
     return R.fe_conv(*(t.cpu().double() if t is not None else None for t in args), pool).to(dtype)
 
 
-def _poison(args, poison):
-    args = list(args)
-    for name, index, value in poison:
-        i = INPUTS.index(name)
-        if args[i] is not None and args[i].numel():
-            args[i] = args[i].clone()
-            args[i].view(-1)[index % args[i].numel()] = value
-    return args
-
-
-def _poisons():
-    entry = st.tuples(st.sampled_from(INPUTS), st.integers(0, 2**31 - 1),
-                      st.sampled_from([math.nan, math.inf, -math.inf]))
-    return st.one_of(st.just(()), st.lists(entry, min_size=1, max_size=3))
-
-
 @pytest.mark.parametrize("backend,device", PAIRS)
 def test_parity_random(backend, device):
     """Pool on/off, skip on/off, odd and 1-pixel sizes, every layout, the half types on every device
@@ -64,9 +48,9 @@ def test_parity_random(backend, device):
            h=st.integers(1, 19), w=st.integers(1, 19), bias=st.booleans(), skip=st.booleans(), pool=st.booleans(),
            layout=st.sampled_from(LAYOUTS),
            dtype=st.sampled_from(list(dict.fromkeys([*dtypes_for(backend, device), *UNIT_ROUNDOFF]))),
-           seed=st.integers(0, 2**31 - 1), poison=_poisons())
+           seed=st.integers(0, 2**31 - 1), poison=nonfinite_poisons(INPUTS))
     def check(b, cx, cs, cout, h, w, bias, skip, pool, layout, dtype, seed, poison):
-        args = _poison(_args(b, cx, cs, cout, h, w, dtype, device, seed, bias, skip), poison)
+        args = poison_args(_args(b, cx, cs, cout, h, w, dtype, device, seed, bias, skip), INPUTS, poison)
         args[0] = with_layout(args[0], layout)
         if skip:
             args[1] = with_layout(args[1], layout)

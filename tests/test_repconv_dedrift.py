@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import afd_ext
 from afd_ext import reference as R
-from helpers import backend_device_pairs, cpu_backends
+from helpers import backend_device_pairs, cpu_backends, nonfinite_poisons, poison_args
 from helpers import EXAMPLES, LAYOUTS, UNIT_ROUNDOFF, assert_close, dtypes_for, run, with_layout
 
 OP = torch.ops.afd.repconv_dedrift.default
@@ -34,23 +34,6 @@ def _reference(args, act, dtype):
     return R.repconv_dedrift(*(t.cpu().double() if t is not None else None for t in args), act).to(dtype)
 
 
-def _poisons():
-    """Half the examples clean, half with 1-3 NaN/+-inf values written into the inputs."""
-    entry = st.tuples(st.sampled_from(INPUTS), st.integers(0, 2**31 - 1),
-                      st.sampled_from([math.nan, math.inf, -math.inf]))
-    return st.one_of(st.just(()), st.lists(entry, min_size=1, max_size=3))
-
-
-def _poison(args, poison):
-    args = list(args)
-    for name, index, value in poison:
-        i = INPUTS.index(name)
-        if args[i] is not None and args[i].numel():
-            args[i] = args[i].clone()
-            args[i].view(-1)[index % args[i].numel()] = value  # contiguous here (before the layout)
-    return args
-
-
 @pytest.mark.parametrize("backend,device", PAIRS)
 def test_parity_random(backend, device):
     """Every activation, the half types on every device here (tolerance: helpers.tol), and half the
@@ -61,9 +44,10 @@ def test_parity_random(backend, device):
            wb=st.integers(1, 7), rh=st.integers(1, 5), rw=st.integers(1, 5), bias=st.booleans(),
            act=st.sampled_from(ACTS), layout=st.sampled_from(LAYOUTS),
            dtype=st.sampled_from(list(dict.fromkeys([*dtypes_for(backend, device), *UNIT_ROUNDOFF]))),
-           seed=st.integers(0, 2**31 - 1), poison=_poisons())
+           seed=st.integers(0, 2**31 - 1), poison=nonfinite_poisons(INPUTS))
     def check(b, cin, c, hb, wb, rh, rw, bias, act, layout, dtype, seed, poison):
-        x, weight, bias_t, fdm, feat = _poison(_args(b, cin, c, hb, wb, rh, rw, dtype, device, seed, bias), poison)
+        clean = _args(b, cin, c, hb, wb, rh, rw, dtype, device, seed, bias)
+        x, weight, bias_t, fdm, feat = poison_args(clean, INPUTS, poison)
         x, feat = with_layout(x, layout), with_layout(feat, layout)
         out = run(backend, OP, x, weight, bias_t, fdm, feat, act)
         assert_close(out.cpu(), _reference((x, weight, bias_t, fdm, feat), act, dtype), dtype, "repconv_dedrift")
