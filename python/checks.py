@@ -136,15 +136,22 @@ def check_conv_input(x, skip, size: str = "H, W") -> tuple:
     return b, x.shape[1] + cs, h, w
 
 
-def check_fe_conv(x, skip, weight, bias, alpha, pool) -> None:
-    b, cin, h, w = check_conv_input(x, skip)
+def check_conv3x3_weights(x, weight, bias, cin: int, out_name: str) -> int:
+    """A 3x3 conv's weight (out, cin, 3, 3) and bias (out,) or None, of x's dtype and device; returns out
+    (named ``out_name`` in the message)."""
     check_same("weight", weight, "x", x)
     if weight.dim() != 4 or weight.shape[1] != cin or tuple(weight.shape[2:]) != (3, 3):
-        raise ValueError(f"weight must have shape (Cout, {cin}, 3, 3), got {tuple(weight.shape)}")
+        raise ValueError(f"weight must have shape ({out_name}, {cin}, 3, 3), got {tuple(weight.shape)}")
     c = weight.shape[0]
     if bias is not None:
         check_same("bias", bias, "x", x)
         check_shape("bias", bias, (c,))
+    return c
+
+
+def check_fe_conv(x, skip, weight, bias, alpha, pool) -> None:
+    _, cin, _, _ = check_conv_input(x, skip)
+    c = check_conv3x3_weights(x, weight, bias, cin, "Cout")
     check_same("alpha", alpha, "x", x)
     check_shape("alpha", alpha, (c,))
     if not isinstance(pool, bool):
@@ -153,13 +160,7 @@ def check_fe_conv(x, skip, weight, bias, alpha, pool) -> None:
 
 def check_repconv_dedrift(x, weight, bias, fdm, feat, act, skip=None) -> None:
     b, cin, hf, wf = check_conv_input(x, skip, "Hf, Wf")
-    check_same("weight", weight, "x", x)
-    if weight.dim() != 4 or weight.shape[1] != cin or tuple(weight.shape[2:]) != (3, 3):
-        raise ValueError(f"weight must have shape (C, {cin}, 3, 3), got {tuple(weight.shape)}")
-    c = weight.shape[0]
-    if bias is not None:
-        check_same("bias", bias, "x", x)
-        check_shape("bias", bias, (c,))
+    c = check_conv3x3_weights(x, weight, bias, cin, "C")
     check_same("feat", feat, "x", x)
     check_shape("feat", feat, (b, c, hf, wf))
     check_same("fdm", fdm, "x", x)
