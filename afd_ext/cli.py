@@ -218,6 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="crop: compress the 224 crop (the paper's); resized: that JPEG through resize 256 / "
                         "crop 224 again; full: compress the whole photo, then resize / crop")
     e.add_argument("--codec", choices=CODECS, default="jpeg")
+    e.add_argument("--as-predict", action="store_true",
+                   help="the AFD column as `afd predict` would answer: the classifier alone where the file each "
+                        "image was read from is lossless or a JPEG above --skip-afd-above (side information "
+                        "from the file; the default measures pixels only)")
+    e.add_argument("--skip-afd-above", type=_quality_or_none, default=SKIP_AFD_ABOVE_QUALITY, metavar="Q",
+                   help="with --as-predict: the quality above which predict skips the AFD "
+                        f"(default {SKIP_AFD_ABOVE_QUALITY}; 'none': never skip a JPEG)")
     e.add_argument("--json", default=None, help="write the result as JSON")
     e.add_argument("--plot", default=None, help="write a PNG: top-1 against quality")
     e.add_argument("--batch-size", type=batch_type, default=50)
@@ -370,7 +377,8 @@ def cmd_eval(a) -> int:
             raise ValueError(f"no labelled image of the decision set in {', '.join(map(str, a.paths))}")
     result = ev.evaluate(model, paths, a.quality, batch_size=a.batch_size, multi_compress=a.multi_compress,
                          seed=a.seed, strict=a.strict, progress=not a.no_progress, limit=a.limit,
-                         checkpoint=ckpt, backbone=a.backbone, protocol=a.protocol, codec=a.codec)
+                         checkpoint=ckpt, backbone=a.backbone, protocol=a.protocol, codec=a.codec,
+                         as_predict=a.as_predict, skip_afd_above=a.skip_afd_above)
     print(ev.format_table(result))
     _report_skipped(result["skipped"])
     if a.json:

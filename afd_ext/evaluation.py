@@ -18,26 +18,41 @@ class _Tally:
     top1: dict = field(default_factory=lambda: {"direct": 0, "afd": 0})
     top5: dict = field(default_factory=lambda: {"direct": 0, "afd": 0})
     n: int = 0
+    ran: int = 0  # images the AFD ran on (all of them, except as predict)
 
     def add(self, logits: torch.Tensor, labels: torch.Tensor, mode: str) -> None:
         top5 = logits.topk(5, dim=1).indices
         self.top1[mode] += int((top5[:, 0] == labels).sum())
         self.top5[mode] += int((top5 == labels[:, None]).any(1).sum())
 
-    def percent(self) -> dict:
+    def percent(self, ran: bool = False) -> dict:
+        """The row's percentages; ``ran`` adds ``afd_ran`` (the as-predict mode's share)."""
         n = max(self.n, 1)
-        return {"top1_direct": 100.0 * self.top1["direct"] / n, "top1_afd": 100.0 * self.top1["afd"] / n,
-                "top5_direct": 100.0 * self.top5["direct"] / n, "top5_afd": 100.0 * self.top5["afd"] / n}
+        out = {"top1_direct": 100.0 * self.top1["direct"] / n, "top1_afd": 100.0 * self.top1["afd"] / n,
+               "top5_direct": 100.0 * self.top5["direct"] / n, "top5_afd": 100.0 * self.top5["afd"] / n}
+        if ran:
+            out["afd_ran"] = 100.0 * self.ran / n
+        return out
 
 
-def _variants(photo, qualities, multi: bool, rng: random.Random, protocol: str, codec: str):
-    """(key, uint8 tensor) for clean, each quality and, with ``multi``, 1..5 compressions."""
-    out = [("clean", data.to_tensor(data.resize_center_crop(photo)))]
-    out += [(("q", q), data.to_tensor(data.degrade(photo, [q], protocol, codec))) for q in qualities]
+def _variants(photo, qualities, multi: bool, rng: random.Random, protocol: str, codec: str, source: bytes,
+              skip_afd_above: Optional[int]):
+    """(key, uint8 tensor, whether the AFD runs) for clean, each quality and, with ``multi``, 1..5
+    compressions. ``skip_afd_above`` (the as-predict mode): whether the AFD runs is decided as
+    ``afd predict`` decides it, from the header of the file that variant was read from (the source
+    file for clean, the last compressed file otherwise); None: it always runs."""
+    def runs(payload: bytes) -> bool:
+        return skip_afd_above is None or data.afd_runs_on(data.inspect_image(payload), skip_afd_above)
+
+    def variant(key, qs):
+        img, payload = data.degrade(photo, qs, protocol, codec, return_file=True)
+        return key, data.to_tensor(img), runs(payload)
+    out = [("clean", data.to_tensor(data.resize_center_crop(photo)), runs(source) if skip_afd_above is not None
+            else True)]
+    out += [variant(("q", q), [q]) for q in qualities]
     if multi:
         for times in range(1, 6):
-            qs = [rng.choice(list(qualities)) for _ in range(times)]
-            out.append((("times", times), data.to_tensor(data.degrade(photo, qs, protocol, codec))))
+            out.append(variant(("times", times), [rng.choice(list(qualities)) for _ in range(times)]))
     return out
 
 
@@ -45,11 +60,18 @@ def _variants(photo, qualities, multi: bool, rng: random.Random, protocol: str, 
 def evaluate(model, paths, qualities: Sequence[int] = data.DEFAULT_QUALITIES, *, batch_size: int = 50,
              multi_compress: bool = False, seed: int = 0, strict: bool = False, progress: bool = True,
              limit: Optional[int] = None, checkpoint: Optional[str] = None, backbone: str = "",
-             protocol: str = "crop", codec: str = "jpeg") -> dict:
+             protocol: str = "crop", codec: str = "jpeg", as_predict: bool = False,
+             skip_afd_above: Optional[int] = data.SKIP_AFD_ABOVE_QUALITY) -> dict:
     """Top-1/top-5 of ``model`` (an AFDClassifier) direct and with the AFD on labelled images.
 
     ``protocol`` (:data:`afd_ext.data.PROTOCOLS`): where the compression happens relative to the
     evaluation transform ('crop', the paper's; 'resized'; 'full'); ``codec``: 'jpeg' or 'webp'.
+
+    ``as_predict``: the AFD column is what ``afd predict`` (``Pipeline``) would answer: where the
+    file the variant was read from is lossless or a JPEG above ``skip_afd_above``
+    (:func:`afd_ext.data.afd_runs_on`), the classifier's own logits; the AFD elsewhere. Each row then
+    reports ``afd_ran``, the percentage of images the AFD ran on. The pixels are the protocol's (for
+    ``crop``, predict would also resize the 224 file again: the ``resized`` protocol's pixels).
 
     ``paths``: files or folders; labels from a leading synset in the file name or the
     folder name. Unreadable files are reported and skipped (``strict`` raises instead).
@@ -60,6 +82,10 @@ def evaluate(model, paths, qualities: Sequence[int] = data.DEFAULT_QUALITIES, *,
         raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(data.PROTOCOLS)}")
     if codec not in data.CODECS:
         raise ValueError(f"unknown codec {codec!r}; choose one of {', '.join(data.CODECS)}")
+    if as_predict and skip_afd_above is not None and (isinstance(skip_afd_above, bool)
+                                                      or not 0 <= int(skip_afd_above) <= 100):
+        raise ValueError(f"skip_afd_above must be a quality in 0..100 or None, got {skip_afd_above!r}")
+    skip = skip_afd_above if as_predict else None
     files = data.list_images(paths)
     labelled = []
     roots = [paths] if isinstance(paths, (str, bytes)) or not isinstance(paths, (list, tuple)) else paths
@@ -86,22 +112,31 @@ def evaluate(model, paths, qualities: Sequence[int] = data.DEFAULT_QUALITIES, *,
     pending: dict = {}
 
     def flush(key):
-        imgs, labels = zip(*pending.pop(key))
+        imgs, labels, ran = zip(*pending.pop(key))
         x = torch.stack(imgs).to(device)
         y = torch.tensor(labels, device=device)
+        ran = torch.tensor(ran, device=device)
         feat, pixels = model.stem_features(x)
         tally = tallies.setdefault(key, _Tally())
         tally.n += len(labels)
-        tally.add(model.head(feat, pixels, use_afd=False), y, "direct")
-        tally.add(model.head(feat, pixels, use_afd=True), y, "afd")
+        tally.ran += int(ran.sum())
+        direct = model.head(feat, pixels, use_afd=False)
+        tally.add(direct, y, "direct")
+        # as predict: the AFD's answer only where it would have run (it never sees the others)
+        if bool(ran.any()):
+            afd = model.head(feat[ran], pixels[ran], use_afd=True)
+            direct = direct.clone()
+            direct[ran] = afd.to(direct.dtype)
+        tally.add(direct, y, "afd")
 
     for idx, (path, label) in enumerate(tqdm(labelled, desc="eval", unit="img", disable=not progress,
                                              file=sys.stderr)):
         try:
             photo = data.load_image(path)
             rng = random.Random(seed * 1_000_003 + idx)
+            source = data.read_image_bytes(path) if skip is not None else b""
             try:  # all of a file's variants or none: a failure here skips the file, never the run
-                variants = _variants(photo, qualities, multi_compress, rng, protocol, codec)
+                variants = _variants(photo, qualities, multi_compress, rng, protocol, codec, source, skip)
             except (ValueError, OSError, MemoryError) as exc:
                 raise data.ImageError(path, f"cannot build its evaluation crops: {exc}") from None
         except data.ImageError as exc:
@@ -109,8 +144,8 @@ def evaluate(model, paths, qualities: Sequence[int] = data.DEFAULT_QUALITIES, *,
                 raise
             skipped.append({"path": exc.path, "error": exc.reason})
             continue
-        for key, tensor in variants:
-            pending.setdefault(key, []).append((tensor, label))
+        for key, tensor, ran in variants:
+            pending.setdefault(key, []).append((tensor, label, ran))
             if len(pending[key]) >= batch_size:
                 flush(key)
     for key in list(pending):
@@ -121,13 +156,14 @@ def evaluate(model, paths, qualities: Sequence[int] = data.DEFAULT_QUALITIES, *,
 
     result = {
         "backbone": backbone, "checkpoint": checkpoint, "protocol": protocol, "codec": codec,
+        "as_predict": bool(as_predict), "skip_afd_above": skip,
         "n_images": tallies["clean"].n,
-        "clean": tallies["clean"].percent(),
-        "qualities": [{"quality": q, **tallies[("q", q)].percent()} for q in qualities],
+        "clean": tallies["clean"].percent(as_predict),
+        "qualities": [{"quality": q, **tallies[("q", q)].percent(as_predict)} for q in qualities],
     }
     result["mean"] = {k: sum(r[k] for r in result["qualities"]) / len(qualities) for k in ("top1_direct", "top1_afd")}
     if multi_compress:
-        result["multi_compress"] = [{"times": t, **tallies[("times", t)].percent()} for t in range(1, 6)]
+        result["multi_compress"] = [{"times": t, **tallies[("times", t)].percent(as_predict)} for t in range(1, 6)]
         result["multi_compress_mean"] = {
             k: sum(r[k] for r in result["multi_compress"]) / 5 for k in ("top1_direct", "top1_afd")}
     result["skipped"] = skipped
@@ -136,24 +172,26 @@ def evaluate(model, paths, qualities: Sequence[int] = data.DEFAULT_QUALITIES, *,
 
 def format_table(result: dict) -> str:
     """Markdown table of an evaluate() result."""
-    lines = ["| setting | top-1 direct | top-1 AFD | gain | top-5 direct | top-5 AFD |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    ran = bool(result.get("as_predict"))  # as predict: the share of images the AFD ran on, per row
+    lines = ["| setting | top-1 direct | top-1 AFD | gain | top-5 direct | top-5 AFD |" + (" AFD ran |" if ran else ""),
+             "| --- | --- | --- | --- | --- | --- |" + (" --- |" if ran else "")]
 
     def row(name, r):
         lines.append(f"| {name} | {r['top1_direct']:.1f} | {r['top1_afd']:.1f} | "
-                     f"{r['top1_afd'] - r['top1_direct']:+.1f} | {r['top5_direct']:.1f} | {r['top5_afd']:.1f} |")
+                     f"{r['top1_afd'] - r['top1_direct']:+.1f} | {r['top5_direct']:.1f} | {r['top5_afd']:.1f} |"
+                     + (f" {r['afd_ran']:.0f}% |" if ran else ""))
     row("clean", result["clean"])
     for r in result["qualities"]:
         row(f"q{r['quality']}", r)
     m = result["mean"]
     lines.append(f"| mean of qualities | {m['top1_direct']:.1f} | {m['top1_afd']:.1f} | "
-                 f"{m['top1_afd'] - m['top1_direct']:+.1f} | | |")
+                 f"{m['top1_afd'] - m['top1_direct']:+.1f} | | |" + (" |" if ran else ""))
     for r in result.get("multi_compress", []):
         row(f"{r['times']}x compressed", r)
     if "multi_compress_mean" in result:
         m = result["multi_compress_mean"]
         lines.append(f"| mean of 1..5x | {m['top1_direct']:.1f} | {m['top1_afd']:.1f} | "
-                     f"{m['top1_afd'] - m['top1_direct']:+.1f} | | |")
+                     f"{m['top1_afd'] - m['top1_direct']:+.1f} | | |" + (" |" if ran else ""))
     return "\n".join(lines)
 
 

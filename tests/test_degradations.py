@@ -224,3 +224,77 @@ def test_evaluate_gives_the_model_each_settings_own_pixels(photo_files):
             assert draws, (times, i)
             more_than_once += not (torch.equal(got, seen[1][i]) or torch.equal(got, seen[2][i]))
     assert more_than_once >= 3  # not one compression again and again
+
+
+def test_degrade_returns_the_file_a_reader_would_open():
+    photo = make_photo(300, 420)
+    for protocol in data.PROTOCOLS:
+        img, payload = data.degrade(photo, [40, 20], protocol, return_file=True)
+        assert np.array_equal(_arr(img), _arr(data.degrade(photo, [40, 20], protocol)))
+        info = data.inspect_image(payload)
+        assert info.format == "JPEG" and info.jpeg_quality == 20  # the last compression's file
+        assert (info.width, info.height) == ((420, 300) if protocol == "full" else (data.CROP, data.CROP))
+    with pytest.raises(ValueError, match="at least one quality"):
+        data.degrade(photo, [], "crop")
+
+
+def test_afd_runs_on_is_predicts_skip_rule():
+    crop = data.resize_center_crop(make_photo(300, 420))
+    png = io.BytesIO()
+    crop.save(png, format="PNG")
+    infos = {q: data.inspect_image(data.compress_bytes(crop, q)) for q in (95, 86, 85, 30)}
+    lossless = data.inspect_image(png.getvalue())
+    assert [data.afd_runs_on(infos[q]) for q in (95, 86, 85, 30)] == [False, False, True, True]
+    assert not data.afd_runs_on(lossless) and data.afd_runs_on(lossless, None) and data.afd_runs_on(None)
+    assert data.afd_runs_on(infos[95], 95) and not data.afd_runs_on(infos[95], 94)
+    assert data.afd_runs_on(data.inspect_image(data.compress_bytes(crop, 95, "webp")))  # lossy WebP: no quality
+
+
+class _OneHotModel(torch.nn.Module):
+    """Direct logits name the label (class 0), the AFD's name class 1: top-1 AFD counts the
+    images the AFD did not run on."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.afd_batches = []
+
+    def stem_features(self, x):
+        return x.float(), x
+
+    def head(self, feat, pixels, use_afd=True):
+        logits = torch.zeros(feat.shape[0], 1000)
+        logits[:, 1 if use_afd else 0] = 1.0
+        if use_afd:
+            self.afd_batches.append(feat.shape[0])
+        return logits
+
+
+def test_evaluate_as_predict_skips_the_afd_where_predict_would(tmp_path):
+    photos = [make_photo(300, 420, seed=s) for s in range(3)]
+    paths = [tmp_path / "n01440764_a.png", tmp_path / "n01440764_b.jpg", tmp_path / "n01440764_c.jpg"]
+    photos[0].save(paths[0])                      # lossless: predict skips the AFD
+    photos[1].save(paths[1], quality=95)          # above 85: skipped
+    photos[2].save(paths[2], quality=50)          # runs
+    files = [str(p) for p in paths]
+    model = _OneHotModel()
+    r = afd_ext.evaluate(model, files, qualities=[90, 40], protocol="full", as_predict=True, progress=False)
+    ran = [r["clean"]["afd_ran"]] + [q["afd_ran"] for q in r["qualities"]]
+    assert ran == pytest.approx([100 / 3, 0.0, 100.0])
+    for row in [r["clean"], *r["qualities"]]:
+        assert row["top1_direct"] == 100.0 and row["top1_afd"] == pytest.approx(100.0 - row["afd_ran"])
+    assert r["as_predict"] and r["skip_afd_above"] == data.SKIP_AFD_ABOVE_QUALITY
+    assert sum(model.afd_batches) == 1 + 3        # the skipped images never entered the AFD
+    assert "AFD ran" in afd_ext.evaluation.format_table(r)
+    # the threshold is predict's: 'none' runs it on every image, 95 on the q95 file and q90 too
+    r = afd_ext.evaluate(model, files, qualities=[90], protocol="full", as_predict=True, skip_afd_above=None,
+                         progress=False)
+    assert r["clean"]["afd_ran"] == r["qualities"][0]["afd_ran"] == 100.0
+    r = afd_ext.evaluate(model, files, qualities=[90], protocol="full", as_predict=True, skip_afd_above=95,
+                         progress=False)
+    assert r["clean"]["afd_ran"] == pytest.approx(200 / 3) and r["qualities"][0]["afd_ran"] == 100.0
+    # pixels only (the default): the AFD runs on everything
+    r = afd_ext.evaluate(model, files, qualities=[90], protocol="full", progress=False)
+    assert not r["as_predict"] and "afd_ran" not in r["clean"] and r["clean"]["top1_afd"] == 0.0
+    with pytest.raises(ValueError, match="skip_afd_above"):
+        afd_ext.evaluate(model, files, as_predict=True, skip_afd_above=101, progress=False)

@@ -21,7 +21,7 @@ import torch
 
 import afd_ext
 from afd_ext.models.checkpoint import read_checkpoint
-from afd_ext.data import DECISION_SET_FRACTION, in_decision_set, list_images
+from afd_ext.data import DECISION_SET_FRACTION, SKIP_AFD_ABOVE_QUALITY, in_decision_set, list_images
 from afd_ext.utils import git_commit, save_figure, write_json
 
 SETTINGS = (("crop", "jpeg"), ("resized", "jpeg"), ("full", "jpeg"), ("crop", "webp"))
@@ -40,6 +40,9 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="output path without extension")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--multi-compress", action="store_true", help="also 1..5 successive compressions (crop, JPEG)")
+    ap.add_argument("--as-predict", action="store_true",
+                    help="the AFD column as `afd predict` would answer (afd eval --as-predict: the classifier "
+                         "alone where the file read is lossless or a JPEG above the skip quality)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -58,20 +61,20 @@ def main() -> None:
         for protocol, codec in SETTINGS:
             r = afd_ext.evaluate(model, files, protocol=protocol, codec=codec, progress=False,
                                  multi_compress=a.multi_compress and (protocol, codec) == ("crop", "jpeg"),
-                                 checkpoint=path, backbone="efficientnet_lite0")
+                                 checkpoint=path, backbone="efficientnet_lite0", as_predict=a.as_predict)
             runs[name]["results"].append(r)
             print(name, protocol, codec, f"clean {r['clean']['top1_direct']:.1f}->{r['clean']['top1_afd']:.1f}",
                   f"mean {r['mean']['top1_direct']:.1f}->{r['mean']['top1_afd']:.1f}", flush=True)
         protocol, codec, qualities = MILD
         r = afd_ext.evaluate(model, files, qualities=list(qualities), protocol=protocol, codec=codec, progress=False,
-                             checkpoint=path, backbone="efficientnet_lite0")
+                             checkpoint=path, backbone="efficientnet_lite0", as_predict=a.as_predict)
         runs[name]["mild"] = r
         print(name, "mild", *[f"q{q['quality']} {q['top1_direct']:.1f}->{q['top1_afd']:.1f}" for q in r["qualities"]],
               flush=True)
     n = runs[next(iter(runs))]["results"][0]["n_images"]
     commit = git_commit()
     out = {"date": datetime.date.today().isoformat(), "commit": commit, "n_images": n,
-           "one_image_points": 100.0 / n, "images": which,
+           "one_image_points": 100.0 / n, "images": which, "as_predict": a.as_predict,
            "qualities": [25, 18, 15, 10, 7], "torch": torch.__version__, "device": "cpu", "runs": runs}
     report(out, a.out)
 
@@ -82,7 +85,11 @@ def report(out: dict, path: str) -> None:
     write_json(path + ".json", out)
     n = out["n_images"]
     lines = [f"Direct vs AFD on {n} labelled dev images, {out['images']} (one image = {100.0 / n:.2f} points), "
-             f"mean top-1 over JPEG/WebP quality 25/18/15/10/7; commit {out['commit']}, {out['date']}.", "",
+             f"mean top-1 over JPEG/WebP quality 25/18/15/10/7; commit {out['commit']}, {out['date']}."
+             + (" AFD column as `afd predict` would answer (`--as-predict`: the classifier alone where the "
+                f"file read is lossless or a JPEG above quality {SKIP_AFD_ABOVE_QUALITY})."
+                if out.get("as_predict") else ""),
+             "",
              "| checkpoint | protocol | codec | clean direct | clean AFD | mean direct | mean AFD | gain |"
              " 1..5x direct | 1..5x AFD |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, run in runs.items():
@@ -126,8 +133,9 @@ def merge(paths, out_path: str) -> None:
     merged = {**first, "runs": {}, "merged_from": [{"commit": p["commit"], "date": p["date"]} for p in parts]}
     directs = []
     for part in parts:
-        if part["images"] != first["images"] or part["n_images"] != first["n_images"]:
-            raise SystemExit(f"cannot merge runs on different images: {part['images']} vs {first['images']}")
+        if (part["images"], part["n_images"], part.get("as_predict")) != (
+                first["images"], first["n_images"], first.get("as_predict")):
+            raise SystemExit(f"cannot merge runs on different images or modes: {part['images']} vs {first['images']}")
         merged["runs"].update(part["runs"])
         for run in part["runs"].values():
             directs.append([r["mean"]["top1_direct"] for r in run["results"]] +

@@ -5,9 +5,10 @@ degradations (JPEG/WebP compression, protocols), labels.
                    files only, non-blocking open, size cap; checkpoints use it too), file_problem
     errors         ImageError, image_errors (the one place decoder exceptions become ImageError)
     jpeg           a JPEG's markers (jpeg_layout) and quality estimate (estimate_jpeg_quality)
-    images         inspect_image, decode_image, read_image_bytes, load_image; the pixel budget
+    images         inspect_image, decode_image, read_image_bytes, load_image; the pixel budget;
+                   afd_runs_on (the rule by which a file's header skips the AFD)
     transforms     the evaluation transform (resize_center_crop, EvalTransform, to_tensor)
-    degradations   compress, degrade (PROTOCOLS, CODECS), multi_compress
+    degradations   compress (compress_bytes: the file), degrade (PROTOCOLS, CODECS), multi_compress
     labels         imagenet_classes, label_from_path, class_name, the decision set
 
 Every loader turns a file into an RGB PIL image or raises :class:`ImageError` (a ValueError) naming
@@ -17,12 +18,13 @@ MAX_ASPECT_RATIO) is read or decoded. Every public name is importable from ``afd
 """
 from PIL import Image, features  # noqa: F401  (Pillow's modules, as afd_ext.data.Image / .features)
 
-from .degradations import (CHROMA_SUBSAMPLING, CODECS, DEFAULT_QUALITIES, PROTOCOLS, compress, degrade,
+from .degradations import (CHROMA_SUBSAMPLING, CODECS, DEFAULT_QUALITIES, PROTOCOLS, compress, compress_bytes,
+                           degrade,
                            jpeg_compress, multi_compress, parse_qualities)
 from .errors import ImageError, image_errors
 from .files import IMAGE_EXTENSIONS, MAX_FILE_BYTES, UnreadableFile, file_problem, list_images, read_regular
-from .images import (MAX_IMAGE_PIXELS, ImageInfo, check_image_size, check_jpeg_data, decode_image, inspect_image,
-                     load_image, read_image_bytes)
+from .images import (MAX_IMAGE_PIXELS, ImageInfo, afd_runs_on, check_image_size, check_jpeg_data, decode_image,
+                     inspect_image, load_image, read_image_bytes)
 from .jpeg import SKIP_AFD_ABOVE_QUALITY, JpegLayout, estimate_jpeg_quality, jpeg_layout, jpeg_quality_of_bytes
 from .labels import (DECISION_SET_FRACTION, class_name, imagenet_classes, in_decision_set, label_from_path,
                      name_hash_fraction)
@@ -30,9 +32,10 @@ from .transforms import (CROP, MAX_ASPECT_RATIO, RESIZE, EvalTransform, check_re
                          to_tensor)
 
 __all__ = [
-    "CHROMA_SUBSAMPLING", "CODECS", "DEFAULT_QUALITIES", "PROTOCOLS", "compress", "degrade", "jpeg_compress",
-    "multi_compress", "parse_qualities", "ImageError", "image_errors", "IMAGE_EXTENSIONS", "MAX_FILE_BYTES",
-    "UnreadableFile", "file_problem", "list_images", "read_regular", "MAX_IMAGE_PIXELS", "ImageInfo",
+    "CHROMA_SUBSAMPLING", "CODECS", "DEFAULT_QUALITIES", "PROTOCOLS", "compress", "compress_bytes", "degrade",
+    "jpeg_compress", "multi_compress", "parse_qualities", "ImageError", "image_errors", "IMAGE_EXTENSIONS",
+    "MAX_FILE_BYTES",
+    "UnreadableFile", "file_problem", "list_images", "read_regular", "MAX_IMAGE_PIXELS", "ImageInfo", "afd_runs_on",
     "check_image_size", "check_jpeg_data", "decode_image", "inspect_image", "load_image", "read_image_bytes",
     "SKIP_AFD_ABOVE_QUALITY", "JpegLayout", "estimate_jpeg_quality", "jpeg_layout", "jpeg_quality_of_bytes",
     "DECISION_SET_FRACTION", "class_name", "imagenet_classes", "in_decision_set", "label_from_path",

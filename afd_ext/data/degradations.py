@@ -15,8 +15,8 @@ CODECS = ("jpeg", "webp")
 CHROMA_SUBSAMPLING = {"4:2:0": 2, "4:4:4": 0}  # Pillow's `subsampling` codes
 
 
-def compress(img: Image.Image, quality: int, codec: str = "jpeg", subsampling: str = "4:2:0") -> Image.Image:
-    """Pillow round trip through ``codec`` ('jpeg' or 'webp') at ``quality`` (1..100).
+def compress_bytes(img: Image.Image, quality: int, codec: str = "jpeg", subsampling: str = "4:2:0") -> bytes:
+    """The file Pillow writes for ``img`` in ``codec`` ('jpeg' or 'webp') at ``quality`` (1..100).
     ``subsampling`` ('4:2:0', Pillow's JPEG default, or '4:4:4') applies to JPEG only."""
     if not 1 <= int(quality) <= 100:
         raise ValueError(f"{codec.upper()} quality must be an integer in 1..100, got {quality}")
@@ -29,10 +29,17 @@ def compress(img: Image.Image, quality: int, codec: str = "jpeg", subsampling: s
         img.save(buf, format="JPEG", quality=int(quality), subsampling=CHROMA_SUBSAMPLING[subsampling])
     else:
         img.save(buf, format="WEBP", quality=int(quality))
-    buf.seek(0)
-    out = Image.open(buf)
-    out.load()
-    return out.convert("RGB")
+    return buf.getvalue()
+
+
+def _decoded(payload: bytes) -> Image.Image:
+    with Image.open(io.BytesIO(payload)) as out:
+        return out.convert("RGB")
+
+
+def compress(img: Image.Image, quality: int, codec: str = "jpeg", subsampling: str = "4:2:0") -> Image.Image:
+    """Pillow round trip through ``codec`` at ``quality``: :func:`compress_bytes`, decoded (RGB)."""
+    return _decoded(compress_bytes(img, quality, codec, subsampling))
 
 
 def jpeg_compress(img: Image.Image, quality: int) -> Image.Image:
@@ -55,15 +62,21 @@ def multi_compress(img: Image.Image, qualities: Sequence[int], times: int, rng: 
 PROTOCOLS = ("crop", "resized", "full")
 
 
-def degrade(photo: Image.Image, qualities: Sequence[int], protocol: str = "crop", codec: str = "jpeg") -> Image.Image:
+def degrade(photo: Image.Image, qualities: Sequence[int], protocol: str = "crop", codec: str = "jpeg",
+            return_file: bool = False):
     """The classifier's 224 input under ``protocol`` after successive compressions at ``qualities``
-    (one entry: one compression)."""
+    (one entry: one compression). ``return_file``: (that image, the bytes of the last compressed
+    file: what a reader of the file, e.g. ``afd predict``, would open)."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    if not qualities:
+        raise ValueError("degrade needs at least one quality")
     img = photo if protocol == "full" else resize_center_crop(photo)
     for q in qualities:
-        img = compress(img, q, codec)
-    return img if protocol == "crop" else resize_center_crop(img)
+        payload = compress_bytes(img, q, codec)
+        img = _decoded(payload)
+    img = img if protocol == "crop" else resize_center_crop(img)
+    return (img, payload) if return_file else img
 
 
 def parse_qualities(values: Iterable) -> list[int]:

@@ -21,7 +21,7 @@ from PIL import Image, features
 
 from .errors import ImageError, image_errors
 from .files import MAX_FILE_BYTES, UnreadableFile, read_regular
-from .jpeg import JpegLayout, _jpeg_quality, _truncated, jpeg_layout
+from .jpeg import SKIP_AFD_ABOVE_QUALITY, JpegLayout, _jpeg_quality, _truncated, jpeg_layout
 from .transforms import MAX_ASPECT_RATIO, RESIZE, to_rgb
 
 # An image is decoded only when its header declares at most MAX_IMAGE_PIXELS pixels: Pillow's own
@@ -107,6 +107,18 @@ class ImageInfo:
     jpeg_quality: Optional[int] = None  # estimated from the quantization tables (JPEG only)
     lossless: Optional[bool] = None     # True: no lossy compression; False: lossy; None: not known
     jpeg: Optional[JpegLayout] = None
+
+
+def afd_runs_on(info: Optional[ImageInfo], skip_afd_above: Optional[int] = SKIP_AFD_ABOVE_QUALITY) -> bool:
+    """Whether the AFD should correct an image whose file header says ``info``: not for a lossless
+    file (nothing to correct) nor a JPEG whose estimated quality is above ``skip_afd_above`` (too
+    little); otherwise (lossy, unknown format or quality, no header, ``skip_afd_above=None``) yes.
+    The one rule ``Pipeline``/``afd predict`` and ``afd eval --as-predict`` apply."""
+    if skip_afd_above is None or info is None:
+        return True
+    if info.lossless:
+        return False
+    return info.jpeg_quality is None or info.jpeg_quality <= skip_afd_above
 
 
 def _not_readable_reason(data: bytes) -> Optional[str]:

@@ -43,9 +43,9 @@ from typing import Any, Iterable, Optional, Sequence, Union
 
 import torch
 
-from ..data import (CROP, IMAGE_EXTENSIONS, RESIZE, SKIP_AFD_ABOVE_QUALITY, ImageError, ImageInfo, check_jpeg_data,
-                    class_name, decode_image, inspect_image, list_images, read_image_bytes, resize_center_crop,
-                    to_tensor)
+from ..data import (CROP, IMAGE_EXTENSIONS, RESIZE, SKIP_AFD_ABOVE_QUALITY, ImageError, ImageInfo, afd_runs_on,
+                    check_jpeg_data, class_name, decode_image, inspect_image, list_images, read_image_bytes,
+                    resize_center_crop, to_tensor)
 from ..utils import resolve_device
 from .decode import NVJPEG_GROUP_PIXELS, _nvjpeg_decode, _nvjpeg_ok, resize_center_crop_tensor
 
@@ -173,13 +173,7 @@ class Pipeline:
     def _runs_afd(self, info: Optional[ImageInfo]) -> bool:
         """The AFD corrects compression artefacts: it runs unless the file says there are none to
         correct (lossless) or too few (a JPEG above ``skip_afd_above``)."""
-        if not self.use_afd:
-            return False
-        if self.skip_afd_above is None or info is None:
-            return True
-        if info.lossless:
-            return False
-        return info.jpeg_quality is None or info.jpeg_quality <= self.skip_afd_above
+        return self.use_afd and afd_runs_on(info, self.skip_afd_above)
 
     def _topk(self, logits: torch.Tensor, topk: int) -> list[list[dict]]:
         n_classes = logits.shape[-1]
