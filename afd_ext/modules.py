@@ -76,6 +76,10 @@ class RepConv(nn.Module):
         self.bn = nn.ModuleList([nn.BatchNorm2d(out_ch) for _ in range(3)]) if bn else None
         self.conv: Optional[nn.Conv2d] = None
 
+    # The training form's forward: False runs the three branches as five convs (the definition,
+    # reference.repconv); True (default) composes them into one 3x3 conv per call.
+    compose_branches: bool = True
+
     @property
     def deployed(self) -> bool:
         return self.conv is not None
@@ -83,6 +87,10 @@ class RepConv(nn.Module):
     def forward(self, x):
         if self.conv is not None:
             return self.conv(x)
+        if self.bn is None and self.compose_branches:
+            # Without BatchNorm the branches are one 3x3 conv (get_equivalent_kernel_bias, exact up to
+            # rounding, differentiable): one conv per call instead of five, the same function and gradients.
+            return F.conv2d(x, *self.get_equivalent_kernel_bias(), padding=1)
         a = self.a_3x3(self.a_1x1(x))
         b = self.b_1x1(self.b_3x3(x))
         c = self.c_1x1(x)

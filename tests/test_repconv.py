@@ -30,8 +30,10 @@ def _rel_err(a, b):
 @pytest.mark.parametrize("hw", [(7, 9), (8, 8), (1, 1), (2, 5), (15, 16)])
 def test_reparameterize_exact(bn, dtype, tol, hw):
     rc = _randomize(RepConv(5, 7, bn=bn).to(dtype)).eval()
+    rc.compose_branches = False  # the three branches as five convs: the definition
     x = torch.randn(3, 5, *hw, dtype=dtype) * 2
     before = rc(x)
+    assert _rel_err(before, R.repconv(x, *_branch_weights(rc)) if not bn else before) < tol
     rc.reparameterize()
     assert rc.deployed and isinstance(rc.conv, torch.nn.Conv2d) and rc.conv.kernel_size == (3, 3)
     after = rc(x)
@@ -85,3 +87,43 @@ def test_zero_init_gives_zero_output():
     rc = RepConv(4, 6, bn=True).eval()
     rc.zero_init()
     assert torch.equal(rc(torch.randn(2, 4, 5, 5)), torch.zeros(2, 6, 5, 5))
+
+
+def _branch_weights(rc):
+    return (rc.a_1x1.weight, rc.a_3x3.weight, rc.a_3x3.bias, rc.b_3x3.weight, rc.b_3x3.bias, rc.b_1x1.weight,
+            rc.b_1x1.bias, rc.c_1x1.weight, rc.c_1x1.bias)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("hw", [(1, 1), (7, 9), (16, 16)])
+def test_training_form_composed_into_one_conv_has_the_branches_function_and_gradients(hw, channels_last):
+    """The training forward (no BatchNorm) runs the branches composed into one 3x3 conv per call:
+    its output and the gradients of the input and of every branch weight are the five-conv
+    definition's (reference.repconv), borders included."""
+    rc = _randomize(RepConv(5, 7, mid_ch=4).double()).train()
+    x = torch.randn(3, 5, *hw, dtype=torch.float64) * 2
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    grads = []
+    for compose in (True, False):
+        rc.compose_branches = compose
+        rc.zero_grad()
+        xi = x.clone().requires_grad_(True)
+        out = rc(xi)
+        out.mul(torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+        grads.append((out.detach(), xi.grad, [p.grad.clone() for p in _branch_weights(rc)]))
+    (o1, gx1, gw1), (o0, gx0, gw0) = grads
+    rc.compose_branches, calls = True, []
+    rc.a_3x3.register_forward_hook(lambda *a: calls.append(1))
+    rc(x)
+    assert calls == []  # composed: no branch conv ran
+    assert _rel_err(o0, R.repconv(x, *_branch_weights(rc))) < 1e-12
+    assert _rel_err(o1, o0) < 1e-12 and _rel_err(gx1, gx0) < 1e-12
+    for a, b in zip(gw1, gw0):
+        assert _rel_err(a, b) < 1e-12
+    # with BatchNorm the branches stay separate (batch statistics do not compose)
+    bn = _randomize(RepConv(5, 7, bn=True).double()).train()
+    calls = []
+    bn.a_3x3.register_forward_hook(lambda *a: calls.append(1))
+    bn(x)
+    assert calls == [1]
