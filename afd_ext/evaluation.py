@@ -19,6 +19,9 @@ class _Tally:
     top5: dict = field(default_factory=lambda: {"direct": 0, "afd": 0})
     n: int = 0
     ran: int = 0  # images the AFD ran on (all of them, except as predict)
+    gate_open: int = 0  # images whose whole-image gate opened (z > 0), of those it ran on
+    gate_sum: float = 0.0  # sum of their gate values g = relu(tanh(z / 2))
+    gated: bool = False  # the model's AFD has a whole-image gate
 
     def add(self, logits: torch.Tensor, labels: torch.Tensor, mode: str) -> None:
         top5 = logits.topk(5, dim=1).indices
@@ -124,6 +127,12 @@ def evaluate(model, paths, qualities: Sequence[int] = data.DEFAULT_QUALITIES, *,
         tally.add(direct, y, "direct")
         # as predict: the AFD's answer only where it would have run (it never sees the others)
         if bool(ran.any()):
+            gate = getattr(getattr(model, "afd", None), "gate_logit", None)
+            z = gate(pixels[ran]) if gate is not None else None
+            if z is not None:  # how far the gate let the correction through (docs/design.md §1)
+                tally.gated = True
+                tally.gate_open += int((z > 0).sum())
+                tally.gate_sum += float(model.afd.gate_value(z.float()).sum())
             afd = model.head(feat[ran], pixels[ran], use_afd=True)
             direct = direct.clone()
             direct[ran] = afd.to(direct.dtype)
@@ -166,32 +175,44 @@ def evaluate(model, paths, qualities: Sequence[int] = data.DEFAULT_QUALITIES, *,
         result["multi_compress"] = [{"times": t, **tallies[("times", t)].percent(as_predict)} for t in range(1, 6)]
         result["multi_compress_mean"] = {
             k: sum(r[k] for r in result["multi_compress"]) / 5 for k in ("top1_direct", "top1_afd")}
+    if any(t.gated for t in tallies.values()):
+        # per setting: % of the images the AFD ran on whose gate opened, and the mean gate value there
+        result["gate"] = {_setting_name(key): {"open": 100.0 * t.gate_open / max(t.ran, 1),
+                                               "mean": t.gate_sum / max(t.ran, 1)} for key, t in tallies.items()}
     result["skipped"] = skipped
     return result
+
+
+def _setting_name(key) -> str:
+    return key if isinstance(key, str) else (f"q{key[1]}" if key[0] == "q" else f"{key[1]}x")
 
 
 def format_table(result: dict) -> str:
     """Markdown table of an evaluate() result."""
     ran = bool(result.get("as_predict"))  # as predict: the share of images the AFD ran on, per row
-    lines = ["| setting | top-1 direct | top-1 AFD | gain | top-5 direct | top-5 AFD |" + (" AFD ran |" if ran else ""),
-             "| --- | --- | --- | --- | --- | --- |" + (" --- |" if ran else "")]
+    gate = result.get("gate")  # a gated AFD: how often its gate opened, and how far
+    lines = ["| setting | top-1 direct | top-1 AFD | gain | top-5 direct | top-5 AFD |" + (" AFD ran |" if ran else "")
+             + (" gate open (mean g) |" if gate else ""),
+             "| --- | --- | --- | --- | --- | --- |" + (" --- |" if ran else "") + (" --- |" if gate else "")]
 
-    def row(name, r):
+    def row(name, r, key):
+        g = gate.get(key) if gate else None
         lines.append(f"| {name} | {r['top1_direct']:.1f} | {r['top1_afd']:.1f} | "
                      f"{r['top1_afd'] - r['top1_direct']:+.1f} | {r['top5_direct']:.1f} | {r['top5_afd']:.1f} |"
-                     + (f" {r['afd_ran']:.0f}% |" if ran else ""))
-    row("clean", result["clean"])
+                     + (f" {r['afd_ran']:.0f}% |" if ran else "")
+                     + ((f" {g['open']:.0f}% ({g['mean']:.2f}) |" if g else " |") if gate else ""))
+    row("clean", result["clean"], "clean")
     for r in result["qualities"]:
-        row(f"q{r['quality']}", r)
+        row(f"q{r['quality']}", r, f"q{r['quality']}")
     m = result["mean"]
     lines.append(f"| mean of qualities | {m['top1_direct']:.1f} | {m['top1_afd']:.1f} | "
-                 f"{m['top1_afd'] - m['top1_direct']:+.1f} | | |" + (" |" if ran else ""))
+                 f"{m['top1_afd'] - m['top1_direct']:+.1f} | | |" + (" |" if ran else "") + (" |" if gate else ""))
     for r in result.get("multi_compress", []):
-        row(f"{r['times']}x compressed", r)
+        row(f"{r['times']}x compressed", r, f"{r['times']}x")
     if "multi_compress_mean" in result:
         m = result["multi_compress_mean"]
         lines.append(f"| mean of 1..5x | {m['top1_direct']:.1f} | {m['top1_afd']:.1f} | "
-                     f"{m['top1_afd'] - m['top1_direct']:+.1f} | | |" + (" |" if ran else ""))
+                     f"{m['top1_afd'] - m['top1_direct']:+.1f} | | |" + (" |" if ran else "") + (" |" if gate else ""))
     return "\n".join(lines)
 
 

@@ -298,3 +298,21 @@ def test_evaluate_as_predict_skips_the_afd_where_predict_would(tmp_path):
     assert not r["as_predict"] and "afd_ran" not in r["clean"] and r["clean"]["top1_afd"] == 0.0
     with pytest.raises(ValueError, match="skip_afd_above"):
         afd_ext.evaluate(model, files, as_predict=True, skip_afd_above=101, progress=False)
+
+
+def test_evaluate_reports_how_far_the_gate_opened(photo_files):
+    """A gated AFD's result says, per setting, the % of images whose gate opened (z > 0) and the
+    mean gate value: here a constant logit (zero weights), +1 (open, g = tanh(1/2)) or -1 (closed)."""
+    model = afd_ext.attach(afd_ext.load_classifier("efficientnet_lite0"), gate="global", width=2)
+    files = [str(f) for f in photo_files[:2]]
+    for bias, opened, mean in ((1.0, 100.0, float(np.tanh(0.5))), (-1.0, 0.0, 0.0)):
+        with torch.no_grad():
+            model.afd.gate_head.bias.fill_(bias)
+        r = afd_ext.evaluate(model, files, qualities=[10], progress=False)
+        assert set(r["gate"]) == {"clean", "q10"}
+        for g in r["gate"].values():
+            assert g["open"] == opened and g["mean"] == pytest.approx(mean, rel=1e-5)
+        assert "gate open" in afd_ext.evaluation.format_table(r)
+    r = afd_ext.evaluate(afd_ext.attach(afd_ext.load_classifier("efficientnet_lite0"), width=2), files,
+                         qualities=[10], progress=False)
+    assert "gate" not in r  # no gate, no gate figures

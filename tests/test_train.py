@@ -468,3 +468,18 @@ def test_the_folded_step_classifier_computes_the_classifier(photos, tmp_path):
     # anything but afd_ext's EfficientNet-Lite (or one with a BatchNorm in training mode): the model itself
     model.classifier._blocks[0]._bn1.train()
     assert frozen_step_model(model) is model
+
+
+def test_profile_train_step_tool_measures_a_step(photos, tmp_path):
+    """tools/profile_train_step.py (the step-cost figures of docs/accuracy.md) runs on this tree and
+    writes its per-phase CPU times and crops per CPU second."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "step"
+    r = subprocess.run([sys.executable, os.path.join(repo, "tools", "profile_train_step.py"), "--data", str(photos),
+                        "--warmup", "1", "--steps", "2", "--train-flags=--batch-size 2 --crop 32 --width 2",
+                        "--out", str(out)], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads(out.with_suffix(".json").read_text())
+    text = json.dumps(result)
+    assert "crops_per_cpu_s" in text and out.with_suffix(".md").exists()

@@ -105,6 +105,20 @@ def report(out: dict, path: str) -> None:
         lines.append(f"| {name} | " + " | ".join(f"{q['top1_direct']:.1f} -> {q['top1_afd']:.1f} "
                                                   f"({q['top1_afd'] - q['top1_direct']:+.1f})"
                                                   for q in run["mild"]["qualities"]) + " |")
+    gated = {name: run for name, run in runs.items() if "gate" in run["mild"]}
+    if gated:  # how often each gated checkpoint's whole-image gate opened (z > 0), per setting
+        cols = [("clean", "crop", "jpeg", "clean"), ("q90", "full", "jpeg", "mild"), ("q75", "full", "jpeg", "mild")]
+        cols += [(q, p, c, None) for p, c in SETTINGS for q in ("q25", "q7")]
+        lines += ["", "Gate opened (z > 0) on % of the images (mean gate value):", "",
+                  "| checkpoint | " + " | ".join(f"{q} {p} {c}" for q, p, c, _ in cols) + " |",
+                  "| --- |" + " --- |" * len(cols)]
+        for name, run in gated.items():
+            by = {(r["protocol"], r["codec"]): r for r in run["results"]}
+            cells = []
+            for q, p, c, where in cols:
+                g = (run["mild"] if where == "mild" else by[p, c]).get("gate", {}).get(q)
+                cells.append(f"{g['open']:.0f}% ({g['mean']:.2f})" if g else "")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     Path(path + ".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     import matplotlib

@@ -56,7 +56,7 @@ T = importlib.import_module("afd_ext.train")  # the module or package (the packa
 # The module whose PHASE_CLOCK a step's phases append to: afd_ext.train.phases (afd_ext/train/); a single
 # afd_ext/train.py (an older commit measured from another worktree) is its own.
 IS_PACKAGE = hasattr(T, "__path__")
-PHASES = importlib.import_module("afd_ext.train.phases") if IS_PACKAGE else T
+PHASE_MODULE = importlib.import_module("afd_ext.train.phases") if IS_PACKAGE else T
 
 #: The v3 recipe's ``afd train`` flags (docs/accuracy.md, "How v3 was trained"), without --data/--out.
 V3_FLAGS = ("--gate global --gate-weight 0.1 --width small --crop 160 --batch-size 16 "
@@ -171,13 +171,13 @@ def measure(args) -> dict:
     wall_ms = []
     proc0, thread_total = time.process_time(), 0.0
     for _ in range(args.steps):
-        PHASES.PHASE_CLOCK = clock = []
+        PHASE_MODULE.PHASE_CLOCK = clock = []
         w, c = time.perf_counter(), time.thread_time()
         clean, comp, labels, gate_targets, _ = next(it)
         clock.append(("data", time.thread_time() - c))
         T.train_step(run, (clean, comp, labels, gate_targets), step)
         step += 1
-        total, PHASES.PHASE_CLOCK = time.thread_time() - c, None
+        total, PHASE_MODULE.PHASE_CLOCK = time.thread_time() - c, None
         wall_ms.append((time.perf_counter() - w) * 1000)
         thread_total += total
         per = defaultdict(float)
