@@ -1,4 +1,4 @@
-"""The ``afd`` command: train, eval, demo, predict, export, bench.
+"""The ``afd`` command: train, fit-gate, eval, demo, predict, export, bench.
 
 Usage errors (unknown flags, bad values) exit with status 2 and a usage line;
 problems with files, folders, checkpoints, missing optional packages or a run that
@@ -209,6 +209,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the frozen classifier channels_last (default: on, every device)")
     t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=TD.progress)
 
+    g = sub.add_parser("fit-gate", help="fit a gated AFD checkpoint's whole-image gate alone, on training photos")
+    g.add_argument("checkpoint", help="an AFD checkpoint with gate 'global' (.safetensors)")
+    g.add_argument("--data", nargs="+", required=True, help="folders/files of photos (as afd train's --data)")
+    g.add_argument("--out", required=True, help="the new checkpoint (.safetensors; a .json beside it)")
+    g.add_argument("--holdout", type=_float_in(0.0, 0.99, "holdout"), default=None,
+                   help="leave out the labelled images whose name hash is below this (default: the "
+                        "checkpoint's own training hold-out)")
+    g.add_argument("--seed", type=seed_type, default=0)
+    g.add_argument("--threads", type=_int_in(1, 1024, "threads"), default=None)
+    g.add_argument("--no-progress", action="store_true")
+
     e = sub.add_parser("eval", help="the evaluation protocol: top-1/top-5 per JPEG quality, direct vs AFD")
     e.add_argument("paths", nargs="+", help="labelled images: files or folders (synset in file/folder name)")
     _add_model_args(e)
@@ -316,6 +327,19 @@ def cmd_train(a) -> int:
     cfg = train_config(a)
     summary = train(cfg, device=a.device)
     print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_fit_gate(a) -> int:
+    from .train import refit_gate
+    if not str(a.out).endswith(".safetensors"):
+        raise ValueError(f"--out {a.out}: an AFD checkpoint is a .safetensors file")
+    _check_outputs(a, "out", inputs=[*a.data, a.checkpoint])
+    if a.threads:
+        import torch
+        torch.set_num_threads(a.threads)
+    record = refit_gate(a.checkpoint, a.data, a.out, holdout=a.holdout, seed=a.seed, progress=not a.no_progress)
+    print(json.dumps(record, indent=2))
     return 0
 
 
@@ -490,7 +514,7 @@ def cmd_bench(a) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "demo": cmd_demo, "predict": cmd_predict,
+COMMANDS = {"train": cmd_train, "fit-gate": cmd_fit_gate, "eval": cmd_eval, "demo": cmd_demo, "predict": cmd_predict,
             "export": cmd_export, "bench": cmd_bench}
 
 

@@ -86,8 +86,14 @@ def block_dct_gate(img: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) 
     checks.check_image(img, uint8=True)
     checks.check_gate_head(img, weight, bias)
     cd = _compute_dtype(weight.dtype)
-    stats = torch.log(block_dct(img.to(cd)).abs().mean(dim=(2, 3)) + GATE_EPS)
-    return F.linear(stats, weight.to(cd), bias.to(cd)).squeeze(1).to(weight.dtype)
+    return F.linear(gate_statistics(img, cd), weight.to(cd), bias.to(cd)).squeeze(1).to(weight.dtype)
+
+
+def gate_statistics(img: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(B,3,H,W) RGB 0..255 -> (B,192): the statistics the whole-image gate weighs,
+    log(mean over blocks |block_dct(img)| + GATE_EPS) per coefficient and colour, in ``dtype``
+    (what ``block_dct_gate`` computes before its linear head; a head is fitted on them)."""
+    return torch.log(block_dct(img.to(dtype)).abs().mean(dim=(2, 3)) + GATE_EPS)
 
 
 def fde_net(coeffs: torch.Tensor, w1, b1, w2, b2, w3, b3, gate: Optional[torch.Tensor] = None) -> torch.Tensor:
