@@ -10,7 +10,9 @@ separate the two sides far better (docs/accuracy.md). The correction (FDE-Net, F
 it is; only ``gate_head`` changes.
 
 Targets follow the joint training's (``dataset.gate_target``): closed (0) for clean inputs and
-compression at quality >= GATE_CLOSED_FROM, open (1) up to GATE_OPEN_UP_TO.
+compression at quality >= GATE_CLOSED_FROM, open (1) up to GATE_OPEN_UP_TO. The regression weighs
+both sides equally, and its bias is then lowered until at most CLOSED_OPEN_PERCENT of the closed
+samples open: a wrong "open" costs the classifier's own answer, a wrong "closed" only a correction.
 """
 from __future__ import annotations
 
