@@ -97,6 +97,8 @@ def test_fit_gate_cli_changes_only_the_gate_head(photos, tmp_path, capsys):
     before, _ = load_checkpoint(src)
     after, config = load_checkpoint(out)
     assert config["gate_fit"]["l2"] in G.L2_GRID and config["backbone"] == "efficientnet_lite0"
+    assert config["lineage"][0]["checkpoint"].endswith("src.safetensors") and len(config["lineage"]) == 1
+    assert config["data"]["lineage_holdout_files"] is None  # the source cannot say what it held out
     changed = {k for k, v in after.state_dict().items() if not torch.equal(v, before.state_dict()[k])}
     assert changed == {"gate_head.weight", "gate_head.bias"}
     # the op computes the fitted logit: statistics x weight + bias

@@ -8,6 +8,7 @@ import pytest
 import afd_ext
 from afd_ext.models.checkpoint import read_checkpoint
 from afd_ext.data import in_decision_set, list_images
+from afd_ext.train import held_out_by_lineage
 from helpers import DEV_IMAGES, needs_data
 
 # Floor on the decision set (233 images, one image = 0.43 points): half of what the shipped checkpoint
@@ -45,11 +46,14 @@ def shipped():
 
 @needs_data
 def test_shipped_checkpoint_never_saw_the_decision_set(decision_set, shipped):
-    """Its training run held out every decision-set image and started from scratch (no --init)."""
+    """Its training run, and every checkpoint it started from (its recorded lineage, or none: trained
+    from scratch), held out every decision-set image; so did a refit of its gate."""
     _, config = shipped
-    held = set(config["data"]["holdout_files"])
-    assert {Path(f).name for f in decision_set} <= held
-    assert config["recipe"].get("init") is None
+    held = held_out_by_lineage(config)
+    assert held is not None and {Path(f).name for f in decision_set} <= held
+    assert {Path(f).name for f in decision_set} <= set(config["data"]["holdout_files"])
+    if "gate_fit" in config:
+        assert config["gate_fit"]["held_out_files"] >= len(decision_set)
 
 
 @needs_data

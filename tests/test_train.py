@@ -363,6 +363,31 @@ def test_init_loads_the_given_weights(photos, tmp_path):
     assert any(not torch.equal(v, torch.zeros_like(v)) for k, v in want.items() if k.startswith("fe.last"))
 
 
+def test_init_records_the_lineage_and_what_all_of_it_held_out(photos, tmp_path):
+    """A run from --init records its starting point (path, sha256) and the labelled images that
+    neither it nor its starting point trained on: the intersection of the two hold-outs."""
+    import hashlib
+
+    from afd_ext.models.checkpoint import read_checkpoint
+    from afd_ext.train import held_out_by_lineage
+    first = tmp_path / "first"
+    assert main(["train", "--data", str(photos), "--out", str(first), "--holdout", "0.99"] + COMMON) == 0
+    _, cfg1 = read_checkpoint(first / "afd.safetensors")
+    held1 = set(cfg1["data"]["holdout_files"])
+    assert held1 and "lineage" not in cfg1 and held_out_by_lineage(cfg1) == held1  # from scratch
+    for holdout, expected in (("0.99", held1), ("0.0", set())):
+        second = tmp_path / f"second_{holdout}"
+        assert main(["train", "--data", str(photos), "--out", str(second), "--init", str(first / "afd.safetensors"),
+                     "--holdout", holdout] + COMMON) == 0
+        _, cfg2 = read_checkpoint(second / "afd.safetensors")
+        sha = hashlib.sha256((first / "afd.safetensors").read_bytes()).hexdigest()
+        assert len(cfg2["lineage"]) == 1 and cfg2["lineage"][0]["sha256"] == sha
+        assert cfg2["lineage"][0]["checkpoint"].endswith("first/afd.safetensors")
+        assert held_out_by_lineage(cfg2) == expected
+    # an ancestor that cannot say what it held out (it started from somewhere unrecorded): unknown
+    assert held_out_by_lineage({"recipe": {"init": "x.safetensors"}, "data": {"holdout_files": ["a"]}}) is None
+
+
 # -- the training step's frozen classifier: fewer operations, the same objective ---------------------
 
 def _tiny_run(photos, tmp_path, **overrides):

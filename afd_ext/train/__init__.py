@@ -9,6 +9,8 @@
     run_folder   the output folder: the lock, stale temporaries, the JSON Lines / CSV logs, the resume checks
     phases       the profiler ranges of a step (STEP_RANGES) and PHASE_CLOCK (set it on this module)
     loop         build_training / train_step (one step, the frozen classifier it runs) and train (the loop)
+    lineage      what a checkpoint's training and everything it started from held out (lineage_record,
+                 held_out_by_lineage)
     gate_fit     refit_gate (``afd fit-gate``): the whole-image gate's head fitted alone, by logistic
                  regression on the protocols' inputs from training photos
 
@@ -19,6 +21,7 @@ from .config import AUTOCAST_CHOICES, INT_RANGES, MAX_COUNT, TrainConfig, classi
 from .dataset import (GATE_CLOSED_FROM, GATE_OPEN_UP_TO, NO_GATE_TARGET, CompressedPairs, gate_target,
                       split_files)
 from .gate_fit import fit_gate_head, gate_samples, refit_gate
+from .lineage import held_out_by_lineage, lineage_record
 from .losses import afd_loss
 from .loop import (TrainingDiverged, TrainingRun, build_training, frozen_step_model, held_out_top1, train,
                    train_step)
@@ -28,7 +31,7 @@ from .run_folder import (CSV_COLUMNS, LOCK_NAME, RESUME_MAY_CHANGE, RUN_FILES, O
 
 __all__ = ["AUTOCAST_CHOICES", "INT_RANGES", "MAX_COUNT", "TrainConfig", "classifier_precision", "GATE_CLOSED_FROM",
            "GATE_OPEN_UP_TO", "NO_GATE_TARGET", "CompressedPairs", "gate_target", "split_files", "fit_gate_head",
-           "gate_samples", "refit_gate", "afd_loss",
+           "gate_samples", "refit_gate", "held_out_by_lineage", "lineage_record", "afd_loss",
            "TrainingDiverged", "TrainingRun", "build_training", "frozen_step_model", "held_out_top1", "train",
            "train_step", "STEP_RANGES", "CSV_COLUMNS", "LOCK_NAME", "RESUME_MAY_CHANGE", "RUN_FILES", "OutputLocked",
            "clean_stale_tmp", "csv_row", "lock_output", "portable_path"]

@@ -190,6 +190,7 @@ def refit_gate(checkpoint, paths: Sequence, out, *, holdout: Optional[float] = N
     ``out`` (.safetensors + .json; the config records the fit). Returns the fit's record."""
     from ..models.checkpoint import load_checkpoint, save_checkpoint
     from .dataset import split_files
+    from .lineage import lineage_record
     from .run_folder import portable_path
     afd, config = load_checkpoint(checkpoint)
     if afd.gate_head is None:
@@ -210,7 +211,10 @@ def refit_gate(checkpoint, paths: Sequence, out, *, holdout: Optional[float] = N
               "holdout": float(holdout), "held_out_files": len(held), "photos": int(len(set(samples.photo.tolist()))),
               "samples": int(samples.targets.numel()), "seed": seed, **fit["report"],
               "open_qualities": list(OPEN_QUALITIES), "mild_qualities": list(MILD_QUALITIES)}
+    lineage = lineage_record(checkpoint, config.get("backbone", ""), {f.name for f in held})
     config = {k: v for k, v in config.items() if k not in ("format_version", "module")}
     config["gate_fit"] = record
+    config["lineage"] = lineage["lineage"]
+    config["data"] = {**config.get("data", {}), "lineage_holdout_files": lineage["lineage_holdout_files"]}
     save_checkpoint(out, afd, config)
     return record

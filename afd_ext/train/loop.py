@@ -36,6 +36,7 @@ from ..models.checkpoint import CheckpointError, read_checkpoint, save_checkpoin
 from ..utils import resolve_device, write_json
 from .config import TrainConfig, classifier_precision
 from .dataset import CompressedPairs, _Offset, split_files
+from .lineage import lineage_record
 from .losses import _lr_at, afd_loss
 from .phases import _phase
 from .run_folder import (RUN_FILES, _check_resume, _csv_text, _recipe, _restart_log, csv_row, lock_output,
@@ -320,6 +321,10 @@ def _train_locked(cfg: TrainConfig, device, rank: int, world: int, out: Path, tr
                                  "channels_last": channels_last},
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
     }
+    if cfg.init is not None:  # what the starting point (and its own) never trained on
+        record = lineage_record(cfg.init, cfg.backbone, {f.name for f in held})
+        config["lineage"] = record["lineage"]
+        config["data"]["lineage_holdout_files"] = record["lineage_holdout_files"]
     log_path = out / "train_log.jsonl"  # and train_log.csv, the same entries flat
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
