@@ -366,10 +366,9 @@ def test_init_loads_the_given_weights(photos, tmp_path):
 def test_init_records_the_lineage_and_what_all_of_it_held_out(photos, tmp_path):
     """A run from --init records its starting point (path, sha256) and the labelled images that
     neither it nor its starting point trained on: the intersection of the two hold-outs."""
-    import hashlib
-
     from afd_ext.models.checkpoint import read_checkpoint
     from afd_ext.train import held_out_by_lineage
+    from afd_ext.train.lineage import weights_sha256
     first = tmp_path / "first"
     assert main(["train", "--data", str(photos), "--out", str(first), "--holdout", "0.99"] + COMMON) == 0
     _, cfg1 = read_checkpoint(first / "afd.safetensors")
@@ -380,10 +379,24 @@ def test_init_records_the_lineage_and_what_all_of_it_held_out(photos, tmp_path):
         assert main(["train", "--data", str(photos), "--out", str(second), "--init", str(first / "afd.safetensors"),
                      "--holdout", holdout] + COMMON) == 0
         _, cfg2 = read_checkpoint(second / "afd.safetensors")
-        sha = hashlib.sha256((first / "afd.safetensors").read_bytes()).hexdigest()
-        assert len(cfg2["lineage"]) == 1 and cfg2["lineage"][0]["sha256"] == sha
+        sha = weights_sha256(first / "afd.safetensors")
+        assert len(cfg2["lineage"]) == 1 and cfg2["lineage"][0]["weights_sha256"] == sha
         assert cfg2["lineage"][0]["checkpoint"].endswith("first/afd.safetensors")
         assert held_out_by_lineage(cfg2) == expected
+    # a checkpoint from before runs recorded their lineage gets the same record afterwards
+    from afd_ext.models.checkpoint import load_checkpoint, save_checkpoint
+    from afd_ext.train.lineage import record_lineage
+    afd, cfg_old = load_checkpoint(tmp_path / "second_0.99" / "afd.safetensors")
+    cfg_old = {k: v for k, v in cfg_old.items() if k not in ("lineage", "format_version", "module")}
+    cfg_old["data"] = {k: v for k, v in cfg_old["data"].items() if k != "lineage_holdout_files"}
+    save_checkpoint(tmp_path / "old.safetensors", afd, cfg_old)
+    assert held_out_by_lineage(read_checkpoint(tmp_path / "old.safetensors")[1]) is None
+    record_lineage(tmp_path / "old.safetensors", first / "afd.safetensors", tmp_path / "recorded.safetensors")
+    _, cfg3 = read_checkpoint(tmp_path / "recorded.safetensors")
+    assert held_out_by_lineage(cfg3) == held1 and cfg3["lineage_recorded_later"]
+    assert cfg3["lineage"][0]["weights_sha256"] == weights_sha256(first / "afd.safetensors")
+    with pytest.raises(ValueError, match="from scratch"):
+        record_lineage(first / "afd.safetensors", first / "afd.safetensors", tmp_path / "x.safetensors")
     # an ancestor that cannot say what it held out (it started from somewhere unrecorded): unknown
     assert held_out_by_lineage({"recipe": {"init": "x.safetensors"}, "data": {"holdout_files": ["a"]}}) is None
 

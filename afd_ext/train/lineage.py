@@ -1,8 +1,9 @@
 """What a checkpoint's training saw, through everything it started from: a run started from another
 checkpoint (``afd train --init``, ``afd fit-gate``) can only have held out an image that every
 checkpoint before it held out too. The new checkpoint's config records its ``lineage`` (each
-ancestor's path and sha256, nearest first) and ``data.lineage_holdout_files``: the labelled images no
-checkpoint of the lineage trained on (absent when an ancestor's own record does not say it)."""
+ancestor's path and the sha256 of its weights, nearest first) and ``data.lineage_holdout_files``:
+the labelled images no checkpoint of the lineage trained on (None when an ancestor's own record
+does not say it)."""
 from __future__ import annotations
 
 import hashlib
@@ -10,15 +11,21 @@ import os
 from pathlib import Path
 from typing import Optional
 
+import torch
+
 from ..models.checkpoint import read_checkpoint
 from .run_folder import portable_path
 
 
-def _sha256(path: Path) -> str:
+def weights_sha256(path: Path) -> str:
+    """sha256 of a checkpoint's tensors (names, dtypes, shapes, bytes, in name order): the same for
+    the same weights whatever the file's metadata says (a lineage recorded later, a new config)."""
+    tensors, _ = read_checkpoint(path)
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
@@ -48,6 +55,26 @@ def lineage_record(init, backbone: str, own_holdout: set) -> dict:
     path = resolve_checkpoint(init, backbone)
     _, config = read_checkpoint(path)
     inherited = held_out_by_lineage(config)
-    entry = {"checkpoint": portable_path(init), "sha256": _sha256(path)}
+    entry = {"checkpoint": portable_path(init), "weights_sha256": weights_sha256(path)}
     return {"lineage": [entry, *config.get("lineage", [])],
             "lineage_holdout_files": None if inherited is None else sorted(own_holdout & inherited)}
+
+
+def record_lineage(checkpoint, init, out) -> dict:
+    """For a checkpoint trained before runs recorded their lineage: save it as ``out`` with the
+    record a run from ``init`` writes today (``lineage``, ``data.lineage_holdout_files``). ``init``
+    must hold the weights its recipe's ``init`` named (the caller vouches for it, e.g. by the sha256
+    of that file at the commit the run was trained from); the config says the record came later
+    (``lineage_recorded_later``). Returns the record."""
+    from ..models.checkpoint import load_checkpoint, save_checkpoint
+    afd, config = load_checkpoint(checkpoint)
+    recorded = config.get("recipe", {}).get("init")
+    if recorded is None:
+        raise ValueError(f"{checkpoint}: trained from scratch (no init); its hold-out is its lineage's")
+    record = lineage_record(init, config.get("backbone", ""), set(config.get("data", {}).get("holdout_files", [])))
+    config = {k: v for k, v in config.items() if k not in ("format_version", "module")}
+    config["lineage"] = record["lineage"]
+    config["lineage_recorded_later"] = True
+    config["data"] = {**config.get("data", {}), "lineage_holdout_files": record["lineage_holdout_files"]}
+    save_checkpoint(out, afd, config)
+    return record
