@@ -12,10 +12,10 @@ from afd_ext.train import held_out_by_lineage
 from helpers import DEV_IMAGES, needs_data
 
 # Floor on the decision set (233 images, one image = 0.43 points): half of what the shipped checkpoint
-# (v3) measured there, +2.7 points on the paper's protocol (bench/results/accuracy_decision_set.md), three
-# images above a rerun's noise of one: a checkpoint with a third of the shipped gain (+0.9) fails.
+# (v5-gatefit) measured there, +4.2 points on the paper's protocol (bench/results/accuracy_decision_set.md),
+# five images above a rerun's noise of one: a checkpoint with a third of the shipped gain (+1.4) fails.
 # Mean top-1 gain over quality 25/18/15/10/7.
-CROP_GAIN_FLOOR = 1.3
+CROP_GAIN_FLOOR = 2.1
 ONE_IMAGE = 100.0 / 233
 
 
@@ -84,7 +84,8 @@ def test_shipped_checkpoint_leaves_mildly_compressed_photos_alone(decision_set, 
         assert q["top1_afd"] >= q["top1_direct"] - ONE_IMAGE - 1e-9, q
 
 
-@pytest.mark.parametrize("name", ["afd_efficientnet_lite0", "afd_efficientnet_lite0_v1", "afd_efficientnet_lite0_v2"])
+@pytest.mark.parametrize("name", ["afd_efficientnet_lite0", "afd_efficientnet_lite0_v1", "afd_efficientnet_lite0_v2",
+                                  "afd_efficientnet_lite0_v3"])
 def test_shipped_checkpoints_record_no_absolute_paths(name):
     weights = Path(afd_ext.models.weights.__file__).parent
     configs = [json.loads((weights / f"{name}.json").read_text()), read_checkpoint(weights / f"{name}.safetensors")[1]]

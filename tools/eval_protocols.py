@@ -147,8 +147,8 @@ def merge(paths, out_path: str) -> None:
     merged = {**first, "runs": {}, "merged_from": [{"commit": p["commit"], "date": p["date"]} for p in parts]}
     directs = []
     for part in parts:
-        if (part["images"], part["n_images"], part.get("as_predict")) != (
-                first["images"], first["n_images"], first.get("as_predict")):
+        if (part["images"], part["n_images"], bool(part.get("as_predict"))) != (
+                first["images"], first["n_images"], bool(first.get("as_predict"))):
             raise SystemExit(f"cannot merge runs on different images or modes: {part['images']} vs {first['images']}")
         merged["runs"].update(part["runs"])
         for run in part["runs"].values():

@@ -3,7 +3,7 @@ its release name, the GFLOPs counter's figures for the model, and its decision-s
 ``tools/eval_protocols.py`` result.
 
     python tools/write_card.py --checkpoint afd_ext/models/weights/afd_efficientnet_lite0.safetensors \
-        --release v3-gatefit --results bench/results/accuracy_decision_set.json --run v3-gatefit
+        --release v5-gatefit --results bench/results/accuracy_decision_set.json --run v5-gatefit
 """
 from __future__ import annotations
 
