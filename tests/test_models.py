@@ -39,13 +39,11 @@ def test_create_model_shipped_afd_and_without_afd():
 
 
 def _q10_photo(seed: int) -> torch.Tensor:
-    import io
-
-    from PIL import Image
-
-    from afd_ext.data import to_tensor
-    from helpers import jpeg_bytes, make_photo
-    return to_tensor(Image.open(io.BytesIO(jpeg_bytes(make_photo(224, 224, seed=seed), quality=10))).convert("RGB"))
+    """One of the demo's bundled photos through the crop protocol at JPEG quality 10 (a real photo:
+    the fitted gate stays shut on the synthetic test photos, whose noise looks like detail)."""
+    from afd_ext.data import degrade, to_tensor
+    from afd_ext.demo import builtin_photos
+    return to_tensor(degrade(builtin_photos()[seed][1], [10], "crop"))
 
 
 def test_create_model_new_afd_is_the_identity():
