@@ -166,8 +166,11 @@ def test_the_temporary_is_beside_the_target_with_the_usual_mode(tmp_path):
 
 
 _WRITER = """
-import sys, time
+import signal, sys, time
 from afd_ext.utils import atomic_path
+# the default dispositions (a test run under nohup would pass SIGHUP on ignored)
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
+signal.signal(signal.SIGHUP, signal.SIG_DFL)
 with atomic_path(sys.argv[1]) as tmp:
     tmp.write_bytes(b"x" * 100000)
     print("writing", flush=True)
