@@ -50,8 +50,7 @@ def _variants(photo, qualities, multi: bool, rng: random.Random, protocol: str, 
     def variant(key, qs):
         img, payload = data.degrade(photo, qs, protocol, codec, return_file=True)
         return key, data.to_tensor(img), runs(payload)
-    out = [("clean", data.to_tensor(data.resize_center_crop(photo)), runs(source) if skip_afd_above is not None
-            else True)]
+    out = [("clean", data.to_tensor(data.resize_center_crop(photo)), runs(source))]
     out += [variant(("q", q), [q]) for q in qualities]
     if multi:
         for times in range(1, 6):
@@ -203,12 +202,12 @@ def format_table(result: dict) -> str:
                      + ((f" {g['open']:.0f}% ({g['mean']:.2f}) |" if g else " |") if gate else ""))
     row("clean", result["clean"], "clean")
     for r in result["qualities"]:
-        row(f"q{r['quality']}", r, f"q{r['quality']}")
+        row(f"q{r['quality']}", r, _setting_name(("q", r["quality"])))
     m = result["mean"]
     lines.append(f"| mean of qualities | {m['top1_direct']:.1f} | {m['top1_afd']:.1f} | "
                  f"{m['top1_afd'] - m['top1_direct']:+.1f} | | |" + (" |" if ran else "") + (" |" if gate else ""))
     for r in result.get("multi_compress", []):
-        row(f"{r['times']}x compressed", r, f"{r['times']}x")
+        row(f"{r['times']}x compressed", r, _setting_name(("times", r["times"])))
     if "multi_compress_mean" in result:
         m = result["multi_compress_mean"]
         lines.append(f"| mean of 1..5x | {m['top1_direct']:.1f} | {m['top1_afd']:.1f} | "

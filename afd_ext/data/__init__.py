@@ -19,8 +19,7 @@ MAX_ASPECT_RATIO) is read or decoded. Every public name is importable from ``afd
 from PIL import Image, features  # noqa: F401  (Pillow's modules, as afd_ext.data.Image / .features)
 
 from .degradations import (CHROMA_SUBSAMPLING, CODECS, DEFAULT_QUALITIES, PROTOCOLS, compress, compress_bytes,
-                           degrade,
-                           jpeg_compress, multi_compress, parse_qualities)
+                           degrade, jpeg_compress, multi_compress, parse_qualities)
 from .errors import ImageError, image_errors
 from .files import IMAGE_EXTENSIONS, MAX_FILE_BYTES, UnreadableFile, file_problem, list_images, read_regular
 from .images import (MAX_IMAGE_PIXELS, ImageInfo, afd_runs_on, check_image_size, check_jpeg_data, decode_image,
@@ -34,8 +33,8 @@ from .transforms import (CROP, MAX_ASPECT_RATIO, RESIZE, EvalTransform, check_re
 __all__ = [
     "CHROMA_SUBSAMPLING", "CODECS", "DEFAULT_QUALITIES", "PROTOCOLS", "compress", "compress_bytes", "degrade",
     "jpeg_compress", "multi_compress", "parse_qualities", "ImageError", "image_errors", "IMAGE_EXTENSIONS",
-    "MAX_FILE_BYTES",
-    "UnreadableFile", "file_problem", "list_images", "read_regular", "MAX_IMAGE_PIXELS", "ImageInfo", "afd_runs_on",
+    "MAX_FILE_BYTES", "UnreadableFile", "file_problem", "list_images", "read_regular", "MAX_IMAGE_PIXELS",
+    "ImageInfo", "afd_runs_on",
     "check_image_size", "check_jpeg_data", "decode_image", "inspect_image", "load_image", "read_image_bytes",
     "SKIP_AFD_ABOVE_QUALITY", "JpegLayout", "estimate_jpeg_quality", "jpeg_layout", "jpeg_quality_of_bytes",
     "DECISION_SET_FRACTION", "class_name", "imagenet_classes", "in_decision_set", "label_from_path",

@@ -94,7 +94,9 @@ def save_checkpoint(path: str | os.PathLike, afd: AFDModule, config: dict,
     if path.suffix != ".safetensors":
         path = path.with_suffix(".safetensors")
     _check_loadable_form(afd, path)
-    config = {"format_version": FORMAT_VERSION, **config, "module": afd.config}
+    # the format and the module config are the writer's, whatever a config read from another file says
+    rest = {k: v for k, v in config.items() if k not in ("format_version", "module")}
+    config = {"format_version": FORMAT_VERSION, **rest, "module": afd.config}
     tensors = {k: v.detach().cpu().contiguous() for k, v in afd.state_dict().items()}
     for k, v in (extra_tensors or {}).items():
         tensors[k] = v.detach().cpu().contiguous()

@@ -212,7 +212,6 @@ def refit_gate(checkpoint, paths: Sequence, out, *, holdout: Optional[float] = N
               "samples": int(samples.targets.numel()), "seed": seed, **fit["report"],
               "open_qualities": list(OPEN_QUALITIES), "mild_qualities": list(MILD_QUALITIES)}
     lineage = lineage_record(checkpoint, config.get("backbone", ""), {f.name for f in held})
-    config = {k: v for k, v in config.items() if k not in ("format_version", "module")}
     config["gate_fit"] = record
     config["lineage"] = lineage["lineage"]
     config["data"] = {**config.get("data", {}), "lineage_holdout_files": lineage["lineage_holdout_files"]}

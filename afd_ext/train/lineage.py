@@ -72,7 +72,6 @@ def record_lineage(checkpoint, init, out) -> dict:
     if recorded is None:
         raise ValueError(f"{checkpoint}: trained from scratch (no init); its hold-out is its lineage's")
     record = lineage_record(init, config.get("backbone", ""), set(config.get("data", {}).get("holdout_files", [])))
-    config = {k: v for k, v in config.items() if k not in ("format_version", "module")}
     config["lineage"] = record["lineage"]
     config["lineage_recorded_later"] = True
     config["data"] = {**config.get("data", {}), "lineage_holdout_files": record["lineage_holdout_files"]}
