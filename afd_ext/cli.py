@@ -19,7 +19,7 @@ from .data import CODECS, IMAGE_EXTENSIONS, PROTOCOLS, SKIP_AFD_ABOVE_QUALITY
 from .inference.export import FORMATS
 from .utils import check_output_file, output_target, write_json
 from .models import list_models
-from .modules import BLOCKS, FDM_MODES, GATES
+from .modules import BLOCKS, FDM_MODES, FDM_SOURCES, GATES
 from .inference.pipeline import AUTOCAST_DTYPES
 
 
@@ -110,6 +110,11 @@ def _quality_or_none(text: str) -> Optional[int]:
 
 def _nonneg_float(text: str) -> float:
     return _float_in(0.0, float("inf"), "value")(text)
+
+
+FDM_SOURCE_HELP = ("where the FDM is estimated: input (the classifier's 224 input: what model(images) does) or "
+                   "file (side information: the decoded file at its own size, its 8x8 JPEG grid intact, resampled "
+                   "with the resize / crop)")
 
 
 def _add_model_args(p, checkpoint_default_help="the checkpoint shipped for the backbone"):
@@ -236,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--skip-afd-above", type=_quality_or_none, default=SKIP_AFD_ABOVE_QUALITY, metavar="Q",
                    help="with --as-predict: the quality above which predict skips the AFD "
                         f"(default {SKIP_AFD_ABOVE_QUALITY}; 'none': never skip a JPEG)")
+    e.add_argument("--fdm-source", choices=FDM_SOURCES, default="input",
+                   help=FDM_SOURCE_HELP + "; with --as-predict the AFD column is then exactly predict's")
     e.add_argument("--json", default=None, help="write the result as JSON")
     e.add_argument("--plot", default=None, help="write a PNG: top-1 against quality")
     e.add_argument("--batch-size", type=batch_type, default=50)
@@ -268,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--skip-afd-above", type=_quality_or_none, default=SKIP_AFD_ABOVE_QUALITY, metavar="Q",
                     help="JPEGs whose estimated quality (from their quantization tables) is above Q skip the "
                          f"AFD (default {SKIP_AFD_ABOVE_QUALITY}; 'none': run it on every image)")
+    pr.add_argument("--fdm-source", choices=FDM_SOURCES, default="input", help=FDM_SOURCE_HELP)
     pr.add_argument("--dtype", choices=AUTOCAST_DTYPES, default=None,
                     help="autocast dtype (default: float16 on CUDA, float32 on CPU)")
     pr.add_argument("--compile", action="store_true", help="torch.compile the model")
@@ -402,7 +410,7 @@ def cmd_eval(a) -> int:
     result = ev.evaluate(model, paths, a.quality, batch_size=a.batch_size, multi_compress=a.multi_compress,
                          seed=a.seed, strict=a.strict, progress=not a.no_progress, limit=a.limit,
                          checkpoint=ckpt, backbone=a.backbone, protocol=a.protocol, codec=a.codec,
-                         as_predict=a.as_predict, skip_afd_above=a.skip_afd_above)
+                         as_predict=a.as_predict, skip_afd_above=a.skip_afd_above, fdm_source=a.fdm_source)
     print(ev.format_table(result))
     _report_skipped(result["skipped"])
     if a.json:
@@ -441,7 +449,8 @@ def cmd_predict(a) -> int:
     if a.strict and problems:
         raise ImageError(*next(iter(problems.items())))
     pipe = Pipeline.from_checkpoint(a.backbone, a.checkpoint, device=a.device, use_afd=not a.no_afd, dtype=a.dtype,
-                                    compile=a.compile, cuda_graphs=a.cuda_graphs, skip_afd_above=a.skip_afd_above)
+                                    compile=a.compile, cuda_graphs=a.cuda_graphs, skip_afd_above=a.skip_afd_above,
+                                    fdm_source=a.fdm_source)
     # A path the system cannot even look up (a name too long) is that path's error row; the
     # rest are classified, in the order given.
     results, run = [], []

@@ -11,6 +11,7 @@ import torch
 from tqdm import tqdm
 
 from . import data
+from .modules import FDM_SOURCES
 
 
 @dataclass
@@ -39,18 +40,28 @@ class _Tally:
 
 
 def _variants(photo, qualities, multi: bool, rng: random.Random, protocol: str, codec: str, source: bytes,
-              skip_afd_above: Optional[int]):
-    """(key, uint8 tensor, whether the AFD runs) for clean, each quality and, with ``multi``, 1..5
-    compressions. ``skip_afd_above`` (the as-predict mode): whether the AFD runs is decided as
-    ``afd predict`` decides it, from the header of the file that variant was read from (the source
-    file for clean, the last compressed file otherwise); None: it always runs."""
+              skip_afd_above: Optional[int], file_fdm=None):
+    """(key, uint8 tensor, whether the AFD runs, side information) for clean, each quality and, with
+    ``multi``, 1..5 compressions. ``skip_afd_above`` (the as-predict mode): whether the AFD runs is
+    decided as ``afd predict`` decides it, from the header of the file that variant was read from (the
+    source file for clean, the last compressed file otherwise); None: it always runs. ``file_fdm``
+    (decoded file, resize) -> (FDM (1,C,Hf,Wf), gate logits or None): the side information of the
+    file each variant was read from, where the AFD runs (else None)."""
     def runs(payload: bytes) -> bool:
         return skip_afd_above is None or data.afd_runs_on(data.inspect_image(payload), skip_afd_above)
 
+    def side(ran: bool, decoded, resize):
+        return file_fdm(data.to_tensor(decoded), resize) if file_fdm is not None and ran else None
+
     def variant(key, qs):
         img, payload = data.degrade(photo, qs, protocol, codec, return_file=True)
-        return key, data.to_tensor(img), runs(payload)
-    out = [("clean", data.to_tensor(data.resize_center_crop(photo)), runs(source))]
+        ran = runs(payload)
+        # crop: the input is the compressed file itself (not resized again); otherwise the file
+        # went through the evaluation transform
+        decoded = (data.decode_image(payload, "<variant>") if file_fdm is not None and ran else None)
+        return key, data.to_tensor(img), ran, side(ran, decoded, None if protocol == "crop" else data.RESIZE)
+    clean_ran = runs(source)
+    out = [("clean", data.to_tensor(data.resize_center_crop(photo)), clean_ran, side(clean_ran, photo, data.RESIZE))]
     out += [variant(("q", q), [q]) for q in qualities]
     if multi:
         for times in range(1, 6):
@@ -63,7 +74,7 @@ def evaluate(model, paths, qualities: Sequence[int] = data.DEFAULT_QUALITIES, *,
              multi_compress: bool = False, seed: int = 0, strict: bool = False, progress: bool = True,
              limit: Optional[int] = None, checkpoint: Optional[str] = None, backbone: str = "",
              protocol: str = "crop", codec: str = "jpeg", as_predict: bool = False,
-             skip_afd_above: Optional[int] = data.SKIP_AFD_ABOVE_QUALITY) -> dict:
+             skip_afd_above: Optional[int] = data.SKIP_AFD_ABOVE_QUALITY, fdm_source: str = "input") -> dict:
     """Top-1/top-5 of ``model`` (an AFDClassifier) direct and with the AFD on labelled images.
 
     ``protocol`` (:data:`afd_ext.data.PROTOCOLS`): where the compression happens relative to the
@@ -74,6 +85,11 @@ def evaluate(model, paths, qualities: Sequence[int] = data.DEFAULT_QUALITIES, *,
     (:func:`afd_ext.data.afd_runs_on`), the classifier's own logits; the AFD elsewhere. Each row then
     reports ``afd_ran``, the percentage of images the AFD ran on. The pixels are the protocol's (for
     ``crop``, predict would also resize the 224 file again: the ``resized`` protocol's pixels).
+
+    ``fdm_source`` (:data:`afd_ext.modules.FDM_SOURCES`): 'input' (the FDM from the classifier's
+    input, what ``model(images)`` does) or 'file': side information, the FDM estimated on the file
+    each variant was read from, decoded at its own size (``AFDClassifier.file_fdm``), as ``afd
+    predict --fdm-source file`` does; with ``as_predict`` the AFD column is exactly predict's answer.
 
     ``paths``: files or folders; labels from a leading synset in the file name or the
     folder name. Unreadable files are reported and skipped (``strict`` raises instead).
@@ -87,6 +103,10 @@ def evaluate(model, paths, qualities: Sequence[int] = data.DEFAULT_QUALITIES, *,
     if as_predict and skip_afd_above is not None and (isinstance(skip_afd_above, bool)
                                                       or not 0 <= int(skip_afd_above) <= 100):
         raise ValueError(f"skip_afd_above must be a quality in 0..100 or None, got {skip_afd_above!r}")
+    if fdm_source not in FDM_SOURCES:
+        raise ValueError(f"fdm_source must be one of {FDM_SOURCES}, got {fdm_source!r}")
+    if fdm_source == "file" and getattr(model, "afd", None) is None:
+        raise ValueError("fdm_source='file' needs a model with an AFD module")
     skip = skip_afd_above if as_predict else None
     files = data.list_images(paths)
     labelled = []
@@ -114,7 +134,7 @@ def evaluate(model, paths, qualities: Sequence[int] = data.DEFAULT_QUALITIES, *,
     pending: dict = {}
 
     def flush(key):
-        imgs, labels, ran = zip(*pending.pop(key))
+        imgs, labels, ran, sides = zip(*pending.pop(key))
         x = torch.stack(imgs).to(device)
         y = torch.tensor(labels, device=device)
         ran = torch.tensor(ran, device=device)
@@ -126,17 +146,27 @@ def evaluate(model, paths, qualities: Sequence[int] = data.DEFAULT_QUALITIES, *,
         tally.add(direct, y, "direct")
         # as predict: the AFD's answer only where it would have run (it never sees the others)
         if bool(ran.any()):
-            gate = getattr(getattr(model, "afd", None), "gate_logit", None)
-            z = gate(pixels[ran]) if gate is not None else None
+            fdm = None
+            if fdm_source == "file":  # the files' FDMs and gate logits, computed per variant
+                got = [sd for sd in sides if sd is not None]
+                fdm = torch.cat([f for f, _ in got]).to(device)
+                z = torch.cat([g for _, g in got]) if got[0][1] is not None else None
+            else:
+                gate = getattr(getattr(model, "afd", None), "gate_logit", None)
+                z = gate(pixels[ran]) if gate is not None else None
             if z is not None:  # how far the gate let the correction through (docs/design.md §1)
                 tally.gated = True
                 tally.gate_open += int((z > 0).sum())
                 tally.gate_sum += float(model.afd.gate_value(z.float()).sum())
-            afd = model.head(feat[ran], pixels[ran], use_afd=True)
+            afd = model.head(feat[ran], pixels[ran], use_afd=True, fdm=fdm)
             direct = direct.clone()
             direct[ran] = afd.to(direct.dtype)
         tally.add(direct, y, "afd")
 
+    def side_fdm(decoded: torch.Tensor, resize: Optional[int]):
+        return model.file_fdm([decoded], data.CROP, resize)
+
+    side_fdm = side_fdm if fdm_source == "file" else None
     for idx, (path, label) in enumerate(tqdm(labelled, desc="eval", unit="img", disable=not progress,
                                              file=sys.stderr)):
         try:
@@ -144,7 +174,8 @@ def evaluate(model, paths, qualities: Sequence[int] = data.DEFAULT_QUALITIES, *,
             rng = random.Random(seed * 1_000_003 + idx)
             source = data.read_image_bytes(path) if skip is not None else b""
             try:  # all of a file's variants or none: a failure here skips the file, never the run
-                variants = _variants(photo, qualities, multi_compress, rng, protocol, codec, source, skip)
+                variants = _variants(photo, qualities, multi_compress, rng, protocol, codec, source, skip,
+                                     side_fdm)
             except (ValueError, OSError, MemoryError) as exc:
                 raise data.ImageError(path, f"cannot build its evaluation crops: {exc}") from None
         except data.ImageError as exc:
@@ -152,8 +183,8 @@ def evaluate(model, paths, qualities: Sequence[int] = data.DEFAULT_QUALITIES, *,
                 raise
             skipped.append({"path": exc.path, "error": exc.reason})
             continue
-        for key, tensor, ran in variants:
-            pending.setdefault(key, []).append((tensor, label, ran))
+        for key, tensor, ran, side in variants:
+            pending.setdefault(key, []).append((tensor, label, ran, side))
             if len(pending[key]) >= batch_size:
                 flush(key)
     for key in list(pending):
@@ -164,7 +195,7 @@ def evaluate(model, paths, qualities: Sequence[int] = data.DEFAULT_QUALITIES, *,
 
     result = {
         "backbone": backbone, "checkpoint": checkpoint, "protocol": protocol, "codec": codec,
-        "as_predict": bool(as_predict), "skip_afd_above": skip,
+        "as_predict": bool(as_predict), "skip_afd_above": skip, "fdm_source": fdm_source,
         "n_images": tallies["clean"].n,
         "clean": tallies["clean"].percent(as_predict),
         "qualities": [{"quality": q, **tallies[("q", q)].percent(as_predict)} for q in qualities],
@@ -190,8 +221,9 @@ def format_table(result: dict) -> str:
     """Markdown table of an evaluate() result."""
     ran = bool(result.get("as_predict"))  # as predict: the share of images the AFD ran on, per row
     gate = result.get("gate")  # a gated AFD: how often its gate opened, and how far
-    lines = ["| setting | top-1 direct | top-1 AFD | gain | top-5 direct | top-5 AFD |" + (" AFD ran |" if ran else "")
-             + (" gate open (mean g) |" if gate else ""),
+    afd = "AFD, FDM from the file" if result.get("fdm_source") == "file" else "AFD"
+    lines = [f"| setting | top-1 direct | top-1 {afd} | gain | top-5 direct | top-5 {afd} |"
+             + (" AFD ran |" if ran else "") + (" gate open (mean g) |" if gate else ""),
              "| --- | --- | --- | --- | --- | --- |" + (" --- |" if ran else "") + (" --- |" if gate else "")]
 
     def row(name, r, key):

@@ -8,9 +8,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import reference
+from .data.transforms import RESIZE, center_crop_geometry
 from .reference.constants import N_COEFF, N_DCT_CHANNELS
 
 FDM_MODES = ("spatial", "global", "none")
+# Where the FDM is estimated at inference: the classifier's input (what model(images) sees), or the
+# decoded file at its own size, its 8x8 grid intact (side information: Pipeline, afd eval/predict).
+FDM_SOURCES = ("input", "file")
 # Whole-image gate on the correction (docs/design.md §1): 'none' (v1/v2: the FDM alone scales it) or
 # 'global': a blind quality estimate z = linear(log of the image's mean |block-DCT coefficient|, one per
 # coefficient and colour channel), g = relu(tanh(z / 2)); trained to close (z <= 0, g = 0 exactly: the
@@ -420,6 +424,47 @@ class AFDModule(nn.Module):
             fdm = F.interpolate(fdm, size=(hf, wf), mode="nearest")
         return fdm
 
+    @torch.no_grad()
+    def file_fdm(self, sources, feat_size, crop: int, resize: Optional[int] = RESIZE,
+                 dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """The FDM estimated on each decoded file at its own size, resampled onto the feature grid of
+        the crop the classifier sees (side information: only a file gives it; docs/design.md §1).
+
+        A resized photo's 8x8 JPEG blocks no longer sit on the input's 8x8 grid: the FDM of the
+        input sees them blurred and shifted. Here the FDE-Net (and the whole-image gate) read the
+        file's own grid, and each block's C-vector lands where the evaluation transform puts that
+        block: ``sources[i]`` (uint8 (3,H,W), RGB) became the input by ``resize`` (short side) and a
+        centre ``crop`` (``data.center_crop_geometry``); ``resize=None``: a centre crop of the file
+        as it is (it was not resized). Returns (FDM (B,C,Hf,Wf) in ``dtype``, the gate's logits (B,)
+        or None), for ``forward(feat, img, fdm=...)``; the gate is already applied to the FDM."""
+        hf, wf = feat_size
+        maps, logits = [], []
+        for src in sources:
+            if not isinstance(src, torch.Tensor) or src.dtype != torch.uint8 or src.dim() != 3 or src.shape[0] != 3:
+                raise ValueError("file_fdm: each source must be a uint8 (3, H, W) tensor, got "
+                                 + (f"{src.dtype} {tuple(src.shape)}" if isinstance(src, torch.Tensor)
+                                    else type(src).__name__))
+            h, w = src.shape[-2:]
+            if resize is None:
+                if min(h, w) < crop:
+                    raise ValueError(f"file_fdm: a {w}x{h} source is smaller than the {crop}x{crop} crop")
+                nw, nh, left, top = w, h, (w - crop) // 2, (h - crop) // 2
+            else:
+                nw, nh, left, top = center_crop_geometry(w, h, resize, crop)
+            img = src.unsqueeze(0)
+            z = self.gate_logit(img)
+            if self.fde is None or self.fdm_mode == "global":  # no grid to resample: one vector an image
+                fdm = self.compute_fdm(img, (1, 1), dtype, z).expand(1, self.channels, hf, wf)
+            else:
+                blocks = self.fde(self._pad8(img, dtype), dtype, z)  # (1,C,ceil(h/8),ceil(w/8))
+                fdm = resample_block_map(blocks, (h, w), (nh, nw), (left, top), crop, (hf, wf))
+            maps.append(fdm.to(dtype))
+            if z is not None:
+                logits.append(z)
+        if not maps:
+            raise ValueError("file_fdm: no sources")
+        return torch.cat(maps), (torch.cat(logits) if logits else None)
+
     GATE_EPS = reference.GATE_EPS  # floor of the mean |coefficient| before the log (flat images)
 
     def gate_logit(self, img: torch.Tensor) -> Optional[torch.Tensor]:
@@ -437,10 +482,19 @@ class AFDModule(nn.Module):
 
     gate_value = staticmethod(reference.gate_value)  # g = relu(tanh(z / 2)): exactly 0 for z <= 0
 
-    def forward(self, feat: torch.Tensor, img: torch.Tensor, return_gate: bool = False):
-        """De-drifted features; ``return_gate=True``: (features, gate logit z (B,) or None)."""
+    def forward(self, feat: torch.Tensor, img: torch.Tensor, return_gate: bool = False,
+                fdm: Optional[torch.Tensor] = None):
+        """De-drifted features; ``return_gate=True``: (features, gate logit z (B,) or None).
+        ``fdm`` (B,C,Hf,Wf): use this FDM, gate applied (``file_fdm``'s), instead of estimating it
+        from img (then z is None)."""
         if feat.dim() != 4 or feat.shape[1] != self.channels:
             raise ValueError(f"feat must have shape (B, {self.channels}, Hf, Wf), got {tuple(feat.shape)}")
+        if fdm is not None:
+            if tuple(fdm.shape) != tuple(feat.shape) or not fdm.is_floating_point():
+                raise ValueError(f"fdm must be a floating tensor of feat's shape {tuple(feat.shape)}, got "
+                                 f"{fdm.dtype} {tuple(fdm.shape)}")
+            out = self._dedrift(feat, fdm.to(feat.dtype))
+            return (out, None) if return_gate else out
         if img.dim() != 4 or img.shape[1] != 3 or img.shape[0] != feat.shape[0]:
             raise ValueError(f"img must have shape ({feat.shape[0]}, 3, H, W), got {tuple(img.shape)}")
         if img.dtype != torch.uint8:  # uint8 stays uint8: the FDE op reads it directly
@@ -471,6 +525,24 @@ class AFDModule(nn.Module):
             x = torch.ops.afd.fe_conv(x, None if skip is None else outs[skip], w, b, alpha, pool)
             outs.append(x)
         return torch.ops.afd.repconv_dedrift(x, weight, bias, fdm, feat, self.act, outs[self.fe.LAST_SKIP])
+
+
+def resample_block_map(blocks: torch.Tensor, source_size, resized_size, offset, crop: int, out_size) -> torch.Tensor:
+    """A per-8x8-block map of a source image (1,C,Hb,Wb) -> its values on the out_size grid of
+    the crop x crop square at ``offset`` (left, top) of the source resized to ``resized_size``
+    (H, W): each output cell takes the block under its centre (nearest: a block is one estimate)."""
+    (h, w), (nh, nw), (left, top) = source_size, resized_size, offset
+    hb, wb = blocks.shape[-2:]
+    ho, wo = out_size
+    dev = blocks.device
+    # output cell centres -> resized-image coordinates -> source pixels -> grid_sample's [-1, 1]
+    ys = ((torch.arange(ho, device=dev, dtype=torch.float64) + 0.5) * crop / ho + top) * h / nh
+    xs = ((torch.arange(wo, device=dev, dtype=torch.float64) + 0.5) * crop / wo + left) * w / nw
+    gy, gx = ys / (8 * hb) * 2 - 1, xs / (8 * wb) * 2 - 1
+    grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1).unsqueeze(0)
+    # float32 at least: in float16 the coordinates would round across block edges
+    dt = torch.promote_types(blocks.dtype, torch.float32)
+    return F.grid_sample(blocks.to(dt), grid.to(dt), mode="nearest", align_corners=False).to(blocks.dtype)
 
 
 def _refold_after_load(fde: FDENet, incompatible_keys) -> None:

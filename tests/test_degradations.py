@@ -262,7 +262,7 @@ class _OneHotModel(torch.nn.Module):
     def stem_features(self, x):
         return x.float(), x
 
-    def head(self, feat, pixels, use_afd=True):
+    def head(self, feat, pixels, use_afd=True, fdm=None):
         logits = torch.zeros(feat.shape[0], 1000)
         logits[:, 1 if use_afd else 0] = 1.0
         if use_afd:

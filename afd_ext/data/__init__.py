@@ -27,8 +27,8 @@ from .images import (MAX_IMAGE_PIXELS, ImageInfo, afd_runs_on, check_image_size,
 from .jpeg import SKIP_AFD_ABOVE_QUALITY, JpegLayout, estimate_jpeg_quality, jpeg_layout, jpeg_quality_of_bytes
 from .labels import (DECISION_SET_FRACTION, class_name, imagenet_classes, in_decision_set, label_from_path,
                      name_hash_fraction)
-from .transforms import (CROP, MAX_ASPECT_RATIO, RESIZE, EvalTransform, check_resize, resize_center_crop, to_rgb,
-                         to_tensor)
+from .transforms import (CROP, MAX_ASPECT_RATIO, RESIZE, EvalTransform, center_crop_geometry, check_resize,
+                         resize_center_crop, to_rgb, to_tensor)
 
 __all__ = [
     "CHROMA_SUBSAMPLING", "CODECS", "DEFAULT_QUALITIES", "PROTOCOLS", "compress", "compress_bytes", "degrade",
@@ -38,6 +38,6 @@ __all__ = [
     "check_image_size", "check_jpeg_data", "decode_image", "inspect_image", "load_image", "read_image_bytes",
     "SKIP_AFD_ABOVE_QUALITY", "JpegLayout", "estimate_jpeg_quality", "jpeg_layout", "jpeg_quality_of_bytes",
     "DECISION_SET_FRACTION", "class_name", "imagenet_classes", "in_decision_set", "label_from_path",
-    "name_hash_fraction", "CROP", "MAX_ASPECT_RATIO", "RESIZE", "EvalTransform", "check_resize",
+    "name_hash_fraction", "CROP", "MAX_ASPECT_RATIO", "RESIZE", "EvalTransform", "center_crop_geometry", "check_resize",
     "resize_center_crop", "to_rgb", "to_tensor",
 ]

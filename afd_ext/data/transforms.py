@@ -43,14 +43,21 @@ def check_resize(width: int, height: int) -> None:
                          f"{round(max(width, height) * RESIZE / min(width, height))}x{RESIZE} pixels")
 
 
+def center_crop_geometry(width: int, height: int, resize: int = RESIZE, crop: int = CROP) -> tuple[int, int, int, int]:
+    """(resized width, resized height, left, top) of the evaluation transform on a width x height
+    image: the short side goes to ``resize``, then the ``crop`` x ``crop`` square at (left, top) of the
+    resized image is kept. Every implementation of the transform (Pillow, tensors) and the file FDM's
+    resampling (``AFDModule.file_fdm``) read it from here."""
+    check_resize(width, height)
+    scale = resize / min(width, height)
+    nw, nh = max(crop, round(width * scale)), max(crop, round(height * scale))
+    return nw, nh, (nw - crop) // 2, (nh - crop) // 2
+
+
 def resize_center_crop(img: Image.Image, resize: int = RESIZE, crop: int = CROP) -> Image.Image:
     """The evaluation transform: short side to ``resize`` (bilinear), centre crop ``crop`` x ``crop``."""
-    w, h = img.size
-    check_resize(w, h)
-    scale = resize / min(w, h)
-    nw, nh = max(crop, round(w * scale)), max(crop, round(h * scale))
+    nw, nh, left, top = center_crop_geometry(*img.size, resize, crop)
     img = img.resize((nw, nh), Image.BILINEAR)
-    left, top = (nw - crop) // 2, (nh - crop) // 2
     return img.crop((left, top, left + crop, top + crop))
 
 

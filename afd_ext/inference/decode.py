@@ -30,7 +30,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..data import CROP, RESIZE, ImageError, ImageInfo, check_resize, image_errors, inspect_image
+from ..data import CROP, RESIZE, ImageError, ImageInfo, center_crop_geometry, image_errors, inspect_image
 
 # Decoded pixels one nvjpeg call may hold on the device (about 200 MB of RGB): a batch of camera
 # photos is decoded in groups of this size, each group resized to crops before the next.
@@ -93,13 +93,11 @@ def resize_center_crop_tensor(img: torch.Tensor, resize: int = RESIZE, crop: int
     (Pillow), pixel values within one grey level of it."""
     x = img if img.dim() == 4 else img.unsqueeze(0)
     h, w = x.shape[-2:]
-    check_resize(w, h)  # before the float copy and the resized tensor are allocated
-    scale = resize / min(w, h)
-    nw, nh = max(crop, round(w * scale)), max(crop, round(h * scale))
+    # checked (check_resize) before the float copy and the resized tensor are allocated
+    nw, nh, left, top = center_crop_geometry(w, h, resize, crop)
     y = x.float()
     if (nh, nw) != (h, w):
         y = F.interpolate(y, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
-    top, left = (nh - crop) // 2, (nw - crop) // 2
     y = y[..., top:top + crop, left:left + crop]
     return y.round_().clamp_(0, 255).to(torch.uint8)
 

@@ -21,6 +21,12 @@ AFD or not
     alone; each result row says the file's ``format``, ``jpeg_quality``, ``lossless`` and whether
     the AFD ran (``afd``).
 
+Side information (``fdm_source='file'``)
+    The FDM (and the whole-image gate) are estimated on each decoded file at its own size, where its
+    8x8 JPEG grid is intact, and resampled with the resize / crop (``AFDClassifier.file_fdm``),
+    instead of on the 224 input, where a resized photo's blocks are blurred and shifted. It costs
+    one block DCT of the whole photo per file (in the decode workers on CPU).
+
 Robustness
     A file that cannot be read or decoded gives ``{"path": ..., "error": ...}`` in its place
     and never stops the others: only regular files are read (FIFOs and devices are refused
@@ -46,6 +52,7 @@ import torch
 from ..data import (CROP, IMAGE_EXTENSIONS, RESIZE, SKIP_AFD_ABOVE_QUALITY, ImageError, ImageInfo, afd_runs_on,
                     check_jpeg_data, class_name, decode_image, inspect_image, list_images, read_image_bytes,
                     resize_center_crop, to_tensor)
+from ..modules import FDM_SOURCES
 from ..utils import resolve_device
 from .decode import NVJPEG_GROUP_PIXELS, _nvjpeg_decode, _nvjpeg_ok, resize_center_crop_tensor
 
@@ -77,6 +84,7 @@ class _Item:
     data: Optional[bytes] = None
     error: Optional[ImageError] = None
     info: Optional[ImageInfo] = None  # the header (format, JPEG quality estimate, lossless), once read
+    fdm: Optional[torch.Tensor] = None  # fdm_source='file': the FDM from the decoded file (1,C,Hf,Wf)
 
 
 class Pipeline:
@@ -100,13 +108,19 @@ class Pipeline:
             files (PNG, BMP, GIF, TIFF without JPEG compression, lossless WebP), run the
             classifier alone: no extra cost, no change. An integer 0..100 (not a bool), or None
             to run the AFD on every image. Lossy files of other formats (WebP, AVIF) run it.
+        fdm_source: 'input' (the FDM from the model's input) or 'file' (side information: from
+            each decoded file at its own size; see the module docs). Files and bytes only, and
+            tensors that ``predict_tensor`` resizes itself.
     """
 
     def __init__(self, model, device=None, use_afd: bool = True, dtype=None, compile: bool = False,
                  cuda_graphs: bool = False, channels_last: bool = True, decoder: str = "auto",
                  workers: Optional[int] = None,
                  deploy: bool = True, resize: int = RESIZE, crop: int = CROP,
-                 skip_afd_above: Optional[int] = SKIP_AFD_ABOVE_QUALITY):
+                 skip_afd_above: Optional[int] = SKIP_AFD_ABOVE_QUALITY, fdm_source: str = "input"):
+        if fdm_source not in FDM_SOURCES:
+            raise ValueError(f"fdm_source must be one of {FDM_SOURCES}, got {fdm_source!r}")
+        self.fdm_source = fdm_source
         self.device = resolve_device(device)
         # bool is an int subclass: True would silently mean "skip above quality 1"
         if skip_afd_above is not None and (isinstance(skip_afd_above, bool)
@@ -159,16 +173,36 @@ class Pipeline:
         return torch.autocast(self.device.type, dtype=self.dtype)
 
     @torch.inference_mode()
-    def logits(self, crops: torch.Tensor, use_afd: Optional[bool] = None) -> torch.Tensor:
+    def logits(self, crops: torch.Tensor, use_afd: Optional[bool] = None,
+               fdm: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Preprocessed crops (N,3,crop,crop), uint8 0..255 (or float 0..1) -> float32 logits.
-        ``use_afd=False`` runs the classifier alone for this call (default: the pipeline's setting)."""
+        ``use_afd=False`` runs the classifier alone for this call (default: the pipeline's setting).
+        ``fdm``: the crops' FDM from their files (``file_fdm``), used instead of their own."""
         x = crops.to(self.device, non_blocking=True)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        use_afd = self.use_afd if use_afd is None else use_afd and self.use_afd
         with self._autocast():
-            out = self._forward(x) if use_afd is None or use_afd == self.use_afd else self._forward(
-                x, use_afd=use_afd and self.use_afd)
+            if fdm is not None and use_afd:
+                out = self._forward(x, use_afd=True, fdm=fdm.to(self.device))
+            else:
+                out = self._forward(x) if use_afd == self.use_afd else self._forward(x, use_afd=use_afd)
         return out.float()
+
+    @torch.inference_mode()
+    def file_fdm(self, decoded: torch.Tensor) -> torch.Tensor:
+        """One decoded file, uint8 (3,H,W) at its own size -> its FDM (1,C,Hf,Wf) for the crop this
+        pipeline makes of it (``fdm_source='file'``)."""
+        return self.model.file_fdm([decoded.to(self.device)], self.crop, self.resize)[0]
+
+    def _side(self, item: _Item, decoded) -> None:
+        """fdm_source='file': the item's FDM from its decoded file (a PIL image or a uint8 tensor),
+        where the AFD will run on it."""
+        if self.fdm_source == "file" and self._runs_afd(item.info):
+            try:
+                item.fdm = self.file_fdm(decoded if isinstance(decoded, torch.Tensor) else to_tensor(decoded))
+            except (ValueError, MemoryError) as exc:
+                raise ImageError(item.name, f"cannot estimate the FDM on the file: {exc}") from None
 
     def _runs_afd(self, info: Optional[ImageInfo]) -> bool:
         """The AFD corrects compression artefacts: it runs unless the file says there are none to
@@ -205,11 +239,15 @@ class Pipeline:
             return []
         if preprocess is None:
             preprocess = tuple(images.shape[-2:]) != (self.crop, self.crop)
+        fdm = None
         if preprocess:
             if images.is_floating_point():
                 images = (images * 255).round().clamp(0, 255).to(torch.uint8)
-            images = resize_center_crop_tensor(images.to(self.device), self.resize, self.crop)
-        return [{"topk": t} for t in self._topk(self.logits(images), topk)]
+            images = images.to(self.device)
+            if self.fdm_source == "file" and self.use_afd:  # the tensors are the decoded files
+                fdm = torch.cat([self.file_fdm(t) for t in images])
+            images = resize_center_crop_tensor(images, self.resize, self.crop)
+        return [{"topk": t} for t in self._topk(self.logits(images, fdm=fdm), topk)]
 
     def predict_files(self, paths: Union[str, os.PathLike, Iterable], topk: int = 5, batch_size: int = 32,
                       strict: bool = False, expand_dirs: bool = True) -> list[dict]:
@@ -275,7 +313,10 @@ class Pipeline:
             if self.decoder == "torchvision" and _nvjpeg_ok(item.info):
                 check_jpeg_data(data, item.info, item.name)  # nvjpeg would decode a cut scan silently
                 return "jpeg", data
-            return "crop", self._crop(decode_image(data, item.name, item.info), item.name)
+            img = decode_image(data, item.name, item.info)
+            crop = self._crop(img, item.name)
+            self._side(item, img)
+            return "crop", crop
         except ImageError as exc:
             return "error", exc
 
@@ -300,13 +341,17 @@ class Pipeline:
             for i, t in zip(group, decoded):
                 if t is not None:
                     try:
-                        out[i] = resize_center_crop_tensor(t.to(self.device), self.resize, self.crop)[0]
+                        t = t.to(self.device)
+                        out[i] = resize_center_crop_tensor(t, self.resize, self.crop)[0]
+                        self._side(chunk[i], t)
                         continue
                     except (ValueError, RuntimeError):  # e.g. out of device memory: Pillow's route
                         pass
                 try:  # the device decoder failed on it: Pillow decodes it or says why not
-                    loaded[i] = ("crop", self._crop(decode_image(loaded[i][1], chunk[i].name, chunk[i].info),
-                                                    chunk[i].name))
+                    out[i] = None
+                    img = decode_image(loaded[i][1], chunk[i].name, chunk[i].info)
+                    loaded[i] = ("crop", self._crop(img, chunk[i].name))
+                    self._side(chunk[i], img)
                 except ImageError as exc:
                     loaded[i] = ("error", exc)
             del decoded
@@ -349,9 +394,12 @@ class Pipeline:
                         sel = [j for j, r in enumerate(runs) if r == flag]
                         if sel:
                             part = crops if len(sel) == len(good) else crops[torch.tensor(sel, device=crops.device)]
-                            for j, t in zip(sel, self._topk(self.logits(part, use_afd=flag), topk)):
+                            fdm = (torch.cat([chunk[good[j]].fdm for j in sel])
+                                   if flag and self.fdm_source == "file" and self.use_afd else None)
+                            for j, t in zip(sel, self._topk(self.logits(part, use_afd=flag, fdm=fdm), topk)):
                                 by_index[good[j]] = (t, flag)
                 for i, (item, val) in enumerate(zip(chunk, decoded)):
+                    item.fdm = None  # a run over many files keeps no FDM it has used
                     if i in by_index:
                         t, ran = by_index[i]
                         info = item.info
@@ -364,4 +412,5 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return (f"Pipeline(device={self.device}, dtype={self.dtype}, use_afd={self.use_afd}, "
+                f"fdm_source={self.fdm_source!r}, "
                 f"decoder={self.decoder!r}, compiled={self.compiled}, channels_last={self.channels_last})")

@@ -89,14 +89,43 @@ class AFDClassifier(nn.Module):
         pixels = self.to_pixels(images, self.input_dtype())
         return self.adapter.stem(self.normalize(pixels)), images if images.dtype == torch.uint8 else pixels
 
-    def head(self, feat: torch.Tensor, pixels: torch.Tensor, use_afd: bool = True) -> torch.Tensor:
-        """De-drift (or only activate) the stem features, then the rest of the classifier."""
+    def head(self, feat: torch.Tensor, pixels: torch.Tensor, use_afd: bool = True,
+             fdm: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """De-drift (or only activate) the stem features, then the rest of the classifier.
+        ``fdm``: the FDM to use instead of the one estimated from the pixels (``file_fdm``)."""
         from .. import reference
         if use_afd and self.afd is not None:
-            out = self.afd(feat, pixels)
+            out = self.afd(feat, pixels) if fdm is None else self.afd(feat, pixels, fdm=fdm)
         else:
             out = reference.apply_act(feat, self.adapter.act)
         return self.adapter.rest(out)
+
+    @torch.no_grad()
+    def feature_size(self, height: int, width: int) -> tuple[int, int]:
+        """(Hf, Wf) of the stem's features for a height x width input (the stem run once on zeros
+        of that size, then remembered)."""
+        cache = self.__dict__.setdefault("_feature_sizes", {})
+        if (height, width) not in cache:
+            ref = next(self.classifier.parameters(), self.mean)
+            with _eval_mode(self.classifier):
+                x = torch.zeros((1, 3, height, width), dtype=self.input_dtype(), device=ref.device)
+                cache[(height, width)] = tuple(self.adapter.stem(x).shape[-2:])
+        return cache[(height, width)]
+
+    def file_fdm(self, sources, crop: int, resize="auto") -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """The FDM for inputs made from decoded files by the evaluation transform, estimated on each
+        file's own 8x8 grid (``AFDModule.file_fdm``): ``sources`` uint8 (3,H,W) each, ``crop`` the
+        input's size, ``resize`` the transform's short side ('auto': ``pretrained_cfg``'s, else 256;
+        None: the input is a centre crop of the file as it is). Returns (the FDM for
+        ``model(inputs, fdm=...)``, the gate's logits (B,) or None)."""
+        from ..data.transforms import RESIZE
+        if self.afd is None:
+            raise ValueError("file_fdm needs a model with an AFD module")
+        if resize == "auto":
+            resize = self.pretrained_cfg.get("resize", RESIZE)
+        ref = next(self.afd.parameters())
+        sources = [s.to(ref.device) for s in sources]
+        return self.afd.file_fdm(sources, self.feature_size(crop, crop), crop, resize, dtype=self.input_dtype())
 
     def transforms(self):
         """PIL image / uint8 tensor -> this model's input, as ``afd eval`` makes it
@@ -111,10 +140,13 @@ class AFDClassifier(nn.Module):
             self.afd.train(mode)
         return self
 
-    def forward(self, images: torch.Tensor, use_afd: Optional[bool] = None) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, use_afd: Optional[bool] = None,
+                fdm: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Logits for images. ``fdm``: side information, the FDM ``file_fdm`` estimated on the files
+        the images were cut from, used instead of the images' own."""
         with _eval_mode(self.classifier):
             feat, pixels = self.stem_features(images)
-            return self.head(feat, pixels, self.use_afd if use_afd is None else use_afd)
+            return self.head(feat, pixels, self.use_afd if use_afd is None else use_afd, fdm)
 
     def deploy(self, impl: str = "fused", dtype: Optional[torch.dtype] = None) -> "AFDClassifier":
         """The AFD in its inference form (``AFDModule.deploy``), eval mode."""
