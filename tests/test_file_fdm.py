@@ -160,3 +160,13 @@ def test_fdm_sources_are_the_clis_choices():
         with pytest.raises(SystemExit):
             parser.parse_args([*cmd, "--fdm-source", "crop"])
     assert FDM_SOURCES == ("input", "file")
+
+
+def test_ray_predictor_passes_the_fdm_source_on(checkpoint_small, jpeg_files):
+    from afd_ext.ray_data import Predictor
+    pred = Predictor(checkpoint=checkpoint_small, device="cpu", topk=1, fdm_source="file")
+    assert pred.pipe.fdm_source == "file"
+    pipe = Pipeline.from_checkpoint("efficientnet_lite0", checkpoint_small, device="cpu", fdm_source="file")
+    out = pred({"bytes": [jpeg_files[1].read_bytes()], "path": ["x"]})
+    assert out["top1_prob"][0] == pytest.approx(pipe.predict_files([jpeg_files[1]], topk=1)[0]["topk"][0]["prob"],
+                                                abs=1e-5)

@@ -34,17 +34,19 @@ class Predictor:
     estimated from the quantization tables its components use, -1 when not a JPEG or on error);
     ``afd_applied`` (False for JPEGs above ``skip_afd_above``, lossless files and on error);
     ``error`` ('' when none); ``topk`` / ``topk_probs`` (N, topk) (-1 / 0.0 on error).
+    ``fdm_source``: as ``Pipeline``'s ('file': the FDM from each file at its own size).
     """
 
     def __init__(self, backbone: str = "efficientnet_lite0", checkpoint: Optional[str] = None,
                  device: Optional[str] = None, dtype: Optional[str] = None, topk: int = 5,
-                 skip_afd_above: Optional[int] = SKIP_AFD_ABOVE_QUALITY, use_afd: bool = True):
+                 skip_afd_above: Optional[int] = SKIP_AFD_ABOVE_QUALITY, use_afd: bool = True,
+                 fdm_source: str = "input"):
         from .pipeline import Pipeline
         if not 1 <= int(topk) <= 1000:
             raise ValueError(f"topk must be in 1..1000, got {topk}")
         self.topk = int(topk)
         self.pipe = Pipeline.from_checkpoint(backbone, checkpoint, device=device, dtype=dtype, use_afd=use_afd,
-                                             skip_afd_above=skip_afd_above)
+                                             skip_afd_above=skip_afd_above, fdm_source=fdm_source)
 
     def __call__(self, batch: Any) -> dict[str, np.ndarray]:
         if hasattr(batch, "to_dict") and not isinstance(batch, dict):  # a pandas batch
