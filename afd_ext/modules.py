@@ -452,12 +452,18 @@ class AFDModule(nn.Module):
             else:
                 nw, nh, left, top = center_crop_geometry(w, h, resize, crop)
             img = src.unsqueeze(0)
-            z = self.gate_logit(img)
+            z = self.gate_logit(img)  # the whole file's statistics
             if self.fde is None or self.fdm_mode == "global":  # no grid to resample: one vector an image
                 fdm = self.compute_fdm(img, (1, 1), dtype, z).expand(1, self.channels, hf, wf)
             else:
-                blocks = self.fde(self._pad8(img, dtype), dtype, z)  # (1,C,ceil(h/8),ceil(w/8))
-                fdm = resample_block_map(blocks, (h, w), (nh, nw), (left, top), crop, (hf, wf))
+                rows, cols = crop_block_indices((h, w), (nh, nw), (left, top), crop, (hf, wf))
+                rows, cols = rows.to(src.device), cols.to(src.device)
+                # only the blocks the crop shows: the FDE-Net is per block, so the same values as
+                # from the whole file (a region ending at the file's edge is padded as the file is)
+                r0, r1, c0, c1 = int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
+                region = img[..., r0 * 8:min(h, r1 * 8), c0 * 8:min(w, c1 * 8)]
+                blocks = self.fde(self._pad8(region, dtype), dtype, z)
+                fdm = blocks[:, :, rows - r0][:, :, :, cols - c0]
             maps.append(fdm.to(dtype))
             if z is not None:
                 logits.append(z)
@@ -527,22 +533,16 @@ class AFDModule(nn.Module):
         return torch.ops.afd.repconv_dedrift(x, weight, bias, fdm, feat, self.act, outs[self.fe.LAST_SKIP])
 
 
-def resample_block_map(blocks: torch.Tensor, source_size, resized_size, offset, crop: int, out_size) -> torch.Tensor:
-    """A per-8x8-block map of a source image (1,C,Hb,Wb) -> its values on the out_size grid of
-    the crop x crop square at ``offset`` (left, top) of the source resized to ``resized_size``
-    (H, W): each output cell takes the block under its centre (nearest: a block is one estimate)."""
+def crop_block_indices(source_size, resized_size, offset, crop: int, out_size) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows (Ho,), columns (Wo,)) of the source's 8x8 block under the centre of each cell of an
+    out_size grid over the crop x crop square at ``offset`` (left, top) of the source resized to
+    ``resized_size`` (H, W): where the evaluation transform puts each block of the source."""
     (h, w), (nh, nw), (left, top) = source_size, resized_size, offset
-    hb, wb = blocks.shape[-2:]
     ho, wo = out_size
-    dev = blocks.device
-    # output cell centres -> resized-image coordinates -> source pixels -> grid_sample's [-1, 1]
-    ys = ((torch.arange(ho, device=dev, dtype=torch.float64) + 0.5) * crop / ho + top) * h / nh
-    xs = ((torch.arange(wo, device=dev, dtype=torch.float64) + 0.5) * crop / wo + left) * w / nw
-    gy, gx = ys / (8 * hb) * 2 - 1, xs / (8 * wb) * 2 - 1
-    grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1).unsqueeze(0)
-    # float32 at least: in float16 the coordinates would round across block edges
-    dt = torch.promote_types(blocks.dtype, torch.float32)
-    return F.grid_sample(blocks.to(dt), grid.to(dt), mode="nearest", align_corners=False).to(blocks.dtype)
+    # cell centres -> resized-image coordinates -> source pixels (float64: no rounding across an edge)
+    ys = ((torch.arange(ho, dtype=torch.float64) + 0.5) * crop / ho + top) * h / nh
+    xs = ((torch.arange(wo, dtype=torch.float64) + 0.5) * crop / wo + left) * w / nw
+    return ((ys // 8).long().clamp_(0, (h + 7) // 8 - 1), (xs // 8).long().clamp_(0, (w + 7) // 8 - 1))
 
 
 def _refold_after_load(fde: FDENet, incompatible_keys) -> None:

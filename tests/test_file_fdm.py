@@ -10,7 +10,7 @@ import afd_ext
 from afd_ext import data
 from afd_ext.inference.decode import resize_center_crop_tensor
 from afd_ext.inference.pipeline import Pipeline
-from afd_ext.modules import FDM_SOURCES, AFDModule, resample_block_map
+from afd_ext.modules import FDM_SOURCES, AFDModule, crop_block_indices
 from helpers import jpeg_bytes, make_photo, perturb
 
 
@@ -49,18 +49,34 @@ def test_crop_of_an_unresized_file_is_the_input_itself():
     assert afd.gate_value(z).item() > 0
 
 
-def test_resampling_follows_the_resize():
-    """A block map that numbers the blocks: each feature cell must hold the block under its centre,
-    mapped back through the resize (here a 2x downscale of a 512x640 photo)."""
-    hb, wb = 64, 80
-    blocks = torch.arange(hb * wb, dtype=torch.float32).view(1, 1, hb, wb)
+def test_block_indices_follow_the_resize():
+    """Each feature cell takes the block under its centre, mapped back through the resize (here a
+    2x downscale of a 512x640 photo)."""
     nw, nh, left, top = data.center_crop_geometry(640, 512)
     assert (nw, nh) == (320, 256)
-    out = resample_block_map(blocks, (512, 640), (nh, nw), (left, top), 224, (112, 112))
-    for i, j in [(0, 0), (5, 77), (111, 111), (60, 3)]:
-        # feature cell (i, j) covers crop pixels 2i..2i+2: centre 2i+1 -> resized y = 2i+1+top -> photo y x2
-        py, px = (2 * i + 1 + top) * 2, (2 * j + 1 + left) * 2
-        assert out[0, 0, i, j].item() == (py // 8) * wb + px // 8
+    rows, cols = crop_block_indices((512, 640), (nh, nw), (left, top), 224, (112, 112))
+    for i in (0, 5, 60, 111):
+        # cell i covers crop pixels 2i..2i+2: centre 2i+1 -> resized 2i+1+top -> source x2
+        assert rows[i].item() == (2 * i + 1 + top) * 2 // 8
+        assert cols[i].item() == (2 * i + 1 + left) * 2 // 8
+
+
+def test_file_fdm_is_the_whole_files_fdm_where_the_crop_lands():
+    """The FDE-Net runs on the blocks the crop shows only; the values must be those of the whole
+    file's FDM (odd sizes: the blocks at the file's edge are padded as the whole file's are)."""
+    afd = _afd(gate="global", seed=3)
+    with torch.no_grad():
+        afd.gate_head.bias.fill_(2.0)
+    for h, w in [(301, 419), (419, 301), (999, 260), (224, 230)]:
+        src = _source(h, w, seed=h)
+        img = src.unsqueeze(0)
+        z = afd.gate_logit(img)
+        whole = afd.fde(afd._pad8(img, torch.float32), torch.float32, z)
+        nw, nh, left, top = data.center_crop_geometry(w, h)
+        rows, cols = crop_block_indices((h, w), (nh, nw), (left, top), 224, (112, 112))
+        fdm, z_file = afd.file_fdm([src], (112, 112), 224)
+        torch.testing.assert_close(fdm, whole[:, :, rows][:, :, :, cols], rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(z_file, z)
 
 
 def test_global_and_no_fdm_modes_give_one_vector_per_image():
