@@ -22,6 +22,7 @@ import torch
 import afd_ext
 from afd_ext.models.checkpoint import read_checkpoint
 from afd_ext.data import DECISION_SET_FRACTION, SKIP_AFD_ABOVE_QUALITY, in_decision_set, list_images
+from afd_ext.modules import FDM_SOURCES
 from afd_ext.utils import git_commit, save_figure, write_json
 
 SETTINGS = (("crop", "jpeg"), ("resized", "jpeg"), ("full", "jpeg"), ("crop", "webp"))
@@ -43,6 +44,8 @@ def main() -> None:
     ap.add_argument("--as-predict", action="store_true",
                     help="the AFD column as `afd predict` would answer (afd eval --as-predict: the classifier "
                          "alone where the file read is lossless or a JPEG above the skip quality)")
+    ap.add_argument("--fdm-source", choices=FDM_SOURCES, default="input",
+                    help="file: the FDM from the file each input was read from (afd eval --fdm-source file)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -57,17 +60,19 @@ def main() -> None:
     for spec in a.checkpoint:
         name, path = spec.split("=", 1)
         model = afd_ext.create_model("efficientnet_lite0", checkpoint=path)
-        runs[name] = {"checkpoint": path, "results": []}
+        runs[name] = {"checkpoint": path, "fdm_source": a.fdm_source, "results": []}
         for protocol, codec in SETTINGS:
             r = afd_ext.evaluate(model, files, protocol=protocol, codec=codec, progress=False,
                                  multi_compress=a.multi_compress and (protocol, codec) == ("crop", "jpeg"),
-                                 checkpoint=path, backbone="efficientnet_lite0", as_predict=a.as_predict)
+                                 checkpoint=path, backbone="efficientnet_lite0", as_predict=a.as_predict,
+                                 fdm_source=a.fdm_source)
             runs[name]["results"].append(r)
             print(name, protocol, codec, f"clean {r['clean']['top1_direct']:.1f}->{r['clean']['top1_afd']:.1f}",
                   f"mean {r['mean']['top1_direct']:.1f}->{r['mean']['top1_afd']:.1f}", flush=True)
         protocol, codec, qualities = MILD
         r = afd_ext.evaluate(model, files, qualities=list(qualities), protocol=protocol, codec=codec, progress=False,
-                             checkpoint=path, backbone="efficientnet_lite0", as_predict=a.as_predict)
+                             checkpoint=path, backbone="efficientnet_lite0", as_predict=a.as_predict,
+                             fdm_source=a.fdm_source)
         runs[name]["mild"] = r
         print(name, "mild", *[f"q{q['quality']} {q['top1_direct']:.1f}->{q['top1_afd']:.1f}" for q in r["qualities"]],
               flush=True)
