@@ -25,7 +25,8 @@ Side information (``fdm_source='file'``)
     The FDM (and the whole-image gate) are estimated on each decoded file at its own size, where its
     8x8 JPEG grid is intact, and resampled with the resize / crop (``AFDClassifier.file_fdm``),
     instead of on the 224 input, where a resized photo's blocks are blurred and shifted. It costs
-    one block DCT of the whole photo per file (in the decode workers on CPU).
+    the FDE-Net on every block of the file the crop shows (in the decode workers on CPU): about ten
+    times the classifier for a 12-megapixel photo (docs/design.md §1).
 
 Robustness
     A file that cannot be read or decoded gives ``{"path": ..., "error": ...}`` in its place
