@@ -124,7 +124,7 @@ class AFDClassifier(nn.Module):
         if resize == "auto":
             resize = self.pretrained_cfg.get("resize", RESIZE)
         ref = next(self.afd.parameters())
-        sources = [s.to(ref.device) for s in sources]
+        sources = [s.to(ref.device) if isinstance(s, torch.Tensor) else s for s in sources]  # the AFD says what is wrong
         return self.afd.file_fdm(sources, self.feature_size(crop, crop), crop, resize, dtype=self.input_dtype())
 
     def transforms(self):
