@@ -124,7 +124,8 @@ class AFDClassifier(nn.Module):
         if resize == "auto":
             resize = self.pretrained_cfg.get("resize", RESIZE)
         ref = next(self.afd.parameters())
-        sources = [s.to(ref.device) if isinstance(s, torch.Tensor) else s for s in sources]  # the AFD says what is wrong
+        # a source that is not a tensor goes on as it is: AFDModule.file_fdm names the problem
+        sources = [s.to(ref.device) if isinstance(s, torch.Tensor) else s for s in sources]
         return self.afd.file_fdm(sources, self.feature_size(crop, crop), crop, resize, dtype=self.input_dtype())
 
     def transforms(self):
