@@ -50,18 +50,17 @@ def _variants(photo, qualities, multi: bool, rng: random.Random, protocol: str, 
     def runs(payload: bytes) -> bool:
         return skip_afd_above is None or data.afd_runs_on(data.inspect_image(payload), skip_afd_above)
 
-    def side(ran: bool, decoded, resize):
-        return file_fdm(data.to_tensor(decoded), resize) if file_fdm is not None and ran else None
-
     def variant(key, qs):
         img, payload = data.degrade(photo, qs, protocol, codec, return_file=True)
         ran = runs(payload)
-        # crop: the input is the compressed file itself (not resized again); otherwise the file
-        # went through the evaluation transform
-        decoded = (data.decode_image(payload, "<variant>") if file_fdm is not None and ran else None)
-        return key, data.to_tensor(img), ran, side(ran, decoded, None if protocol == "crop" else data.RESIZE)
-    clean_ran = runs(source)
-    out = [("clean", data.to_tensor(data.resize_center_crop(photo)), clean_ran, side(clean_ran, photo, data.RESIZE))]
+        side = None
+        if file_fdm is not None and ran:  # crop: the input is the file itself (not resized again)
+            side = file_fdm(data.to_tensor(data.decode_image(payload, "<variant>")),
+                            None if protocol == "crop" else data.RESIZE)
+        return key, data.to_tensor(img), ran, side
+    ran = runs(source)
+    side = file_fdm(data.to_tensor(photo), data.RESIZE) if file_fdm is not None and ran else None
+    out = [("clean", data.to_tensor(data.resize_center_crop(photo)), ran, side)]
     out += [variant(("q", q), [q]) for q in qualities]
     if multi:
         for times in range(1, 6):
@@ -163,10 +162,7 @@ def evaluate(model, paths, qualities: Sequence[int] = data.DEFAULT_QUALITIES, *,
             direct[ran] = afd.to(direct.dtype)
         tally.add(direct, y, "afd")
 
-    def side_fdm(decoded: torch.Tensor, resize: Optional[int]):
-        return model.file_fdm([decoded], data.CROP, resize)
-
-    side_fdm = side_fdm if fdm_source == "file" else None
+    side_fdm = (lambda decoded, resize: model.file_fdm([decoded], data.CROP, resize)) if fdm_source == "file" else None
     for idx, (path, label) in enumerate(tqdm(labelled, desc="eval", unit="img", disable=not progress,
                                              file=sys.stderr)):
         try:
