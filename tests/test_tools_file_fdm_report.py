@@ -53,3 +53,11 @@ def test_report_refuses_runs_on_other_pixels(tmp_path):
     r = _run(tmp_path, 61.0)
     assert r.returncode != 0 and "not the same pixels" in r.stderr
     assert not (tmp_path / "report.md").exists()
+
+
+def test_report_names_a_run_the_decision_set_lacks(tmp_path):
+    _run(tmp_path, 60.0)
+    r = subprocess.run([sys.executable, TOOL, "--run", "other", "--results", str(tmp_path / "res"), "--decision-set",
+                        str(tmp_path / "ds.json"), "--out", str(tmp_path / "r2")], capture_output=True, text=True)
+    assert r.returncode != 0 and "has no run 'other'" in r.stderr
+    assert not (tmp_path / "r2.md").exists()

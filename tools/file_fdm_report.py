@@ -30,8 +30,10 @@ def _mean(rows, key):
 
 def report(run: str, results_dir: str, decision_set: str) -> tuple[dict, str]:
     runs = {p: json.loads((Path(results_dir) / f"{p}.json").read_text()) for p in PROTOCOLS}
-    pixels = {r["protocol"]: r for r in json.loads(Path(decision_set).read_text())["runs"][run]["results"]
-              if r["codec"] == "jpeg"}
+    ds_runs = json.loads(Path(decision_set).read_text())["runs"]
+    if run not in ds_runs:
+        raise SystemExit(f"{decision_set} has no run {run!r} (it has {sorted(ds_runs)})")
+    pixels = {r["protocol"]: r for r in ds_runs[run]["results"] if r["codec"] == "jpeg"}
     rows = []
     for p in PROTOCOLS:
         heavy = [q for q in runs[p]["qualities"] if q["quality"] in DEFAULT_QUALITIES]
