@@ -1,4 +1,4 @@
-"""The ``afd`` command: train, fit-gate, eval, demo, predict, export, bench.
+"""The ``afd`` command: train, fit-gate, average, eval, demo, predict, export, bench.
 
 Usage errors (unknown flags, bad values) exit with status 2 and a usage line;
 problems with files, folders, checkpoints, missing optional packages or a run that
@@ -225,6 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=_int_in(1, 1024, "threads"), default=None)
     g.add_argument("--no-progress", action="store_true")
 
+    av = sub.add_parser("average", help="the weighted mean, tensor by tensor, of AFD checkpoints of one lineage")
+    av.add_argument("checkpoints", nargs="+", help="AFD checkpoints (.safetensors) or release names, two or more")
+    av.add_argument("--weights", nargs="+", type=_nonneg_float, default=None,
+                    help="one weight per checkpoint (normalized to sum to 1; default: equal)")
+    av.add_argument("--out", required=True, help="the averaged checkpoint (.safetensors; a .json beside it)")
+
     e = sub.add_parser("eval", help="the evaluation protocol: top-1/top-5 per JPEG quality, direct vs AFD")
     e.add_argument("paths", nargs="+", help="labelled images: files or folders (synset in file/folder name)")
     _add_model_args(e)
@@ -347,6 +353,16 @@ def cmd_fit_gate(a) -> int:
         import torch
         torch.set_num_threads(a.threads)
     record = refit_gate(a.checkpoint, a.data, a.out, holdout=a.holdout, seed=a.seed, progress=not a.no_progress)
+    print(json.dumps(record, indent=2))
+    return 0
+
+
+def cmd_average(a) -> int:
+    from .train import average_checkpoints
+    if not str(a.out).endswith(".safetensors"):
+        raise ValueError(f"--out {a.out}: an AFD checkpoint is a .safetensors file")
+    _check_outputs(a, "out", inputs=a.checkpoints)
+    record = average_checkpoints(a.checkpoints, a.out, weights=a.weights)
     print(json.dumps(record, indent=2))
     return 0
 
@@ -523,8 +539,8 @@ def cmd_bench(a) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "fit-gate": cmd_fit_gate, "eval": cmd_eval, "demo": cmd_demo, "predict": cmd_predict,
-            "export": cmd_export, "bench": cmd_bench}
+COMMANDS = {"train": cmd_train, "fit-gate": cmd_fit_gate, "average": cmd_average, "eval": cmd_eval, "demo": cmd_demo,
+            "predict": cmd_predict, "export": cmd_export, "bench": cmd_bench}
 
 
 def _os_error(exc: OSError) -> str:
