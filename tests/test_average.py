@@ -45,7 +45,13 @@ def test_lineage_is_every_source_and_held_out_is_what_all_held_out(tmp_path):
     shas = [e["weights_sha256"] for e in cfg["lineage"]]
     assert shas == [weights_sha256(a), weights_sha256(b)]  # a once, though it is also b's ancestor
     assert held_out_by_lineage(cfg) == {"y", "z"}
+    assert "holdout_files" not in cfg["data"]  # b's record does not say what its own run held out
     assert cfg["average"]["sources"][0].endswith("a.safetensors")
+    b2 = _save(tmp_path / "b2.safetensors", 3, {"recipe": {"init": "a.safetensors"}, "data": {
+        "holdout_files": ["x", "z"], "lineage_holdout_files": ["z"]}})
+    average_checkpoints([a, b2], tmp_path / "m2.safetensors")
+    cfg = read_checkpoint(tmp_path / "m2.safetensors")[1]
+    assert cfg["data"]["holdout_files"] == ["x", "z"] and cfg["data"]["lineage_holdout_files"] == ["z"]
     c = _save(tmp_path / "c.safetensors", 2, {"recipe": {"init": "elsewhere.safetensors"}})
     average_checkpoints([a, c], tmp_path / "n.safetensors")  # c cannot say what it held out
     assert held_out_by_lineage(read_checkpoint(tmp_path / "n.safetensors")[1]) is None

@@ -3,8 +3,9 @@
 al. CVPR 2022; several fine-tunes of one start, "model soups", Wortsman et al. ICML 2022). The mean
 only makes sense for checkpoints of one lineage (one started from the other, or both from one
 start): their weights lie in one basin. The result records its sources and weights (``average``),
-every source and their ancestors in ``lineage``, and as ``data.lineage_holdout_files`` the labelled
-images that every source's lineage held out."""
+every source and their ancestors in ``lineage``, as ``data.lineage_holdout_files`` the labelled images
+that every source's lineage held out, and as ``data.holdout_files`` those every source's own run held
+out."""
 from __future__ import annotations
 
 import math
@@ -68,7 +69,13 @@ def average_checkpoints(paths: Sequence, out, weights: Optional[Sequence[float]]
     config = {k: v for k, v in config.items() if k not in ("gate_fit",)}
     config["average"] = record
     config["lineage"] = lineage
-    config["data"] = {**config.get("data", {}), "lineage_holdout_files":
-                      None if any(h is None for h in held) else sorted(set.intersection(*held))}
+    data = {**config.get("data", {}), "lineage_holdout_files":
+            None if any(h is None for h in held) else sorted(set.intersection(*held))}
+    own = [cfg.get("data", {}).get("holdout_files") for cfg in configs]
+    if all(o is not None for o in own):  # what no source's own run trained on
+        data["holdout_files"] = sorted(set.intersection(*(set(o) for o in own)))
+    else:
+        data.pop("holdout_files", None)
+    config["data"] = data
     save_checkpoint(out, afd, config)
     return record
