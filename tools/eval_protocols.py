@@ -31,6 +31,8 @@ MILD = ("full", "jpeg", (90, 75))  # protocol, codec, qualities: mildly compress
 
 def main() -> None:
     if sys.argv[1:2] == ["merge"]:  # tools/eval_protocols.py merge OUT RUN.json RUN.json ...
+        if len(sys.argv) < 5 or any(a in ("-h", "--help") for a in sys.argv[2:]):
+            raise SystemExit("usage: eval_protocols.py merge OUT RUN.json RUN.json [...]\n" + merge.__doc__)
         return merge(sys.argv[3:], sys.argv[2])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", nargs="+", required=True)
