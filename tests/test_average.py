@@ -57,18 +57,20 @@ def test_lineage_is_every_source_and_held_out_is_what_all_held_out(tmp_path):
     assert held_out_by_lineage(read_checkpoint(tmp_path / "n.safetensors")[1]) is None
 
 
-@pytest.mark.parametrize("problem", ["one", "weights", "negative", "zero", "width", "backbone"])
+# problem -> (which checkpoints: a, b, or w (another width) / k (another backbone); weights; the error's words)
+REFUSED = {"one": ("a", None, "at least two"), "weights": ("ab", [1], "one weight per"),
+           "negative": ("ab", [1, -1], "non-negative"), "zero": ("ab", [0, 0], "not all zero"),
+           "width": ("aw", None, "module config"), "backbone": ("ak", None, "backbone")}
+
+
+@pytest.mark.parametrize("problem", sorted(REFUSED))
 def test_what_cannot_be_averaged_is_refused_by_name(tmp_path, problem):
-    a, b = _save(tmp_path / "a.safetensors", 0), _save(tmp_path / "b.safetensors", 1)
-    args, match = {"one": (([a], None), "at least two"), "weights": (([a, b], [1]), "one weight per"),
-                   "negative": (([a, b], [1, -1]), "non-negative"), "zero": (([a, b], [0, 0]), "not all zero")}.get(
-        problem, ((None, None), None))
-    if problem == "width":
-        args, match = ([a, _save(tmp_path / "w.safetensors", 0, width=8)], None), "module config"
-    if problem == "backbone":
-        args, match = ([a, _save(tmp_path / "k.safetensors", 0, {"backbone": "efficientnet_lite1"})], None), "backbone"
+    which, weights, match = REFUSED[problem]
+    made = {"a": lambda: _save(tmp_path / "a.safetensors", 0), "b": lambda: _save(tmp_path / "b.safetensors", 1),
+            "w": lambda: _save(tmp_path / "w.safetensors", 0, width=8),
+            "k": lambda: _save(tmp_path / "k.safetensors", 0, {"backbone": "efficientnet_lite1"})}
     with pytest.raises(ValueError, match=match):
-        average_checkpoints(args[0], tmp_path / "m.safetensors", weights=args[1])
+        average_checkpoints([made[c]() for c in which], tmp_path / "m.safetensors", weights=weights)
     assert not (tmp_path / "m.safetensors").exists()
 
 
