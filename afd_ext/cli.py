@@ -1,4 +1,4 @@
-"""The ``afd`` command: train, fit-gate, average, eval, demo, predict, export, bench.
+"""The ``afd`` command: train, fit-gate, average, widen, eval, demo, predict, export, bench.
 
 Usage errors (unknown flags, bad values) exit with status 2 and a usage line;
 problems with files, folders, checkpoints, missing optional packages or a run that
@@ -231,6 +231,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="one weight per checkpoint (normalized to sum to 1; default: equal)")
     av.add_argument("--out", required=True, help="the averaged checkpoint (.safetensors; a .json beside it)")
 
+    wd = sub.add_parser("widen", help="the checkpoint with a wider FE-Net computing the same function "
+                                      "(continue it with afd train --init)")
+    wd.add_argument("checkpoint", help="an AFD checkpoint (.safetensors) or a release name")
+    wd.add_argument("--width", type=_width, default="base",
+                    help="the new FE-Net width: a preset (base=16) or an integer above the checkpoint's "
+                         "(default: base)")
+    wd.add_argument("--seed", type=seed_type, default=0, help="seeds the new channels' initialization")
+    wd.add_argument("--out", required=True, help="the widened checkpoint (.safetensors; a .json beside it)")
+
     e = sub.add_parser("eval", help="the evaluation protocol: top-1/top-5 per JPEG quality, direct vs AFD")
     e.add_argument("paths", nargs="+", help="labelled images: files or folders (synset in file/folder name)")
     _add_model_args(e)
@@ -363,6 +372,17 @@ def cmd_average(a) -> int:
         raise ValueError(f"--out {a.out}: an AFD checkpoint is a .safetensors file")
     _check_outputs(a, "out", inputs=a.checkpoints)
     record = average_checkpoints(a.checkpoints, a.out, weights=a.weights)
+    print(json.dumps(record, indent=2))
+    return 0
+
+
+def cmd_widen(a) -> int:
+    from .train import widen_checkpoint
+    if not str(a.out).endswith(".safetensors"):
+        raise ValueError(f"--out {a.out}: an AFD checkpoint is a .safetensors file")
+    _check_outputs(a, "out", inputs=[a.checkpoint])
+    width = int(a.width) if str(a.width).isdigit() else a.width
+    record = widen_checkpoint(a.checkpoint, a.out, width=width, seed=a.seed)
     print(json.dumps(record, indent=2))
     return 0
 
@@ -539,7 +559,8 @@ def cmd_bench(a) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "fit-gate": cmd_fit_gate, "average": cmd_average, "eval": cmd_eval, "demo": cmd_demo,
+COMMANDS = {"train": cmd_train, "fit-gate": cmd_fit_gate, "average": cmd_average, "widen": cmd_widen,
+            "eval": cmd_eval, "demo": cmd_demo,
             "predict": cmd_predict, "export": cmd_export, "bench": cmd_bench}
 
 

@@ -30,7 +30,7 @@ LAYERS = [
     ("jobs", {"afd_ext.evaluation", "afd_ext.demo", "afd_ext.benchmark.e2e",
               "afd_ext.train", "afd_ext.train.config", "afd_ext.train.dataset", "afd_ext.train.losses",
               "afd_ext.train.run_folder", "afd_ext.train.phases", "afd_ext.train.loop", "afd_ext.train.lineage",
-              "afd_ext.train.gate_fit", "afd_ext.train.average",
+              "afd_ext.train.gate_fit", "afd_ext.train.average", "afd_ext.train.widen",
               "afd_ext.inference", "afd_ext.inference.decode", "afd_ext.inference.pipeline",
               "afd_ext.inference.ray_data", "afd_ext.inference.export", "afd_ext.pipeline", "afd_ext.ray_data"}),
     ("command line", {"afd_ext.cli", "afd_ext.__main__"}),

@@ -14,6 +14,7 @@
     gate_fit     refit_gate (``afd fit-gate``): the whole-image gate's head fitted alone, by logistic
                  regression on the protocols' inputs from training photos
     average      average_checkpoints (``afd average``): the weighted mean of checkpoints of one lineage
+    widen        widen_checkpoint / widen_afd (``afd widen``): a wider FE-Net computing the same function
 
 Every public name is importable from ``afd_ext.train`` (``afd_ext.train.CSV_COLUMNS``,
 ``afd_ext.train.INT_RANGES``, ...; ``afd_ext.train`` as an attribute of the package is the function).
@@ -30,10 +31,11 @@ from .loop import (TrainingDiverged, TrainingRun, build_training, frozen_step_mo
 from .phases import STEP_RANGES
 from .run_folder import (CSV_COLUMNS, LOCK_NAME, RESUME_MAY_CHANGE, RUN_FILES, OutputLocked, clean_stale_tmp,
                          csv_row, lock_output, portable_path)
+from .widen import widen_afd, widen_checkpoint
 
 __all__ = ["AUTOCAST_CHOICES", "INT_RANGES", "MAX_COUNT", "TrainConfig", "classifier_precision", "GATE_CLOSED_FROM",
            "GATE_OPEN_UP_TO", "NO_GATE_TARGET", "CompressedPairs", "gate_target", "split_files", "fit_gate_head",
            "gate_samples", "refit_gate", "average_checkpoints", "held_out_by_lineage", "lineage_record", "afd_loss",
            "TrainingDiverged", "TrainingRun", "build_training", "frozen_step_model", "held_out_top1", "train",
            "train_step", "STEP_RANGES", "CSV_COLUMNS", "LOCK_NAME", "RESUME_MAY_CHANGE", "RUN_FILES", "OutputLocked",
-           "clean_stale_tmp", "csv_row", "lock_output", "portable_path"]
+           "clean_stale_tmp", "csv_row", "lock_output", "portable_path", "widen_afd", "widen_checkpoint"]
