@@ -14,7 +14,8 @@ _HERE = Path(__file__).parent
 #: Released AFD checkpoints per backbone, oldest first; the last one is the default.
 RELEASES = {"efficientnet_lite0": ("v1", "v2", "v3", "v5-gatefit", "v6-rescale-gatefit",
                                     "v7-heavy-gatefit", "v8-224-gatefit",
-                                    "v10-lr-webp-gatefit", "v11-kl-gatefit")}
+                                    "v10-lr-webp-gatefit", "v11-kl-gatefit",
+                                    "v12-kl3-gatefit")}
 
 
 def list_releases(backbone: str = "efficientnet_lite0") -> tuple[str, ...]:
