@@ -235,6 +235,16 @@ class FENet(nn.Module):
         self.last = RepConv(2 * w, channels, bn=bn)
         self.acts = nn.ModuleList([nn.PReLU(c) for c in (w, 2 * w, 4 * w, 2 * w, w)])
 
+    # What each block reads, in channel order: the blocks whose outputs are concatenated into its
+    # input (None: the FE-Net's input). features() is the definition; widening reads this.
+    SOURCES = {"enc1": (None,), "enc2": ("enc1",), "enc3": ("enc2",), "dec3": ("enc3",), "dec2": ("dec3", "enc2"),
+               "last": ("dec2", "enc1")}
+
+    def input_parts(self) -> dict:
+        """{block name: [channels of each concatenated part of its input]} (SOURCES with sizes)."""
+        return {name: [self.enc1.in_ch if src is None else getattr(self, src).out_ch for src in sources]
+                for name, sources in self.SOURCES.items()}
+
     def features(self, f: torch.Tensor) -> torch.Tensor:
         """Everything up to the input of the last RepConv."""
         e1 = self.acts[0](self.enc1(f))

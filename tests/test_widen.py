@@ -36,6 +36,13 @@ def test_widened_module_computes_the_same_function(new_width, size):
         torch.testing.assert_close(wide.reparameterize()(feat, img), afd(feat, img), rtol=1e-10, atol=1e-10)
 
 
+def test_sources_describe_the_fe_net():
+    fe = afd_ext.AFDModule(16, width=4).fe
+    assert set(fe.SOURCES) == {name for name, m in fe.named_children() if isinstance(m, afd_ext.modules.RepConv)}
+    for name, parts in fe.input_parts().items():
+        assert sum(parts) == getattr(fe, name).in_ch, name
+
+
 def test_new_channels_are_live_and_learn():
     afd = _trained()
     wide = widen_afd(afd, 8, seed=0)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from ..models.checkpoint import CheckpointError, check_module_config
-from ..modules import WIDTH_PRESETS, AFDModule, RepConv
+from ..modules import WIDTH_PRESETS, AFDModule, FENet, RepConv
 
 
 def _channel_map(parts_old: list[int], parts_new: list[int]) -> torch.Tensor:
@@ -28,35 +28,19 @@ def _channel_map(parts_old: list[int], parts_new: list[int]) -> torch.Tensor:
     return torch.tensor(idx, dtype=torch.long)
 
 
-def _block_io(w: int, channels: int) -> dict:
-    """(input parts, output size) of each FE-Net block at width ``w`` (FENet's docstring)."""
-    return {"enc1": ([channels], w), "enc2": ([w], 2 * w), "enc3": ([2 * w], 4 * w), "dec3": ([4 * w], 2 * w),
-            "dec2": ([2 * w, 2 * w], w), "last": ([w, w], channels)}
-
-
 @torch.no_grad()
 def _widen_repconv(old: RepConv, new: RepConv, in_map: torch.Tensor, out_map: torch.Tensor) -> None:
     """Copy ``old`` into ``new`` at (out_map, in_map); zero every weight from a new input or middle
-    channel into an old output. The middle channels of a RepConv are its output channels."""
-    new_in = torch.ones(new.in_ch, dtype=torch.bool)
-    new_in[in_map] = False
-    new_mid = torch.ones(new.out_ch, dtype=torch.bool)
-    new_mid[out_map] = False
-    oi, oo = in_map, out_map
-    # first layers of branches a and b: (mid, in)
-    for name in ("a_1x1", "b_3x3"):
+    channel into an old output. The middle channels of a RepConv are its output channels (mid = out)."""
+    # old outputs (and the old middle channels) read nothing but the old weights: zero their rows, then
+    # copy; the rows of new outputs keep the fresh initialization
+    for name in ("a_1x1", "b_3x3", "a_3x3", "b_1x1", "c_1x1"):
         src, dst = getattr(old, name), getattr(new, name)
-        dst.weight[oo[:, None], oi[None, :]] = src.weight
-        dst.weight[oo[:, None], new_in.nonzero()[:, 0][None, :]] = 0  # old mids see old inputs only
+        reads = in_map if name in ("a_1x1", "b_3x3", "c_1x1") else out_map  # input or middle channels
+        dst.weight[out_map] = 0
+        dst.weight[out_map[:, None], reads[None, :]] = src.weight
         if dst.bias is not None:
-            dst.bias[oo] = src.bias
-    # last layers: (out, mid) for a_3x3 and b_1x1, (out, in) for c_1x1
-    for name, new_src in (("a_3x3", new_mid), ("b_1x1", new_mid), ("c_1x1", new_in)):
-        src, dst = getattr(old, name), getattr(new, name)
-        src_map = oi if name == "c_1x1" else oo
-        dst.weight[oo[:, None], src_map[None, :]] = src.weight
-        dst.weight[oo[:, None], new_src.nonzero()[:, 0][None, :]] = 0
-        dst.bias[oo] = src.bias
+            dst.bias[out_map] = src.bias
 
 
 def widen_afd(afd: AFDModule, width: int | str, seed: int = 0) -> AFDModule:
@@ -90,11 +74,11 @@ def widen_afd(afd: AFDModule, width: int | str, seed: int = 0) -> AFDModule:
             wide.fde.load_state_dict(afd.fde.state_dict())
         if afd.gate_head is not None:
             wide.gate_head.load_state_dict(afd.gate_head.state_dict())
-        old_io, new_io = _block_io(afd.width, afd.channels), _block_io(width, afd.channels)
-        for name, (parts_old, out_old) in old_io.items():
-            parts_new, out_new = new_io[name]
-            _widen_repconv(getattr(afd.fe, name), getattr(wide.fe, name), _channel_map(parts_old, parts_new),
-                           _channel_map([out_old], [out_new]))
+        old_parts, new_parts = afd.fe.input_parts(), wide.fe.input_parts()
+        for name in FENet.SOURCES:
+            old_block, new_block = getattr(afd.fe, name), getattr(wide.fe, name)
+            _widen_repconv(old_block, new_block, _channel_map(old_parts[name], new_parts[name]),
+                           _channel_map([old_block.out_ch], [new_block.out_ch]))
         for act_old, act_new in zip(afd.fe.acts, wide.fe.acts):
             act_new.weight[: act_old.weight.numel()] = act_old.weight
     wide.train(afd.training)
