@@ -363,6 +363,24 @@ def test_init_loads_the_given_weights(photos, tmp_path):
     assert any(not torch.equal(v, torch.zeros_like(v)) for k, v in want.items() if k.startswith("fe.last"))
 
 
+def test_init_records_the_architecture_it_trained_not_the_flags(photos, tmp_path):
+    """A run from --init trains the checkpoint's module whatever --width says (``afd widen`` gives
+    it another width): its recipe records that module's width, and --resume of it still matches."""
+    from afd_ext.models.checkpoint import read_checkpoint
+    from afd_ext.train import widen_checkpoint
+    first = tmp_path / "first"
+    assert main(["train", "--data", str(photos), "--out", str(first)] + COMMON) == 0
+    wide = tmp_path / "wide.safetensors"
+    widen_checkpoint(first / "afd.safetensors", wide, width=3)
+    second = tmp_path / "second"
+    args = ["train", "--data", str(photos), "--out", str(second), "--init", str(wide)] + COMMON  # COMMON: --width 2
+    assert main(args) == 0
+    _, cfg = read_checkpoint(second / "afd.safetensors")
+    assert cfg["module"]["width"] == 3
+    assert cfg["recipe"]["width"] == 3 and cfg["recipe"]["fdm"] == cfg["module"]["fdm"]
+    assert main(args + ["--resume"]) == 0  # the recorded recipe is the one a resume rebuilds
+
+
 def test_init_records_the_lineage_and_what_all_of_it_held_out(photos, tmp_path):
     """A run from --init records its starting point (path, sha256) and the labelled images that
     neither it nor its starting point trained on: the intersection of the two hold-outs."""

@@ -17,6 +17,10 @@ from ..modules import BLOCKS, FDM_MODES, GATES, WIDTH_PRESETS
 #: CUDA, float32 elsewhere). The AFD module and the losses stay in float32 whatever the choice.
 AUTOCAST_CHOICES = ("auto", "bfloat16", "off")
 
+#: The ``TrainConfig`` fields that build the AFD module. A run from ``init`` takes them from that
+#: checkpoint instead (``lineage.init_architecture``).
+ARCHITECTURE_FIELDS = ("width", "fdm", "block", "gate")
+
 
 #: The range of every integer setting, checked where it is parsed (the ``afd train`` flags and
 #: ``TrainConfig.validate``; README "Errors"). The upper bounds keep a run finite and its numbers in

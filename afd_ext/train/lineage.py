@@ -14,6 +14,7 @@ from typing import Optional
 import torch
 
 from ..models.checkpoint import read_checkpoint
+from .config import ARCHITECTURE_FIELDS
 from .run_folder import portable_path
 
 
@@ -58,6 +59,15 @@ def lineage_record(init, backbone: str, own_holdout: set) -> dict:
     entry = {"checkpoint": portable_path(init), "weights_sha256": weights_sha256(path)}
     return {"lineage": [entry, *config.get("lineage", [])],
             "lineage_holdout_files": None if inherited is None else sorted(own_holdout & inherited)}
+
+
+def init_architecture(init, backbone: str) -> dict:
+    """The ``TrainConfig`` architecture fields (width, fdm, block, gate) of the module in ``init``:
+    a run from a checkpoint trains that module whatever its flags say (``afd widen`` changes the
+    width), so its recipe records these."""
+    _, config = read_checkpoint(resolve_checkpoint(init, backbone))
+    module = config["module"]
+    return {key: module[key] for key in ARCHITECTURE_FIELDS if key in module}
 
 
 def record_lineage(checkpoint, init, out) -> dict:

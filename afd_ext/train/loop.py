@@ -34,9 +34,9 @@ from .._version import __version__
 from ..models import create_model
 from ..models.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from ..utils import resolve_device, write_json
-from .config import TrainConfig, classifier_precision
+from .config import ARCHITECTURE_FIELDS, TrainConfig, classifier_precision
 from .dataset import CompressedPairs, _Offset, split_files
-from .lineage import lineage_record
+from .lineage import init_architecture, lineage_record
 from .losses import _lr_at, afd_loss
 from .phases import _phase
 from .run_folder import (RUN_FILES, _check_resume, _csv_text, _recipe, _restart_log, csv_row, lock_output,
@@ -101,6 +101,8 @@ def train(cfg: TrainConfig, device: Optional[str] = None) -> dict:
     ``train_log.jsonl``, ``train_summary.json``). Returns the summary."""
     cfg.validate()
     cfg = dataclasses.replace(cfg)  # --time-budget sets cfg.steps; leave the caller's config alone
+    if cfg.init is not None:  # a fine-tune's module is its checkpoint's: the recipe records that, not the flags
+        cfg = dataclasses.replace(cfg, **init_architecture(cfg.init, cfg.backbone))
     rank, world = _dist_info()
     device = resolve_device(device)
     if device.type == "cuda" and world > 1:
@@ -217,8 +219,8 @@ def build_training(cfg: TrainConfig, device: torch.device, train_files, *, start
                    resume_path: Optional[Path] = None) -> TrainingRun:
     """The model (frozen classifier + the AFD in training mode), optimizer and data loader of a run
     from step ``start`` (``resume_tensors``: the weights and optimizer state of ``resume_path``)."""
-    # fine-tune: the checkpoint's architecture replaces width/fdm/block
-    new_afd = {"width": cfg.width, "fdm": cfg.fdm, "block": cfg.block, "gate": cfg.gate}
+    # fine-tune: the checkpoint's architecture (train() has put it into cfg already)
+    new_afd = {key: getattr(cfg, key) for key in ARCHITECTURE_FIELDS}
     model = create_model(cfg.backbone, afd=new_afd if cfg.init is None else True, checkpoint=cfg.init,
                          device=device)
     model.classifier.requires_grad_(False)  # ours, built here: only the AFD learns
