@@ -171,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--chroma444-fraction", type=frac, default=TD.chroma444_fraction,
                    help="share of JPEG compressions with 4:4:4 chroma (else 4:2:0)")
     t.add_argument("--init", default=TD.init, metavar="CHECKPOINT",
-                   help="fine-tune this AFD checkpoint instead of training a new module")
+                   help="fine-tune this AFD checkpoint instead of training a new module (its width, fdm, "
+                        "block and gate replace those flags)")
     t.add_argument("--flip", action=argparse.BooleanOptionalAction, default=TD.flip,
                    help="random horizontal flips")
     t.add_argument("--rotate", action=argparse.BooleanOptionalAction, default=TD.rotate,
