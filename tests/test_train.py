@@ -378,6 +378,7 @@ def test_init_records_the_architecture_it_trained_not_the_flags(photos, tmp_path
     _, cfg = read_checkpoint(second / "afd.safetensors")
     assert cfg["module"]["width"] == 3
     assert cfg["recipe"]["width"] == 3 and cfg["recipe"]["fdm"] == cfg["module"]["fdm"]
+    assert cfg["recipe"]["gate"] == cfg["module"].get("gate", "none")
     assert main(args + ["--resume"]) == 0  # the recorded recipe is the one a resume rebuilds
 
 

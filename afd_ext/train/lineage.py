@@ -7,6 +7,7 @@ does not say it)."""
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 from pathlib import Path
 from typing import Optional
@@ -14,6 +15,7 @@ from typing import Optional
 import torch
 
 from ..models.checkpoint import read_checkpoint
+from ..modules import AFDModule
 from .config import ARCHITECTURE_FIELDS
 from .run_folder import portable_path
 
@@ -67,7 +69,9 @@ def init_architecture(init, backbone: str) -> dict:
     width), so its recipe records these."""
     _, config = read_checkpoint(resolve_checkpoint(init, backbone))
     module = config["module"]
-    return {key: module[key] for key in ARCHITECTURE_FIELDS if key in module}
+    # a key an older checkpoint omits is the AFDModule default it was built with
+    defaults = inspect.signature(AFDModule).parameters
+    return {key: module.get(key, defaults[key].default) for key in ARCHITECTURE_FIELDS}
 
 
 def record_lineage(checkpoint, init, out) -> dict:
