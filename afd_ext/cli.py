@@ -315,7 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--interleave", action="store_true",
                    help="classifier alone vs deployed fused AFD, taking turns (robust to the machine's drift)")
     b.add_argument("--repeats", type=_int_in(1, 10**6, "repeats"), default=7, help="--interleave: turns per row")
-    from .benchmark.e2e import CONFIGS
+    from .benchmark.e2e import BACKBONES, CONFIGS
+    b.add_argument("--backbone", nargs="+", choices=list_models(), default=None,
+                   help=f"which classifiers (default: {' '.join(BACKBONES)})")
     b.add_argument("--configs", nargs="+", choices=CONFIGS, default=None,
                    help="which rows (default: all; --interleave: classifier afd_deploy_fused)")
     b.add_argument("--dtype", nargs="+", choices=AUTOCAST_DTYPES, default=None,
@@ -544,11 +546,13 @@ def cmd_export(a) -> int:
 
 
 def cmd_bench(a) -> int:
-    from .benchmark.e2e import CONFIGS, run_e2e, run_interleaved
+    from .benchmark.e2e import BACKBONES, CONFIGS, run_e2e, run_interleaved
+    backbones = tuple(a.backbone or BACKBONES)
     if a.interleave:
         _check_outputs(a, "json")
         run_interleaved(device=a.device, json_path=a.json, batches=a.batch or (1, 32), threads=a.threads or (1, 2),
-                        repeats=a.repeats, configs=a.configs or ("classifier", "afd_deploy_fused"), width=a.width)
+                        repeats=a.repeats, configs=a.configs or ("classifier", "afd_deploy_fused"), width=a.width,
+                        backbones=backbones)
         return 0
     if a.threads and len(a.threads) > 1:
         print("afd bench: error: several --threads need --interleave", file=sys.stderr)
@@ -556,7 +560,7 @@ def cmd_bench(a) -> int:
     _check_outputs(a, "json")
     run_e2e(device=a.device, json_path=a.json, batches=a.batch, compile=True if a.compile else None,
             threads=a.threads[0] if a.threads else None, configs=a.configs or CONFIGS, dtypes=a.dtype,
-            width=a.width, budget_s=a.budget_s)
+            width=a.width, budget_s=a.budget_s, backbones=backbones)
     return 0
 
 

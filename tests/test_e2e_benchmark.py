@@ -152,3 +152,23 @@ def test_cli_bench_passes_rows_dtypes_width_and_budget(monkeypatch):
     monkeypatch.setattr(e2e, "run_interleaved", lambda **kw: seen.update(kw))
     assert main(["bench", "--e2e", "--interleave", "--threads", "1", "2", "--repeats", "3"]) == 0
     assert seen["threads"] == [1, 2] and seen["repeats"] == 3 and seen["configs"] == ("classifier", "afd_deploy_fused")
+
+
+def test_afd_bench_times_the_backbones_and_width_it_is_given(monkeypatch, tmp_path, capsys):
+    """`afd bench --backbone ... --width ...` times those classifiers with an AFD of that width
+    (default: e2e.BACKBONES); a name outside the registry is refused by the parser."""
+    from afd_ext.cli import main
+    built = []
+    _stub_models(monkeypatch, {"deploy": [], "autocast": set()})
+    monkeypatch.setattr(e2e, "build_model", lambda backbone, width: built.append((backbone, width)) or backbone)
+    out = tmp_path / "b.json"
+    assert main(["bench", "--interleave", "--backbone", "efficientnet_lite0", "--width", "base", "--batch", "1",
+                 "--threads", "1", "--repeats", "1", "--json", str(out)]) == 0
+    assert built == [("efficientnet_lite0", "base")]
+    assert {r["backbone"] for r in json.loads(out.read_text())["rows"]} == {"efficientnet_lite0"}
+    built.clear()
+    assert main(["bench", "--interleave", "--batch", "1", "--threads", "1", "--repeats", "1"]) == 0
+    assert [b for b, _ in built] == list(e2e.BACKBONES)
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--backbone", "no_such_net"])
+    assert exc.value.code == 2 and "no_such_net" in capsys.readouterr().err

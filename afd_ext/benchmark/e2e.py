@@ -186,7 +186,7 @@ def _finish(rec: Recorder, json_path, log) -> dict:
 # -- the benchmark ------------------------------------------------------------------------------
 
 def run_e2e(device: str = "cpu", json_path: Optional[str] = None, batches: Optional[Sequence[int]] = None,
-            backbones: Sequence[str] = ("efficientnet_lite0", "resnet50"), warmup: Optional[int] = None,
+            backbones: Sequence[str] = BACKBONES, warmup: Optional[int] = None,
             iters: Optional[int] = None, compile: Optional[bool] = None, dtypes: Optional[Sequence[str]] = None,
             configs: Sequence[str] = CONFIGS, width="small", flops: bool = True, budget_s: Optional[float] = None,
             channels_last: bool = True, threads: Optional[int] = None, verbose: bool = True,
@@ -308,7 +308,7 @@ def run_e2e(device: str = "cpu", json_path: Optional[str] = None, batches: Optio
 
 def run_interleaved(device: str = "cpu", json_path: Optional[str] = None,
                     configs: Sequence[str] = ("classifier", "afd_deploy_fused"),
-                    backbones: Sequence[str] = ("efficientnet_lite0", "resnet50"), batches: Sequence[int] = (1, 32),
+                    backbones: Sequence[str] = BACKBONES, batches: Sequence[int] = (1, 32),
                     threads: Optional[Sequence[int]] = (1, 2), repeats: int = 7, calls: int = 3, warmup: int = 1,
                     width="small", channels_last: bool = True, verbose: bool = True, dtype: Optional[str] = None,
                     rows_path: Optional[str] = None, run: Optional[str] = None) -> dict:
