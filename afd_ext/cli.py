@@ -190,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of cross-entropy on labelled images")
     t.add_argument("--gate-weight", type=_nonneg_float, default=TD.gate_weight,
                    help="weight of the gate's binary cross-entropy (open on heavy, closed on clean/mild samples)")
+    t.add_argument("--freeze-gate", action=argparse.BooleanOptionalAction, default=TD.freeze_gate,
+                   help="keep the --init checkpoint's gate head fixed (after afd fit-gate: the gate it "
+                        "deploys with), so the correction learns under it; needs --gate-weight 0")
     t.add_argument("--kl-temperature", type=_float_in(0.01, 100.0, "temperature"), default=TD.kl_temperature)
     t.add_argument("--holdout", type=_float_in(0.0, 0.99, "holdout"), default=TD.holdout,
                    help="fraction of labelled images held out for validation (stable split by file name)")

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from afd_ext.cli import main
 from helpers import make_photo
@@ -380,6 +381,30 @@ def test_init_records_the_architecture_it_trained_not_the_flags(photos, tmp_path
     assert cfg["recipe"]["width"] == 3 and cfg["recipe"]["fdm"] == cfg["module"]["fdm"]
     assert cfg["recipe"]["gate"] == cfg["module"].get("gate", "none")
     assert main(args + ["--resume"]) == 0  # the recorded recipe is the one a resume rebuilds
+
+
+def test_freeze_gate_keeps_the_init_gate_head_and_trains_the_rest(photos, tmp_path):
+    """--freeze-gate: the gate head of --init (what afd fit-gate fitted) comes out bit-identical,
+    the correction still learns, and the recipe records it; it refuses what cannot mean anything."""
+    from afd_ext.models.checkpoint import read_checkpoint
+    first = tmp_path / "first"
+    assert main(["train", "--data", str(photos), "--out", str(first), "--gate", "global", "--gate-weight", "0.5"]
+                + COMMON) == 0
+    second = tmp_path / "second"
+    assert main(["train", "--data", str(photos), "--out", str(second), "--init", str(first / "afd.safetensors"),
+                 "--freeze-gate", "--gate-weight", "0", "--lr", "0.01"] + COMMON) == 0
+    t1, _ = read_checkpoint(first / "afd.safetensors")
+    t2, cfg2 = read_checkpoint(second / "afd.safetensors")
+    gate = [k for k in t1 if k.startswith("gate_head.")]
+    assert gate and all(torch.equal(t1[k], t2[k]) for k in gate)
+    assert any(not torch.equal(t1[k], t2[k]) for k in t1 if k not in gate)
+    assert cfg2["recipe"]["freeze_gate"] is True
+    for extra in (["--gate-weight", "0.5"], []):  # the gate's own loss would be ignored; no --init: no head to keep
+        args = ["train", "--data", str(photos), "--out", str(tmp_path / "bad"), "--freeze-gate"] + COMMON
+        if extra:
+            args += ["--init", str(first / "afd.safetensors")] + extra
+        assert main(args) != 0
+        assert not (tmp_path / "bad" / "afd.safetensors").exists()
 
 
 def test_init_records_the_lineage_and_what_all_of_it_held_out(photos, tmp_path):

@@ -79,6 +79,9 @@ class TrainConfig:
     kl_weight: float = 0.2
     ce_weight: float = 0.0
     gate_weight: float = 0.0        # BCE of the gate logit against gate_target (gate='global' only)
+    # Keep the --init checkpoint's gate head as it is (after afd fit-gate: the gate it deploys with),
+    # so the correction learns under the gate values it will run at, not a jointly trained one.
+    freeze_gate: bool = False
     kl_temperature: float = 1.0
     holdout: float = 0.2            # fraction of labelled images held out for validation
     val_every: int = 400
@@ -149,6 +152,11 @@ class TrainConfig:
             raise ValueError(f"mild range must be LO HI with LO <= HI, got {self.mild_range!r}")
         if self.gate not in GATES:
             raise ValueError(f"gate must be one of {GATES}, got {self.gate!r}")
+        if self.freeze_gate and self.init is None:
+            raise ValueError("freeze gate keeps the gate head of --init: give the checkpoint to start from")
+        if self.freeze_gate and self.gate_weight:
+            raise ValueError(f"freeze gate: a frozen gate head learns nothing from the gate's loss; "
+                             f"set gate weight 0, got {self.gate_weight}")
 
         if not 0.0 <= self.holdout < 1.0:
             raise ValueError(f"holdout must be in [0, 1), got {self.holdout}")

@@ -231,6 +231,10 @@ def build_training(cfg: TrainConfig, device: torch.device, train_files, *, start
     step_model.classifier.to(memory_format=memory_format)
     model.afd.train()
     afd = model.afd
+    if cfg.freeze_gate:
+        if afd.gate_head is None:
+            raise ValueError(f"--freeze-gate: {cfg.init} has no whole-image gate (module gate 'none')")
+        afd.gate_head.requires_grad_(False)
     opt = torch.optim.AdamW([p for p in afd.parameters() if p.requires_grad], lr=cfg.lr,
                             weight_decay=cfg.weight_decay)
     if resume_tensors is not None:
