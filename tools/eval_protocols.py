@@ -131,17 +131,28 @@ def report(out: dict, path: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6.5, 3.8), dpi=120)
-    labels = [f"{p}\n{c}" for p, c in SETTINGS]
-    width = 0.8 / len(runs)
-    for i, (name, run) in enumerate(runs.items()):
-        gains = [r["mean"]["top1_afd"] - r["mean"]["top1_direct"] for r in run["results"]]
-        ax.bar([j + i * width for j in range(len(SETTINGS))], gains, width, label=name)
-    ax.set_xticks([j + width * (len(runs) - 1) / 2 for j in range(len(SETTINGS))], labels)
-    ax.axhline(0, c="k", lw=0.8)
-    ax.set_ylabel("mean top-1 gain of the AFD (points)")
-    ax.set_title(f"{out['n_images']} images (1 image = {100.0 / out['n_images']:.2f} pt)")
-    ax.legend()
+    # One panel per setting, one horizontal bar per checkpoint: readable at any number of runs
+    # (a legend of 20+ colours over grouped bars is not).
+    names = list(runs)
+    fig, axes = plt.subplots(1, len(SETTINGS), sharey=True, sharex=True, dpi=120,
+                             figsize=(2.4 * len(SETTINGS) + 2.2, 0.26 * len(names) + 1.5), squeeze=False)
+    for ax, (p, c) in zip(axes[0], SETTINGS):
+        gains = []
+        for name in names:
+            r = next(r for r in runs[name]["results"] if (r["protocol"], r["codec"]) == (p, c))
+            gains.append(r["mean"]["top1_afd"] - r["mean"]["top1_direct"])
+        ax.barh(range(len(names)), gains, color="C0")
+        for y, g in enumerate(gains):
+            ax.text(g, y, f" {g:+.1f}", va="center", fontsize=7)
+        ax.axvline(0, c="k", lw=0.8)
+        ax.set_title(f"{p} {c}", fontsize=9)
+        ax.set_xlabel("top-1 gain (points)", fontsize=8)
+        ax.locator_params(axis="x", nbins=4)
+    axes[0][0].set_yticks(range(len(names)), names, fontsize=8)
+    axes[0][0].invert_yaxis()
+    axes[0][0].margins(x=0.25)
+    fig.suptitle(f"mean top-1 gain of the AFD over the qualities; {out['n_images']} images "
+                 f"(1 image = {100.0 / out['n_images']:.2f} pt)", fontsize=9)
     save_figure(fig, path + ".png")
 
 
