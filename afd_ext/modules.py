@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import reference
+from . import block_grid, reference
 from .data.transforms import RESIZE, center_crop_geometry
 from .reference.constants import N_COEFF, N_DCT_CHANNELS
 
@@ -21,6 +21,10 @@ FDM_SOURCES = ("input", "file")
 # classifier's own features) on clean and mildly compressed images. JPEG quantization empties the high
 # frequencies relative to the low ones, which these 192 log energies show whatever the content.
 GATES = ("none", "global")
+# Which 8x8 grid the FDE-Net and the gate read in eval mode: the input's own ('input', v1..v12), or the
+# JPEG block grid estimated from the pixels ('detect': an input resized after compression is resampled
+# onto its blocks first; afd_ext.block_grid, docs/design.md §1). Inference only: training reads the input.
+GRIDS = ("input", "detect")
 # How a module computes its ops: the fused torch.ops.afd kernels or the pure-PyTorch reference.
 IMPLS = ("fused", "reference")
 # FE-Net building blocks: re-parameterizable RepConv (the paper's) or plain 3x3 convs (ablation).
@@ -283,6 +287,9 @@ class AFDModule(nn.Module):
         act: the stem's own output activation ('relu', 'relu6' or 'identity').
         fdm: 'spatial' (one C-vector per 8x8 block, the default), 'global' (pooled per
             image, as the authors' release) or 'none' (FE-Net only, ablation).
+        grid: 'input' (the FDE-Net reads the input's 8x8 grid) or 'detect' (in eval mode, an input
+            whose JPEG blocks were moved off that grid by a resize is read on its own blocks:
+            ``afd_ext.block_grid``); 'detect' needs fdm='spatial'.
         h1, h2: FDE-Net hidden sizes.
 
     ``forward(feat, img)``: feat (B,C,Hf,Wf) is the stem output *before* its activation;
@@ -293,7 +300,8 @@ class AFDModule(nn.Module):
     """
 
     def __init__(self, channels: int, width: int | str = "small", act: str = "relu", fdm: str = "spatial",
-                 h1: int = 128, h2: int = 64, bn: bool = False, block: str = "repconv", gate: str = "none"):
+                 h1: int = 128, h2: int = 64, bn: bool = False, block: str = "repconv", gate: str = "none",
+                 grid: str = "input"):
         super().__init__()
         if gate not in GATES:
             raise ValueError(f"gate must be one of {GATES}, got {gate!r}")
@@ -312,6 +320,7 @@ class AFDModule(nn.Module):
         if gate != "none":  # v1/v2 configs have no key: they load as gate='none'
             self.config["gate"] = gate
         self.gate_mode = gate
+        self.grid = grid  # checked by the setter; configs before v16 have no key: 'input'
         self.fde = FDENet(channels, h1, h2) if fdm != "none" else None
         # opens half-way at the start (tanh(0.5)) so that the FE-Net learns from the first step
         self.gate_head = nn.Linear(N_DCT_CHANNELS, 1) if gate != "none" else None
@@ -326,6 +335,23 @@ class AFDModule(nn.Module):
         self.register_load_state_dict_post_hook(_recast_after_load)  # as FDENet's: no stale cast copies
         if block == "conv":
             use_plain_convs(self)
+
+    @property
+    def grid(self) -> str:
+        """Which 8x8 grid the FDE-Net and the gate read in eval mode (:data:`GRIDS`); settable."""
+        return self._grid
+
+    @grid.setter
+    def grid(self, value: str) -> None:
+        if value not in GRIDS:
+            raise ValueError(f"grid must be one of {GRIDS}, got {value!r}")
+        if value == "detect" and self.fdm_mode != "spatial":
+            raise ValueError(f"grid='detect' needs fdm='spatial' (a grid of FDM vectors to place), not {self.fdm_mode!r}")
+        self._grid = value
+        if value == "input":
+            self.config.pop("grid", None)
+        else:
+            self.config["grid"] = value
 
     # -- deployment ---------------------------------------------------------------------------
     def reparameterize(self) -> "AFDModule":
@@ -519,8 +545,34 @@ class AFDModule(nn.Module):
             img = img if img.dtype == feat.dtype else img.to(feat.dtype)
         z = self.gate_logit(img)
         fdm = self.compute_fdm(img, feat.shape[-2:], feat.dtype, z)  # the gate scales the whole correction
+        if self._grid == "detect" and not self.training:
+            fdm, z = self._on_block_grid(img, feat.shape[-2:], fdm, z)
         out = self._dedrift(feat, fdm)
         return (out, z) if return_gate else out
+
+    @torch.no_grad()
+    def _on_block_grid(self, img: torch.Tensor, feat_size, fdm: torch.Tensor,
+                       z: Optional[torch.Tensor]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """fdm and z with the images whose JPEG grid is shifted (``block_grid.detect_block_grid``)
+        estimated on their own blocks: the image resampled onto them (``block_grid.rectify``), the
+        gate and the FDE-Net read there, each block's vector put where the block lies in the input."""
+        grid = block_grid.detect_block_grid(img)
+        shifted = grid.shifted.nonzero()[:, 0].tolist()
+        if not shifted:
+            return fdm, z
+        hf, wf = feat_size
+        dtype = fdm.dtype
+        fdm = F.interpolate(fdm, size=(hf, wf), mode="nearest") if tuple(fdm.shape[-2:]) != (hf, wf) else fdm.clone()
+        z = None if z is None else z.clone()
+        for i in shifted:
+            rect = block_grid.rectify(img[i], float(grid.period[i]), float(grid.offset_x[i]), float(grid.offset_y[i]))
+            zi = self.gate_logit(rect.image)
+            blocks = self.fde(rect.image.to(dtype), dtype, zi)
+            rows, cols = block_grid.block_indices(rect, img.shape[-2:], (hf, wf))
+            fdm[i] = blocks[0][:, rows][:, :, cols]
+            if z is not None:
+                z[i] = zi[0].to(z.dtype)
+        return fdm, z
 
     def _dedrift(self, feat: torch.Tensor, fdm: torch.Tensor) -> torch.Tensor:
         if self.fused and self.deployed:

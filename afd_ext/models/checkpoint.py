@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 
 from ..data.files import UnreadableFile, read_regular
-from ..modules import BLOCKS, FDM_MODES, GATES, WIDTH_PRESETS, AFDModule
+from ..modules import BLOCKS, FDM_MODES, GATES, GRIDS, WIDTH_PRESETS, AFDModule
 from ..utils import atomic_write_bytes, write_json
 
 FORMAT_VERSION = 1
@@ -43,7 +43,7 @@ def check_module_config(module_cfg, where: str = "module config") -> dict:
     if not isinstance(module_cfg, dict):
         raise CheckpointError(f"{where}: the module config must be a JSON object, got {type(module_cfg).__name__}")
     cfg = dict(module_cfg)
-    allowed = {"channels", "width", "act", "fdm", "h1", "h2", "bn", "block", "gate"}
+    allowed = {"channels", "width", "act", "fdm", "h1", "h2", "bn", "block", "gate", "grid"}
     unknown = sorted(set(cfg) - allowed)
     if unknown:
         raise CheckpointError(f"{where}: unknown module config key(s) {unknown}; AFDModule takes {sorted(allowed)}")
@@ -62,7 +62,8 @@ def check_module_config(module_cfg, where: str = "module config") -> dict:
             raise CheckpointError(f"{where}: module config {key!r} must be an integer, got {v!r}")
         if not lo <= v <= hi:
             raise CheckpointError(f"{where}: module config {key!r} must be in {lo}..{hi}, got {v}")
-    for key, choices in (("act", ACTIVATIONS), ("fdm", FDM_MODES), ("block", BLOCKS), ("gate", GATES)):
+    for key, choices in (("act", ACTIVATIONS), ("fdm", FDM_MODES), ("block", BLOCKS), ("gate", GATES),
+                         ("grid", GRIDS)):
         if key in cfg and cfg[key] not in choices:
             raise CheckpointError(f"{where}: module config {key!r} must be one of {list(choices)}, got {cfg[key]!r}")
     if "bn" in cfg and not isinstance(cfg["bn"], bool):

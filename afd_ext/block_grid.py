@@ -1,0 +1,144 @@
+"""Blind estimation of an image's JPEG block grid from its pixels (docs/design.md §1, "block grid").
+
+A JPEG decoded and then resized no longer has its 8x8 blocks on the input's 8x8 grid: a crop
+compressed at 224 and resized to 256 has blocks of 9.14 pixels, a photo compressed at its own size
+and resized down blocks of 4-7. The FDE-Net reads 8x8 blocks of the input, so it sees those blocks
+blurred and cut; the FDM from the file's own grid (``--fdm-source file``) showed what is lost. Here
+the grid is estimated from the pixels alone: block edges make the mean |first difference| across
+columns (and rows) periodic, so the period and phase are the peak of that profile's periodogram.
+``rectify`` resamples the image so that its blocks sit on an 8x8 grid again; the FDE-Net and the
+gate read that image, and each block's FDM vector goes where the block lies in the input
+(``block_indices``). ``AFDModule(grid='detect')`` does this in ``forward`` (eval mode).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+# Periods searched, in input pixels: from a photo shrunk to 0.62 of its size to a crop enlarged 1.75x.
+GRID_PERIOD_RANGE = (5.0, 14.0)
+GRID_PERIOD_STEP = 0.02
+# Periods this close to 8 are the input's own grid (the FDE-Net already reads it; the 8/7 resize of
+# the evaluation transform also makes a period-8 pattern itself), so they are not a shifted grid.
+GRID_NEAR_8 = 0.4
+# A shifted grid is taken when its peak is at least GRID_MIN_STRENGTH times the periodogram's median
+# (a clean photo's strongest peak is about 5 times it) and at least GRID_MIN_RATIO_TO_8 of the
+# strongest peak near 8 (on an input compressed at its own grid the period-8 peak dwarfs the rest).
+# Fixed on the labelled training-side photos, before the decision set (docs/accuracy.md, v16).
+GRID_MIN_STRENGTH = 8.0
+GRID_MIN_RATIO_TO_8 = 0.5
+GRID_MIN_SIZE = 32  # smaller images: no estimate (too few blocks)
+_DETREND = 9  # the profile minus its moving average over this many boundaries: edges, not content ramps
+
+
+@dataclass
+class BlockGrid:
+    """Per image (B,): the block period in input pixels, the position of a block edge along x and y
+    in [0, period), the peak's strength (peak / periodogram median), its ratio to the period-8 peak,
+    and ``shifted``: whether a block grid other than the input's own 8x8 grid was found."""
+    period: torch.Tensor
+    offset_x: torch.Tensor
+    offset_y: torch.Tensor
+    strength: torch.Tensor
+    ratio_to_8: torch.Tensor
+    shifted: torch.Tensor
+
+
+def _edge_profiles(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, W-1) and (B, H-1): mean |luma difference| at each column / row boundary, detrended."""
+    x = img.float()
+    y = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
+    ax = (y[..., 1:] - y[..., :-1]).abs().mean(1)
+    ay = (y[..., 1:, :] - y[..., :-1, :]).abs().mean(2)
+    out = []
+    for a in (ax, ay):
+        trend = F.avg_pool1d(a[:, None], _DETREND, 1, _DETREND // 2, count_include_pad=False)[:, 0]
+        out.append(a - trend)
+    return out[0], out[1]
+
+
+def _periods(device) -> torch.Tensor:
+    lo, hi = GRID_PERIOD_RANGE
+    n = int(round((hi - lo) / GRID_PERIOD_STEP))
+    return lo + GRID_PERIOD_STEP * torch.arange(n, dtype=torch.float64, device=device)
+
+
+def _fourier(a: torch.Tensor, periods: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin) sums (B, P) of profile a (B, N) at each period; boundary n sits at x = n + 1."""
+    pos = torch.arange(1, a.shape[-1] + 1, dtype=torch.float64, device=a.device)
+    phase = (-2 * math.pi * pos[None, :] / periods[:, None]) % (2 * math.pi)
+    a = a.double()
+    return a @ torch.cos(phase).T, a @ torch.sin(phase).T
+
+
+@torch.no_grad()
+def detect_block_grid(img: torch.Tensor) -> BlockGrid:
+    """The JPEG block grid of each image of img (B,3,H,W), RGB 0..255 (uint8 or floating)."""
+    if img.dim() != 4 or img.shape[1] != 3:
+        raise ValueError(f"detect_block_grid: img must have shape (B, 3, H, W), got {tuple(img.shape)}")
+    b, dev = img.shape[0], img.device
+    if min(img.shape[-2:]) < GRID_MIN_SIZE:
+        zeros = torch.zeros(b, dtype=torch.float64, device=dev)
+        return BlockGrid(zeros + 8, zeros, zeros, zeros, zeros, torch.zeros(b, dtype=torch.bool, device=dev))
+    periods = _periods(dev)
+    ax, ay = _edge_profiles(img)
+    cx, sx = _fourier(ax, periods)
+    cy, sy = _fourier(ay, periods)
+    power = (cx ** 2 + sx ** 2) / ax.shape[-1] + (cy ** 2 + sy ** 2) / ay.shape[-1]
+    near8 = (periods - 8).abs() < GRID_NEAR_8
+    power8 = power[:, near8].amax(1)
+    power = power.masked_fill(near8, 0)
+    median = power.median(1).values.clamp_min(1e-12)  # of the masked periodogram, as calibrated
+    k = power.argmax(1)
+    peak = power.gather(1, k[:, None])[:, 0]
+    p = periods[k]
+    rows = torch.arange(b, device=dev)
+    # an edge at x = o + j p gives the sums the phase -2 pi o / p
+    ox = (-torch.atan2(sx[rows, k], cx[rows, k]) * p / (2 * math.pi)) % p
+    oy = (-torch.atan2(sy[rows, k], cy[rows, k]) * p / (2 * math.pi)) % p
+    strength = peak / median
+    ratio = peak / power8.clamp_min(1e-12)
+    shifted = (strength >= GRID_MIN_STRENGTH) & (ratio >= GRID_MIN_RATIO_TO_8)
+    return BlockGrid(p, ox, oy, strength, ratio, shifted)
+
+
+@dataclass
+class Rectified:
+    """An image resampled onto its own block grid: ``image`` (1,3,Hv,Wv) float32 RGB 0..255, its
+    blocks on the 8x8 grid; input x = ``x0`` + ``scale`` * (virtual x) (y likewise)."""
+    image: torch.Tensor
+    x0: float
+    y0: float
+    scale: float
+
+
+def rectify(img: torch.Tensor, period: float, offset_x: float, offset_y: float) -> Rectified:
+    """img (3,H,W) RGB 0..255 resampled (bilinear) by 8 / period so that the block edges at
+    offset + j * period land on multiples of 8; the first virtual block starts at the last edge at
+    or before the image's first pixel (the part beyond the image is its edge, replicated)."""
+    h, w = img.shape[-2:]
+    s = float(period) / 8.0
+    x0 = float(offset_x) - math.ceil(float(offset_x) / period) * period
+    y0 = float(offset_y) - math.ceil(float(offset_y) / period) * period
+    wv = int(math.ceil((w - x0) / s / 8)) * 8
+    hv = int(math.ceil((h - y0) / s / 8)) * 8
+    u = (torch.arange(wv, dtype=torch.float32, device=img.device) + 0.5) * s + x0
+    v = (torch.arange(hv, dtype=torch.float32, device=img.device) + 0.5) * s + y0
+    gy, gx = torch.meshgrid(v / h * 2 - 1, u / w * 2 - 1, indexing="ij")
+    grid = torch.stack((gx, gy), -1)[None]
+    out = F.grid_sample(img[None].float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return Rectified(out.clamp_(0, 255).round_(), x0, y0, s)
+
+
+def block_indices(rect: Rectified, input_size, out_size) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows (Ho,), columns (Wo,)) of the rectified image's 8x8 block under the centre of each cell
+    of an out_size grid over the input (H, W)."""
+    (h, w), (ho, wo) = input_size, out_size
+    hv, wv = rect.image.shape[-2:]
+    dev = rect.image.device
+    ys = ((torch.arange(ho, dtype=torch.float64, device=dev) + 0.5) * h / ho - rect.y0) / rect.scale
+    xs = ((torch.arange(wo, dtype=torch.float64, device=dev) + 0.5) * w / wo - rect.x0) / rect.scale
+    return (ys // 8).long().clamp_(0, hv // 8 - 1), (xs // 8).long().clamp_(0, wv // 8 - 1)
