@@ -12,6 +12,7 @@ gate read that image, and each block's FDM vector goes where the block lies in t
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -66,12 +67,21 @@ def _periods(device) -> torch.Tensor:
     return lo + GRID_PERIOD_STEP * torch.arange(n, dtype=torch.float64, device=device)
 
 
-def _fourier(a: torch.Tensor, periods: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cos, sin) sums (B, P) of profile a (B, N) at each period; boundary n sits at x = n + 1."""
-    pos = torch.arange(1, a.shape[-1] + 1, dtype=torch.float64, device=a.device)
-    phase = (-2 * math.pi * pos[None, :] / periods[:, None]) % (2 * math.pi)
+@functools.lru_cache(maxsize=16)
+def _basis(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin) (N, P) of the phase of boundary n (at x = n + 1) at each period: a constant of the
+    profile's length, built once per length and device (it is most of the detector's work)."""
+    periods = _periods(device)
+    pos = torch.arange(1, n + 1, dtype=torch.float64, device=device)
+    phase = (-2 * math.pi * pos[:, None] / periods[None, :]) % (2 * math.pi)
+    return torch.cos(phase), torch.sin(phase)
+
+
+def _fourier(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin) sums (B, P) of profile a (B, N) at each period."""
+    cos, sin = _basis(a.shape[-1], a.device)
     a = a.double()
-    return a @ torch.cos(phase).T, a @ torch.sin(phase).T
+    return a @ cos, a @ sin
 
 
 @torch.no_grad()
@@ -85,8 +95,8 @@ def detect_block_grid(img: torch.Tensor) -> BlockGrid:
         return BlockGrid(zeros + 8, zeros, zeros, zeros, zeros, torch.zeros(b, dtype=torch.bool, device=dev))
     periods = _periods(dev)
     ax, ay = _edge_profiles(img)
-    cx, sx = _fourier(ax, periods)
-    cy, sy = _fourier(ay, periods)
+    cx, sx = _fourier(ax)
+    cy, sy = _fourier(ay)
     power = (cx ** 2 + sx ** 2) / ax.shape[-1] + (cy ** 2 + sy ** 2) / ay.shape[-1]
     near8 = (periods - 8).abs() < GRID_NEAR_8
     power8 = power[:, near8].amax(1)

@@ -150,14 +150,13 @@ def evaluate(model, paths, qualities: Sequence[int] = data.DEFAULT_QUALITIES, *,
                 got = [sd for sd in sides if sd is not None]
                 fdm = torch.cat([f for f, _ in got]).to(device)
                 z = torch.cat([g for _, g in got]) if got[0][1] is not None else None
-            else:
-                gate = getattr(getattr(model, "afd", None), "gate_logit", None)
-                z = gate(pixels[ran]) if gate is not None else None
+                afd = model.head(feat[ran], pixels[ran], use_afd=True, fdm=fdm)
+            else:  # the gate logits the AFD used (grid='detect': read on each input's own block grid)
+                afd, z = model.head(feat[ran], pixels[ran], use_afd=True, return_gate=True)
             if z is not None:  # how far the gate let the correction through (docs/design.md §1)
                 tally.gated = True
                 tally.gate_open += int((z > 0).sum())
                 tally.gate_sum += float(model.afd.gate_value(z.float()).sum())
-            afd = model.head(feat[ran], pixels[ran], use_afd=True, fdm=fdm)
             direct = direct.clone()
             direct[ran] = afd.to(direct.dtype)
         tally.add(direct, y, "afd")

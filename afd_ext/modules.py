@@ -346,7 +346,8 @@ class AFDModule(nn.Module):
         if value not in GRIDS:
             raise ValueError(f"grid must be one of {GRIDS}, got {value!r}")
         if value == "detect" and self.fdm_mode != "spatial":
-            raise ValueError(f"grid='detect' needs fdm='spatial' (a grid of FDM vectors to place), not {self.fdm_mode!r}")
+            raise ValueError(f"grid='detect' needs fdm='spatial' (a grid of FDM vectors to place), "
+                             f"not {self.fdm_mode!r}")
         self._grid = value
         if value == "input":
             self.config.pop("grid", None)

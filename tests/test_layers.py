@@ -20,7 +20,7 @@ LAYERS = [
                      "afd_ext.benchmark", "afd_ext.benchmark.timing", "afd_ext.benchmark.flops",
                      "afd_ext.benchmark.results"}),
     ("ops", {"afd_ext.ops"}),
-    ("nn modules", {"afd_ext.modules"}),
+    ("nn modules", {"afd_ext.modules", "afd_ext.block_grid"}),
     ("classifiers, checkpoints and attach", {"afd_ext.models.backbones", "afd_ext.models.backbones.efficientnet_lite",
                                              "afd_ext.models.weights", "afd_ext.models.checkpoint",
                                              "afd_ext.models.adapters", "afd_ext.models.classifier",
@@ -55,7 +55,7 @@ DOCUMENTED = ["afd_ext.create_model", "afd_ext.list_models", "afd_ext.attach", "
               "afd_ext.data.MAX_IMAGE_PIXELS", "afd_ext.data.MAX_ASPECT_RATIO", "afd_ext.data.in_decision_set",
               "afd_ext.data.PROTOCOLS", "afd_ext.data.CODECS", "afd_ext.evaluation.evaluate",
               "afd_ext.train.CSV_COLUMNS", "afd_ext.train.INT_RANGES", "afd_ext.train.GATE_CLOSED_FROM",
-              "afd_ext.utils.atomic_path"]
+              "afd_ext.utils.atomic_path", "afd_ext.block_grid.detect_block_grid"]
 
 
 def _modules():

@@ -21,6 +21,9 @@ Which AFD implementation goes into the graph
       TorchScript is produced with ``torch.jit.trace`` (deprecated upstream, still the way to
       get a libtorch-loadable file); ONNX with the torch.export-based exporter (needs the
       ``onnx`` and ``onnxscript`` packages), opset 18.
+    * Either way the graph reads the FDM on the input's own 8x8 grid: ``grid='detect'`` (the
+      JPEG grid estimated per image, ``afd_ext.block_grid``) picks a path per image from its
+      pixels, which one graph cannot hold, so it stays in eager mode.
 
 Every file is serialized in memory and written by the package's one writer (``utils.atomic_path``:
 a temporary file in the target folder, then a rename; nothing left on a full disk or a signal),
@@ -102,6 +105,9 @@ def prepare(model, fmt: str) -> nn.Module:
     model = copy.deepcopy(model).eval()
     if model.afd is not None:
         model.deploy("fused" if fmt == "export" else "reference")
+        # one graph for every input: the FDM on the input's 8x8 grid (grid='detect' picks a path per
+        # image from its pixels, which a traced or exported graph cannot hold)
+        model.afd.grid = "input"
     return model
 
 
@@ -129,6 +135,7 @@ def export_model(model, fmt: str, out: Union[str, os.PathLike], image_size: int 
             "output": "logits: float32 (B,num_classes)", "use_afd": bool(use_afd) and model.afd is not None,
             "afd_path": ("fused torch.ops.afd ops (import afd_ext to load)" if fmt == "export"
                          else "re-parameterized reference (standard ops)"),
+            "fdm_grid": "input (the graph reads every input's FDM on its own 8x8 grid; grid='detect' is eager-only)",
             "torch": torch.__version__, **(meta or {})}
     batch = torch.export.Dim("batch", min=1, max=4096)
     # Serialized in memory, then written by the one writer: a full disk or a signal during the

@@ -90,15 +90,22 @@ class AFDClassifier(nn.Module):
         return self.adapter.stem(self.normalize(pixels)), images if images.dtype == torch.uint8 else pixels
 
     def head(self, feat: torch.Tensor, pixels: torch.Tensor, use_afd: bool = True,
-             fdm: Optional[torch.Tensor] = None) -> torch.Tensor:
+             fdm: Optional[torch.Tensor] = None, return_gate: bool = False):
         """De-drift (or only activate) the stem features, then the rest of the classifier.
-        ``fdm``: the FDM to use instead of the one estimated from the pixels (``file_fdm``)."""
+        ``fdm``: the FDM to use instead of the one estimated from the pixels (``file_fdm``).
+        ``return_gate``: (logits, the gate logits (B,) the AFD used, or None: no gate, no AFD, or
+        ``fdm`` given)."""
         from .. import reference
+        z = None
         if use_afd and self.afd is not None:
-            out = self.afd(feat, pixels) if fdm is None else self.afd(feat, pixels, fdm=fdm)
+            if fdm is None:
+                out, z = self.afd(feat, pixels, return_gate=True)
+            else:
+                out = self.afd(feat, pixels, fdm=fdm)
         else:
             out = reference.apply_act(feat, self.adapter.act)
-        return self.adapter.rest(out)
+        logits = self.adapter.rest(out)
+        return (logits, z) if return_gate else logits
 
     @torch.no_grad()
     def feature_size(self, height: int, width: int) -> tuple[int, int]:

@@ -1,0 +1,201 @@
+"""afd_ext.block_grid and AFDModule(grid='detect'): the JPEG block grid estimated from the pixels,
+the image resampled onto it, and the module reading its FDM there (docs/design.md §1)."""
+import pytest
+import torch
+
+from afd_ext import AFDModule, block_grid, data
+from afd_ext.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from helpers import make_photo, perturb
+
+# a 224 crop compressed, then resized to 256 and centre-cropped again: blocks of 8 * 256 / 224 pixels,
+# an edge of the first one at 8 * 256 / 224 * 2 - 16 (the crop's offset in the 256 image)
+RESIZED_PERIOD = 8 * 256 / 224
+RESIZED_OFFSET = 2 * RESIZED_PERIOD - 16
+
+
+def _input(protocol: str, quality: int, seed: int = 0, size=(300, 400)) -> torch.Tensor:
+    return data.to_tensor(data.degrade(make_photo(*size, seed=seed), [quality], protocol))
+
+
+def _circular(a: float, b: float, period: float) -> float:
+    d = (a - b) % period
+    return min(d, period - d)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 3])
+def test_finds_the_grid_of_a_crop_resized_after_compression(seed):
+    g = block_grid.detect_block_grid(_input("resized", 10, seed)[None])
+    assert bool(g.shifted[0])
+    assert abs(float(g.period[0]) - RESIZED_PERIOD) < 0.05
+    for off in (g.offset_x, g.offset_y):
+        assert _circular(float(off[0]), RESIZED_OFFSET, RESIZED_PERIOD) < 0.5
+
+
+def test_finds_the_grid_of_a_photo_compressed_at_its_own_size():
+    g = block_grid.detect_block_grid(_input("full", 10)[None])
+    assert bool(g.shifted[0])
+    assert abs(float(g.period[0]) - 8 * 256 / 300) < 0.05  # short side 300 -> 256
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_crop_compressed_on_the_input_grid_is_not_shifted(seed):
+    g = block_grid.detect_block_grid(_input("crop", 10, seed)[None])
+    assert not bool(g.shifted[0])
+    assert float(g.ratio_to_8[0]) < block_grid.GRID_MIN_RATIO_TO_8
+
+
+def test_batched_detection_is_per_image():
+    imgs = torch.stack([_input("resized", 10), _input("crop", 10)])
+    g = block_grid.detect_block_grid(imgs)
+    for i in range(2):
+        one = block_grid.detect_block_grid(imgs[i:i + 1])
+        assert bool(g.shifted[i]) == bool(one.shifted[0])
+        assert torch.allclose(g.period[i], one.period[0]) and torch.allclose(g.strength[i], one.strength[0])
+    assert g.shifted.tolist() == [True, False]
+
+
+def test_floating_and_uint8_inputs_agree():
+    img = _input("resized", 10)[None]
+    a, b = block_grid.detect_block_grid(img), block_grid.detect_block_grid(img.float())
+    assert torch.equal(a.period, b.period) and torch.equal(a.shifted, b.shifted)
+
+
+def test_small_images_and_bad_shapes():
+    g = block_grid.detect_block_grid(torch.zeros(2, 3, 16, 40, dtype=torch.uint8))
+    assert not g.shifted.any()
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        block_grid.detect_block_grid(torch.zeros(3, 64, 64))
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        block_grid.detect_block_grid(torch.zeros(1, 1, 64, 64))
+
+
+def _blocky(period: float, offset: float, size: int = 96, seed: int = 0) -> torch.Tensor:
+    """An image of constant blocks of ``period`` pixels with an edge at ``offset`` (both axes)."""
+    g = torch.Generator().manual_seed(seed)
+    n = int(size / period) + 3
+    colours = torch.rand(3, n, n, generator=g) * 200 + 20
+    idx = ((torch.arange(size, dtype=torch.float64) + 0.5 - offset) // period).long() + 1
+    return colours[:, idx][:, :, idx]
+
+
+@pytest.mark.parametrize("period,offset", [(9.142857, 2.29), (6.4, 5.1), (11.0, 0.0)])
+def test_rectify_puts_the_block_edges_on_multiples_of_8(period, offset):
+    rect = block_grid.rectify(_blocky(period, offset), period, offset, offset)
+    v = rect.image[0]
+    assert v.shape[-1] % 8 == 0 and v.shape[-2] % 8 == 0
+    assert rect.scale == pytest.approx(period / 8)
+    edges = (v[..., 1:] - v[..., :-1]).abs().mean((0, 1))  # boundary n: between columns n and n + 1
+    at8 = edges[7::8]
+    rest = torch.cat([edges[k::8] for k in range(7)])
+    assert float(at8.mean()) > 5 * float(rest.mean())
+    # and the map back: the centre of each input pixel lands in the block it belongs to
+    rows, cols = block_grid.block_indices(rect, (96, 96), (96, 96))
+    assert torch.equal(rows, cols)
+    blk = ((torch.arange(96, dtype=torch.float64) + 0.5 - rect.x0) / rect.scale // 8).long()
+    assert torch.equal(cols, blk.clamp(0, v.shape[-1] // 8 - 1))
+
+
+def _module(gate: str = "global", seed: int = 0) -> AFDModule:
+    m = perturb(AFDModule(32, width=4, act="relu6", gate=gate), 0.2, seed=seed)
+    if m.gate_head is not None:  # open on every input (its logit still read from the image), so the
+        with torch.no_grad():     # FDM reaches the output
+            m.gate_head.bias.fill_(50.0)
+    return m.eval()
+
+
+def _feat(b: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(b, 32, 112, 112, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("gate", ["global", "none"])
+def test_detect_changes_only_the_images_with_a_shifted_grid(gate):
+    m = _module(gate)
+    imgs = torch.stack([_input("resized", 10), _input("crop", 10), _input("resized", 10, seed=1)])
+    feat = _feat(3)
+    m.grid = "input"
+    plain, z_plain = m(feat, imgs, return_gate=True)
+    m.grid = "detect"
+    out, z = m(feat, imgs, return_gate=True)
+    assert torch.equal(out[1], plain[1])  # the crop: its own grid, the module as before
+    assert not torch.allclose(out[0], plain[0]) and not torch.allclose(out[2], plain[2])
+    # per image: a batch gives each image what it gets alone (up to the convolutions' batched rounding,
+    # about 1e-4 on outputs up to 6 with either grid)
+    for i in range(3):
+        assert torch.allclose(m(feat[i:i + 1], imgs[i:i + 1]), out[i:i + 1], atol=1e-3)
+    if gate == "none":
+        assert z is None and z_plain is None
+    else:
+        assert z[1] == z_plain[1] and z[0] != z_plain[0]
+
+
+def test_detect_reads_the_fdm_on_the_rectified_image():
+    m = _module()
+    img = _input("resized", 10)
+    feat = _feat(1)
+    m.grid = "detect"
+    out = m(feat, img[None])
+    g = block_grid.detect_block_grid(img[None])
+    rect = block_grid.rectify(img, float(g.period[0]), float(g.offset_x[0]), float(g.offset_y[0]))
+    z = m.gate_logit(rect.image)
+    blocks = m.fde(rect.image, torch.float32, z)
+    rows, cols = block_grid.block_indices(rect, (224, 224), (112, 112))
+    fdm = blocks[:, :, rows][:, :, :, cols]
+    m.grid = "input"
+    assert torch.allclose(out, m(feat, img[None], fdm=fdm), atol=1e-6)
+
+
+def test_training_mode_reads_the_input_grid():
+    m = _module()
+    imgs = _input("resized", 10)[None]
+    feat = _feat(1)
+    m.grid = "detect"
+    m.train()
+    trained = m(feat, imgs)
+    m.grid = "input"
+    assert torch.equal(trained, m(feat, imgs))
+
+
+def test_deployed_fused_module_agrees_with_the_reference():
+    m = _module()
+    m.grid = "detect"
+    imgs = torch.stack([_input("resized", 10), _input("crop", 10)])
+    feat = _feat(2)
+    with torch.no_grad():
+        ref = m(feat, imgs)
+        m.deploy()
+        assert m.fused
+        fused = m(feat, imgs)
+    assert float((fused - ref).abs().max() / ref.abs().max()) < 1e-4  # as test_modules' deploy parity
+
+
+def test_grid_setting_checks_and_config():
+    m = AFDModule(32, width=4, gate="global")
+    assert m.grid == "input" and "grid" not in m.config  # files before v16 have no key
+    m.grid = "detect"
+    assert m.config["grid"] == "detect"
+    m.grid = "input"
+    assert "grid" not in m.config
+    with pytest.raises(ValueError, match="grid must be one of"):
+        m.grid = "auto"
+    with pytest.raises(ValueError, match="needs fdm='spatial'"):
+        AFDModule(32, width=4, fdm="global", grid="detect")
+    assert AFDModule(32, width=4, grid="detect").grid == "detect"
+
+
+def test_checkpoint_keeps_the_grid_and_refuses_a_bad_one(tmp_path):
+    m = _module()
+    m.grid = "detect"
+    path = save_checkpoint(tmp_path / "g.safetensors", m, {"backbone": "efficientnet_lite0"})
+    loaded, config = load_checkpoint(path)
+    assert loaded.grid == "detect" and config["module"]["grid"] == "detect"
+    from safetensors.torch import load_file, save_file
+    import json
+    from safetensors import safe_open
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    cfg = json.loads(meta["afd_config"])
+    cfg["module"]["grid"] = "sideways"
+    bad = tmp_path / "bad.safetensors"
+    save_file(load_file(str(path)), str(bad), metadata={**meta, "afd_config": json.dumps(cfg)})
+    with pytest.raises(CheckpointError, match="'grid' must be one of"):
+        load_checkpoint(bad)
