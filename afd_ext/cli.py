@@ -19,7 +19,7 @@ from .data import CODECS, IMAGE_EXTENSIONS, PROTOCOLS, SKIP_AFD_ABOVE_QUALITY
 from .inference.export import FORMATS
 from .utils import check_output_file, output_target, write_json
 from .models import list_models
-from .modules import BLOCKS, FDM_MODES, FDM_SOURCES, GATES
+from .modules import BLOCKS, FDM_MODES, FDM_SOURCES, GATES, GRIDS
 from .inference.pipeline import AUTOCAST_DTYPES
 
 
@@ -117,13 +117,17 @@ FDM_SOURCE_HELP = ("where the FDM is estimated: input (the classifier's 224 inpu
                    "with the resize / crop)")
 
 
-def _add_model_args(p, checkpoint_default_help="the checkpoint shipped for the backbone"):
+def _add_model_args(p, checkpoint_default_help="the checkpoint shipped for the backbone", grid: bool = False):
     p.add_argument("--backbone", default="efficientnet_lite0",
                    choices=list_models())
     p.add_argument("--checkpoint", default=None,
                    help=f"AFD checkpoint (.safetensors) or a shipped release name (v1, ...); default: "
                         f"{checkpoint_default_help}")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    if grid:
+        p.add_argument("--grid", choices=GRIDS, default=None,
+                       help="which 8x8 grid the AFD reads the FDM on: input (the input's own) or detect (each "
+                            "input's JPEG grid, found from its pixels); default: the checkpoint's setting")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -246,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="the evaluation protocol: top-1/top-5 per JPEG quality, direct vs AFD")
     e.add_argument("paths", nargs="+", help="labelled images: files or folders (synset in file/folder name)")
-    _add_model_args(e)
+    _add_model_args(e, grid=True)
     e.add_argument("--quality", type=quality_type, nargs="+", default=[25, 18, 15, 10, 7])
     e.add_argument("--multi-compress", action="store_true", help="add the 1..5 successive compressions protocol")
     e.add_argument("--protocol", choices=PROTOCOLS, default="crop",
@@ -276,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-progress", action="store_true")
 
     d = sub.add_parser("demo", help="classify sample photos clean / JPEG / JPEG+AFD (no data needed)")
-    _add_model_args(d)
+    _add_model_args(d, grid=True)
     d.add_argument("--data", default=None, help="a folder of your own photos instead of the built-in ones")
     d.add_argument("--quality", type=quality_type, nargs="+", default=[25, 15, 10, 7])
     d.add_argument("--out", default="afd_demo.png", help="PNG figure")
@@ -336,7 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _model(a):
     from .models import create_model
     from .utils import resolve_device
-    return create_model(a.backbone, checkpoint=a.checkpoint, device=resolve_device(a.device))
+    model = create_model(a.backbone, checkpoint=a.checkpoint, device=resolve_device(a.device))
+    if getattr(a, "grid", None) is not None and model.afd is not None:
+        model.afd.grid = a.grid
+    return model
 
 
 def train_config(a):

@@ -191,6 +191,7 @@ def evaluate(model, paths, qualities: Sequence[int] = data.DEFAULT_QUALITIES, *,
     result = {
         "backbone": backbone, "checkpoint": checkpoint, "protocol": protocol, "codec": codec,
         "as_predict": bool(as_predict), "skip_afd_above": skip, "fdm_source": fdm_source,
+        "grid": getattr(getattr(model, "afd", None), "grid", None),  # which 8x8 grid the FDM was read on
         "n_images": tallies["clean"].n,
         "clean": tallies["clean"].percent(as_predict),
         "qualities": [{"quality": q, **tallies[("q", q)].percent(as_predict)} for q in qualities],

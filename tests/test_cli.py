@@ -333,3 +333,30 @@ def test_eval_degradation_flags(flags, protocol, codec, multi, labelled, checkpo
         assert [r["times"] for r in result["multi_compress"]] == [1, 2, 3, 4, 5]
     assert {(p, c) for p, c, _ in calls} == {(protocol, codec)}
     assert sorted(n for _, _, n in calls) == sorted([1] * 2 + ([1, 2, 3, 4, 5] * 2 if multi else []))
+
+
+@pytest.mark.parametrize("grid", [None, "input", "detect"])
+def test_eval_grid_flag_sets_the_grid_and_the_json_records_it(grid, labelled, checkpoint, tmp_path, monkeypatch):
+    """--grid overrides the checkpoint's setting for the run (default: the checkpoint's, 'input' for
+    this test checkpoint), and the result says which grid the FDM was read on."""
+    import afd_ext.cli as cli
+    seen = []
+    real = cli._model
+
+    def spy(a):
+        model = real(a)
+        seen.append(model.afd.grid)
+        return model
+    monkeypatch.setattr(cli, "_model", spy)
+    out = tmp_path / "r.json"
+    flags = [] if grid is None else ["--grid", grid]
+    assert main(["eval", str(labelled), "--checkpoint", checkpoint, "--quality", "10", "--json", str(out),
+                 "--no-progress", "--protocol", "resized"] + flags) == 0
+    want = grid or "input"
+    assert seen == [want] and json.loads(out.read_text())["grid"] == want
+
+
+def test_grid_flag_refuses_an_unknown_grid(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", "x", "--grid", "sideways"])
+    assert exc.value.code == 2 and "invalid choice: 'sideways'" in capsys.readouterr().err
