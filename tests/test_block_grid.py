@@ -5,7 +5,7 @@ import torch
 
 from afd_ext import AFDModule, block_grid, data
 from afd_ext.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from helpers import make_photo, perturb
+from helpers import make_photo, needs_cuda, perturb
 
 # a 224 crop compressed, then resized to 256 and centre-cropped again: blocks of 8 * 256 / 224 pixels,
 # an edge of the first one at 8 * 256 / 224 * 2 - 16 (the crop's offset in the 256 image)
@@ -199,3 +199,20 @@ def test_checkpoint_keeps_the_grid_and_refuses_a_bad_one(tmp_path):
     save_file(load_file(str(path)), str(bad), metadata={**meta, "afd_config": json.dumps(cfg)})
     with pytest.raises(CheckpointError, match="'grid' must be one of"):
         load_checkpoint(bad)
+
+
+@needs_cuda
+def test_cuda_module_reads_the_same_grid_as_the_cpu():
+    m = _module()
+    m.grid = "detect"
+    imgs = torch.stack([_input("resized", 10), _input("crop", 10)])
+    feat = _feat(2)
+    with torch.no_grad():
+        cpu = m(feat, imgs)
+        g_cpu = block_grid.detect_block_grid(imgs)
+        m.cuda()
+        g_gpu = block_grid.detect_block_grid(imgs.cuda())
+        gpu = m.deploy()(feat.cuda(), imgs.cuda()).cpu()
+    assert torch.equal(g_cpu.shifted, g_gpu.shifted.cpu())
+    assert torch.allclose(g_cpu.period, g_gpu.period.cpu())
+    assert float((gpu - cpu).abs().max() / cpu.abs().max()) < 1e-3

@@ -224,9 +224,11 @@ def test_afd_sits_before_a_silu_or_hardswish_stem_activation(name):
 
 def test_deployed_lite0_adds_at_most_ten_top_level_operator_calls():
     """The deployed fused AFD (the shipped Lite0 checkpoint, gate included) adds at most 10 top-level
-    operator calls to Lite0's own forward, none of them glue (cat, upsample, max-pool, PReLU)."""
+    operator calls to Lite0's own forward, none of them glue (cat, upsample, max-pool, PReLU). On the
+    input's own grid: grid='detect' adds the detector's small ops (the next test)."""
     import collections
     m = afd_ext.create_model("efficientnet_lite0").deploy()
+    m.afd.grid = "input"
     x = torch.randint(0, 256, (2, 3, 224, 224), dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
 
     def calls(use_afd):
@@ -241,3 +243,31 @@ def test_deployed_lite0_adds_at_most_ten_top_level_operator_calls():
     glue = {"aten::cat", "aten::upsample_nearest2d", "aten::max_pool2d", "aten::max_pool2d_with_indices",
             "aten::prelu", "aten::_prelu_kernel"}
     assert not glue & set(everything)
+
+
+def test_grid_detect_adds_only_the_detector_on_inputs_read_on_their_own_grid():
+    """The shipped default reads each input's grid (grid='detect'): on inputs it leaves on their own
+    grid it adds the detector's small aten ops (edge profiles, one DFT as matrix products, the peak)
+    and no afd op, no glue, exactly one host sync (the nonzero that picks the rectified images)."""
+    import collections
+    from helpers import make_photo
+    m = afd_ext.create_model("efficientnet_lite0").deploy()
+    assert m.afd.grid == "detect"
+    # crops compressed on their own grid (uniform noise would not do: its periodogram's largest peak
+    # passes the strength threshold about half the time)
+    x = torch.stack([afd_ext.data.to_tensor(afd_ext.data.degrade(make_photo(300, 400, seed=s), [10], "crop"))
+                     for s in range(2)]).contiguous(memory_format=torch.channels_last)
+    assert not afd_ext.block_grid.detect_block_grid(x).shifted.any()
+
+    def calls(grid):
+        m.afd.grid = grid
+        with torch.no_grad(), torch.profiler.profile() as prof:
+            out = m(x)
+        return [e.name for e in prof.events() if e.cpu_parent is None], out
+    plain, out_plain = calls("input")
+    detect, out_detect = calls("detect")
+    assert torch.equal(out_plain, out_detect)
+    extra = collections.Counter(detect) - collections.Counter(plain)
+    assert extra and not any(name.startswith("afd::") for name in extra), extra
+    assert not {"aten::cat", "aten::upsample_nearest2d", "aten::grid_sampler_2d", "aten::prelu"} & set(extra)
+    assert extra["aten::nonzero"] == 1

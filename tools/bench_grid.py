@@ -4,10 +4,12 @@ resized after compression (every one rectified), the classifier alone, the AFD w
 with grid='detect' taking turns (the order reversed every other turn), medians over turns.
 
     python tools/bench_grid.py --threads 2 --batch 1 32 --repeats 9 --out bench/results/grid_cost_cpu
+    python tools/bench_grid.py --device cuda --dtype bfloat16 --batch 1 32 256 --out DIR/grid_cost_cuda
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import statistics
 import sys
@@ -33,6 +35,9 @@ def inputs(protocol: str, n: int, quality: int = 25) -> torch.Tensor:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
+                    help="autocast dtype; the AFD's op weights are cast to it once, as the Pipeline does")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 32])
     ap.add_argument("--repeats", type=int, default=9)
@@ -40,8 +45,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="path stem: writes .json and .md")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    dev, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    amp = ((lambda: torch.autocast(dev.type, dtype=dtype)) if dtype != torch.float32 else contextlib.nullcontext)
     # channels_last, as afd bench times every model (the classifier's convolutions are faster in it)
-    model = afd_ext.create_model("efficientnet_lite0").eval().deploy("fused").to(memory_format=torch.channels_last)
+    model = afd_ext.create_model("efficientnet_lite0", device=dev).eval()
+    model = model.deploy("fused", dtype=None if dtype == torch.float32 else dtype).to(memory_format=torch.channels_last)
     models = {"classifier": (model, False)}
     for grid in ("input", "detect"):
         m = copy.deepcopy(model)
@@ -49,21 +57,21 @@ def main(argv=None) -> int:
         models[f"afd_grid_{grid}"] = (m, True)
     rows = []
     for protocol in ("crop", "resized"):
-        pool = inputs(protocol, max(args.batch))
+        pool = inputs(protocol, max(args.batch)).to(dev)
         for b in args.batch:
             x = pool[:b].contiguous(memory_format=torch.channels_last)
             shifted = int(afd_ext.block_grid.detect_block_grid(x).shifted.sum())
 
             def fn(mu):
                 m, use = mu
-                with torch.inference_mode():
+                with torch.inference_mode(), amp():
                     return m(x, use_afd=use)
             for c in CONFIGS:
-                time_calls(fn, (models[c],), "cpu", rounds=1, warmup=1, clock="wall")
+                time_calls(fn, (models[c],), dev, rounds=1, warmup=1, clock="wall")
             turns = {c: [] for c in CONFIGS}
             for r in range(args.repeats):
                 for c in (CONFIGS if r % 2 == 0 else tuple(reversed(CONFIGS))):
-                    turns[c].append(time_calls(fn, (models[c],), "cpu", rounds=args.calls, warmup=0,
+                    turns[c].append(time_calls(fn, (models[c],), dev, rounds=args.calls, warmup=0,
                                                clock="wall").median)
             for c in CONFIGS:
                 med = statistics.median(turns[c])
@@ -75,8 +83,8 @@ def main(argv=None) -> int:
                 print(f"{protocol:8s} b={b:<3d} {c:16s} {row['latency_ms_median']:9.2f} ms  vs classifier "
                       f"{row['vs_classifier']:.3f}  vs grid input {row['vs_grid_input']:.3f}  "
                       f"shifted {row['shifted_grid']}", flush=True)
-    meta = run_meta("cpu", repeats=args.repeats, calls_per_turn=args.calls,
-                    model="efficientnet_lite0 + the shipped AFD, deployed (fused ops), float32, uint8 input, "
+    meta = run_meta(dev, repeats=args.repeats, calls_per_turn=args.calls, dtype=args.dtype,
+                    model=f"efficientnet_lite0 + the shipped AFD, deployed (fused ops), {args.dtype}, uint8 input, "
                     "channels_last",
                     inputs="photo-like 375x500 JPEGs (afd_ext.benchmark.e2e), then afd_ext.data.degrade at q25")
     result = {"meta": meta, "rows": rows}
@@ -89,7 +97,8 @@ def main(argv=None) -> int:
     facts = (f"{meta['device']}, torch {meta['torch']}, commit {meta['commit']}, {meta['date']}; "
              f"{args.repeats} interleaved turns of {args.calls} calls each, medians over turns; 'vs' = median over "
              "turns of that config's latency over this one's (< 1: slower).")
-    md = format_markdown(result, "Cost of reading the FDM on the detected JPEG grid (grid='detect')", facts,
+    title = f"Cost of reading the FDM on the detected JPEG grid (grid='detect', {dev.type})"
+    md = format_markdown(result, title, facts,
                          [(None, [meta["model"] + "; inputs: " + meta["inputs"] + "."], cols, rows)])
     write_result(result, args.out + ".json", md)
     return 0

@@ -35,6 +35,8 @@
 #   kernels    bench/report.py, bfloat16 rows: compiled CUDA, eager reference, then Triton
 #   tests      the CUDA tests: error paths, parity of the CUDA and Triton kernels and modules
 #   e2e_more   batch 1/32/256, decode included
+#   grid       tools/bench_grid.py: the shipped module with grid='detect' vs 'input' vs the classifier,
+#              on inputs compressed on their own grid and resized after compression
 #   optional (knobs): fp16 (FP16_ROWS=1), compile (COMPILE_ROWS=1: torch.compile / CUDA-graph rows),
 #              sanitize (SANITIZE=1: compute-sanitizer), train (TRAIN_RUNS="name args;...", TRAIN_S each)
 # Knobs: STAGES (default: all of the above that are on), DEADLINE, OUT, AFD_WORK (scratch folder,
@@ -60,7 +62,7 @@ else
   E2E_BATCH=256; REPEATS=15; CALLS=5; PBATCH=256; PITERS=5; KBATCH=256; ROUNDS=50; KFILTER="bfloat16"
   BATCHES="1 32 256"; BUDGET=0.5; TESTS_K="cuda or triton or build"; ERRORS_K=""  # all of them
 fi
-STAGES=${STAGES:-"install e2e profile kernels tests e2e_more"}
+STAGES=${STAGES:-"install e2e profile kernels tests e2e_more grid"}
 [[ ${FP16_ROWS:-0} == 1 ]] && STAGES+=" fp16"
 [[ ${COMPILE_ROWS:-0} == 1 ]] && STAGES+=" compile"
 [[ ${SANITIZE:-0} == 1 ]] && STAGES+=" sanitize"
@@ -148,13 +150,16 @@ stage kernels 150 60 python3 bench/report.py --device $DEV --batch $KBATCH --rou
 stage tests 150 0 bash -c "rc=0
   python3 -m pytest -q -p no:cacheprovider tests/test_error_paths.py ${ERRORS_K:+-k '$ERRORS_K'} || rc=\$?
   python3 -m pytest -q -p no:cacheprovider tests/test_block_dct.py tests/test_block_dct_fdm.py \
-    tests/test_block_dct_gate.py tests/test_fe_conv.py tests/test_repconv_dedrift.py tests/test_modules.py tests/test_pipeline.py tests/test_redteam_ops.py \
+    tests/test_block_dct_gate.py tests/test_fe_conv.py tests/test_repconv_dedrift.py tests/test_modules.py tests/test_block_grid.py tests/test_pipeline.py tests/test_redteam_ops.py \
     tests/test_build.py -m 'not slow' -k '$TESTS_K' || rc=\$?
   exit \$rc"
 # shellcheck disable=SC2086  # BATCHES is a list
 stage e2e_more 120 0 python3 bench/session.py e2e --device $DEV --batch $BATCHES --dtype "$DTYPE" --budget-s $BUDGET \
   --configs classifier afd_deploy_fused afd_deploy_reference decode_included --no-flops \
   --rows "$ROWS" --run "e2e_$DEV" --json "$W/e2e_$DEV.json"
+# shellcheck disable=SC2086  # BATCHES is a list
+stage grid 90 0 python3 tools/bench_grid.py --device $DEV --dtype "$DTYPE" --batch $BATCHES --repeats $REPEATS \
+  --calls $CALLS --out "$W/grid_cost_$DEV"
 stage fp16 120 0 python3 bench/report.py --device $DEV --batch $KBATCH --rounds $ROUNDS --no-compile \
   -k "float16 and not bfloat16" --name _fp16 --rows "$ROWS" --out "$W"
 stage compile 240 0 bash -ec "
