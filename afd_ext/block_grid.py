@@ -117,38 +117,63 @@ def detect_block_grid(img: torch.Tensor) -> BlockGrid:
 
 @dataclass
 class Rectified:
-    """An image resampled onto its own block grid: ``image`` (1,3,Hv,Wv) float32 RGB 0..255, its
-    blocks on the 8x8 grid; input x = ``x0`` + ``scale`` * (virtual x) (y likewise)."""
+    """Images resampled onto their own block grids: ``image`` (N,3,Hv,Wv) float32 RGB 0..255, the
+    blocks on the 8x8 grid; per image, input x = ``x0`` + ``scale`` * (virtual x) (y likewise):
+    ``x0``, ``y0``, ``scale`` (N,) float64."""
     image: torch.Tensor
-    x0: float
-    y0: float
-    scale: float
+    x0: torch.Tensor
+    y0: torch.Tensor
+    scale: torch.Tensor
 
 
-def rectify(img: torch.Tensor, period: float, offset_x: float, offset_y: float) -> Rectified:
-    """img (3,H,W) RGB 0..255 resampled (bilinear) by 8 / period so that the block edges at
-    offset + j * period land on multiples of 8; the first virtual block starts at the last edge at
-    or before the image's first pixel (the part beyond the image is its edge, replicated)."""
-    h, w = img.shape[-2:]
+def placement(period: float, offset_x: float, offset_y: float, size) -> tuple[float, float, float, int, int]:
+    """(x0, y0, scale, Hv, Wv) of an input of ``size`` (H, W) read on the grid ``period`` /
+    ``offset``: the first virtual block starts at the last block edge at or before the input's first
+    pixel; the virtual image covers the whole input, in whole blocks. Images of one (Hv, Wv) are
+    rectified together."""
+    h, w = size
     s = float(period) / 8.0
     x0 = float(offset_x) - math.ceil(float(offset_x) / period) * period
     y0 = float(offset_y) - math.ceil(float(offset_y) / period) * period
-    wv = int(math.ceil((w - x0) / s / 8)) * 8
-    hv = int(math.ceil((h - y0) / s / 8)) * 8
-    u = (torch.arange(wv, dtype=torch.float32, device=img.device) + 0.5) * s + x0
-    v = (torch.arange(hv, dtype=torch.float32, device=img.device) + 0.5) * s + y0
-    gy, gx = torch.meshgrid(v / h * 2 - 1, u / w * 2 - 1, indexing="ij")
-    grid = torch.stack((gx, gy), -1)[None]
-    out = F.grid_sample(img[None].float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return Rectified(out.clamp_(0, 255).round_(), x0, y0, s)
+    return x0, y0, s, int(math.ceil((h - y0) / s / 8)) * 8, int(math.ceil((w - x0) / s / 8)) * 8
+
+
+def rectify(img: torch.Tensor, period, offset_x, offset_y) -> Rectified:
+    """img (3,H,W) or (N,3,H,W), RGB 0..255, resampled (bilinear) by 8 / period so that the block
+    edges at offset + j * period land on multiples of 8 (the part beyond the input is its edge,
+    replicated). ``period``/``offset_*``: a number, or a sequence / (N,) tensor, one per image; the
+    images of one call must have one virtual size (``placement``)."""
+    img = img[None] if img.dim() == 3 else img
+    n, (h, w) = img.shape[0], img.shape[-2:]
+
+    def per_image(v) -> list:
+        return [float(x) for x in (v.tolist() if isinstance(v, torch.Tensor) else
+                                   (v if isinstance(v, (list, tuple)) else [v] * n))]
+    places = [placement(p, ox, oy, (h, w))
+              for p, ox, oy in zip(per_image(period), per_image(offset_x), per_image(offset_y))]
+    if len(places) != n or len({pl[3:] for pl in places}) != 1:
+        raise ValueError(f"rectify: {n} images need one period and offset each, and one virtual size; got "
+                         f"{len(places)} placements, sizes {sorted({pl[3:] for pl in places})}")
+    hv, wv = places[0][3:]
+    x0, y0, sc = (torch.tensor([pl[k] for pl in places], dtype=torch.float64, device=img.device) for k in range(3))
+    # float32 coordinates: the same numbers, to the bit, as the float scalars times a float32 ramp
+    ramp = (torch.arange(max(hv, wv), dtype=torch.float32, device=img.device) + 0.5)[None]
+    u = ramp[:, :wv] * sc.float()[:, None] + x0.float()[:, None]
+    v = ramp[:, :hv] * sc.float()[:, None] + y0.float()[:, None]
+    gx = (u / w * 2 - 1)[:, None, :].expand(n, hv, wv)
+    gy = (v / h * 2 - 1)[:, :, None].expand(n, hv, wv)
+    out = F.grid_sample(img.float(), torch.stack((gx, gy), -1), mode="bilinear", padding_mode="border",
+                        align_corners=False)
+    return Rectified(out.clamp_(0, 255).round_(), x0, y0, sc)
 
 
 def block_indices(rect: Rectified, input_size, out_size) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rows (Ho,), columns (Wo,)) of the rectified image's 8x8 block under the centre of each cell
+    """(rows (N,Ho), columns (N,Wo)) of each rectified image's 8x8 block under the centre of each cell
     of an out_size grid over the input (H, W)."""
     (h, w), (ho, wo) = input_size, out_size
     hv, wv = rect.image.shape[-2:]
     dev = rect.image.device
-    ys = ((torch.arange(ho, dtype=torch.float64, device=dev) + 0.5) * h / ho - rect.y0) / rect.scale
-    xs = ((torch.arange(wo, dtype=torch.float64, device=dev) + 0.5) * w / wo - rect.x0) / rect.scale
+    ys = ((torch.arange(ho, dtype=torch.float64, device=dev) + 0.5) * h / ho)[None] - rect.y0[:, None]
+    xs = ((torch.arange(wo, dtype=torch.float64, device=dev) + 0.5) * w / wo)[None] - rect.x0[:, None]
+    ys, xs = ys / rect.scale[:, None], xs / rect.scale[:, None]
     return (ys // 8).long().clamp_(0, hv // 8 - 1), (xs // 8).long().clamp_(0, wv // 8 - 1)

@@ -525,7 +525,8 @@ def cmd_predict(a) -> int:
         for r in ok:
             top = ", ".join(f"{c['name']} ({c['prob']:.2f})" for c in r["topk"])
             quality = "" if r.get("jpeg_quality") is None else f" q~{r['jpeg_quality']}"
-            q = f"  [{r.get('format') or '?'}{quality}, AFD {'on' if r['afd'] else 'skipped'}]"
+            grid = f", JPEG grid {r['block_period']:.2f} px" if r.get("block_period") is not None else ""
+            q = f"  [{r.get('format') or '?'}{quality}, AFD {'on' if r['afd'] else 'skipped'}{grid}]"
             print(f"{_shown(r['path'])}: {top}{q}")
     _report_skipped([{"path": r["path"], "error": r["error"]} for r in bad])
     if not ok:  # nothing classified (missing paths, empty folders, only unreadable files)

@@ -555,24 +555,31 @@ class AFDModule(nn.Module):
     def _on_block_grid(self, img: torch.Tensor, feat_size, fdm: torch.Tensor,
                        z: Optional[torch.Tensor]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """fdm and z with the images whose JPEG grid is shifted (``block_grid.detect_block_grid``)
-        estimated on their own blocks: the image resampled onto them (``block_grid.rectify``), the
-        gate and the FDE-Net read there, each block's vector put where the block lies in the input."""
+        estimated on their own blocks: each image resampled onto them (``block_grid.rectify``), the
+        gate and the FDE-Net read there, each block's vector put where the block lies in the input.
+        Images of one virtual size go through together (one resample, gate and FDE-Net call)."""
         grid = block_grid.detect_block_grid(img)
         shifted = grid.shifted.nonzero()[:, 0].tolist()
         if not shifted:
             return fdm, z
-        hf, wf = feat_size
+        (h, w), (hf, wf) = img.shape[-2:], feat_size
         dtype = fdm.dtype
         fdm = F.interpolate(fdm, size=(hf, wf), mode="nearest") if tuple(fdm.shape[-2:]) != (hf, wf) else fdm.clone()
         z = None if z is None else z.clone()
+        period, ox, oy = (t.tolist() for t in (grid.period, grid.offset_x, grid.offset_y))
+        groups: dict = {}
         for i in shifted:
-            rect = block_grid.rectify(img[i], float(grid.period[i]), float(grid.offset_x[i]), float(grid.offset_y[i]))
+            groups.setdefault(block_grid.placement(period[i], ox[i], oy[i], (h, w))[3:], []).append(i)
+        for ids in groups.values():
+            rect = block_grid.rectify(img[ids], [period[i] for i in ids], [ox[i] for i in ids], [oy[i] for i in ids])
             zi = self.gate_logit(rect.image)
-            blocks = self.fde(rect.image.to(dtype), dtype, zi)
-            rows, cols = block_grid.block_indices(rect, img.shape[-2:], (hf, wf))
-            fdm[i] = blocks[0][:, rows][:, :, cols]
+            blocks = self.fde(rect.image.to(dtype), dtype, zi)  # (n, C, Hv/8, Wv/8)
+            rows, cols = block_grid.block_indices(rect, (h, w), (hf, wf))
+            n = torch.arange(len(ids), device=img.device)[:, None, None]
+            index = torch.tensor(ids, device=img.device)
+            fdm[index] = blocks.permute(0, 2, 3, 1)[n, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
             if z is not None:
-                z[i] = zi[0].to(z.dtype)
+                z[index] = zi.to(z.dtype)
         return fdm, z
 
     def _dedrift(self, feat: torch.Tensor, fdm: torch.Tensor) -> torch.Tensor:

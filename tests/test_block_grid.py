@@ -83,16 +83,38 @@ def test_rectify_puts_the_block_edges_on_multiples_of_8(period, offset):
     rect = block_grid.rectify(_blocky(period, offset), period, offset, offset)
     v = rect.image[0]
     assert v.shape[-1] % 8 == 0 and v.shape[-2] % 8 == 0
-    assert rect.scale == pytest.approx(period / 8)
+    assert float(rect.scale[0]) == pytest.approx(period / 8)
     edges = (v[..., 1:] - v[..., :-1]).abs().mean((0, 1))  # boundary n: between columns n and n + 1
     at8 = edges[7::8]
     rest = torch.cat([edges[k::8] for k in range(7)])
     assert float(at8.mean()) > 5 * float(rest.mean())
     # and the map back: the centre of each input pixel lands in the block it belongs to
     rows, cols = block_grid.block_indices(rect, (96, 96), (96, 96))
-    assert torch.equal(rows, cols)
-    blk = ((torch.arange(96, dtype=torch.float64) + 0.5 - rect.x0) / rect.scale // 8).long()
-    assert torch.equal(cols, blk.clamp(0, v.shape[-1] // 8 - 1))
+    assert torch.equal(rows, cols) and rows.shape == (1, 96)
+    blk = ((torch.arange(96, dtype=torch.float64) + 0.5 - float(rect.x0[0])) / float(rect.scale[0]) // 8).long()
+    assert torch.equal(cols[0], blk.clamp(0, v.shape[-1] // 8 - 1))
+
+
+def test_rectify_batched_is_each_image_rectified_alone():
+    imgs = torch.stack([_blocky(9.14, 2.3, seed=0), _blocky(9.12, 2.5, seed=1), _blocky(9.16, 2.0, seed=2)])
+    periods, offsets = [9.14, 9.12, 9.16], [2.3, 2.5, 2.0]
+    sizes = {block_grid.placement(p, o, o, (96, 96))[3:] for p, o in zip(periods, offsets)}
+    assert len(sizes) == 1
+    both = block_grid.rectify(imgs, torch.tensor(periods), offsets, offsets)
+    rows, cols = block_grid.block_indices(both, (96, 96), (48, 48))
+    for i, (p, o) in enumerate(zip(periods, offsets)):
+        one = block_grid.rectify(imgs[i], p, o, o)
+        assert torch.equal(both.image[i], one.image[0])
+        r1, c1 = block_grid.block_indices(one, (96, 96), (48, 48))
+        assert torch.equal(rows[i], r1[0]) and torch.equal(cols[i], c1[0])
+
+
+def test_rectify_refuses_images_of_different_virtual_sizes():
+    imgs = torch.stack([_blocky(9.14, 2.3), _blocky(6.4, 1.0)])
+    with pytest.raises(ValueError, match="one virtual size"):
+        block_grid.rectify(imgs, [9.14, 6.4], [2.3, 1.0], [2.3, 1.0])
+    with pytest.raises(ValueError, match="one period and offset each"):
+        block_grid.rectify(imgs, [9.14], [2.3], [2.3])
 
 
 def _module(gate: str = "global", seed: int = 0) -> AFDModule:
@@ -139,7 +161,7 @@ def test_detect_reads_the_fdm_on_the_rectified_image():
     z = m.gate_logit(rect.image)
     blocks = m.fde(rect.image, torch.float32, z)
     rows, cols = block_grid.block_indices(rect, (224, 224), (112, 112))
-    fdm = blocks[:, :, rows][:, :, :, cols]
+    fdm = blocks[:, :, rows[0]][:, :, :, cols[0]]
     m.grid = "input"
     assert torch.allclose(out, m(feat, img[None], fdm=fdm), atol=1e-6)
 

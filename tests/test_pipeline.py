@@ -424,3 +424,26 @@ def test_a_path_too_long_to_look_up_is_its_own_error_row(tmp_path):
     rows = pipe.predict_files([good, too_long])
     assert "topk" in rows[0] and "error" not in rows[0]
     assert "error" in rows[1] and "look up" in rows[1]["error"]
+
+
+def test_rows_say_which_grid_the_fdm_was_read_on(tmp_path):
+    """A 224 JPEG, which the transform resizes to 256 (its blocks then 9.14 px apart), is read on its
+    detected grid by the shipped model (grid='detect'); a JPEG whose short side is already 256 keeps
+    8 px blocks (the input's own grid); with grid='input' every row says 'input', and a file that
+    skips the AFD says None."""
+    import copy
+    photo = make_photo(300, 400, seed=0)
+    resize_center_crop(photo).save(tmp_path / "small.jpg", quality=10)
+    photo.resize((341, 256)).save(tmp_path / "big.jpg", quality=10)
+    photo.save(tmp_path / "lossless.png")
+    files = [tmp_path / n for n in ("small.jpg", "big.jpg", "lossless.png")]
+    pipe = Pipeline.from_checkpoint("efficientnet_lite0", None, device="cpu")
+    assert pipe.model.afd.grid == "detect"
+    small, big, png = pipe.predict_files(files, topk=1)
+    assert small["fdm_grid"] == "detected" and abs(small["block_period"] - 8 * 256 / 224) < 0.05
+    assert big["fdm_grid"] == "input" and "block_period" not in big
+    assert png["afd"] is False and png["fdm_grid"] is None  # lossless: the AFD does not run
+    model = copy.deepcopy(pipe.model)
+    model.afd.grid = "input"
+    plain = Pipeline(model, device="cpu", deploy=False)
+    assert [r["fdm_grid"] for r in plain.predict_files(files, topk=1)] == ["input", "input", None]

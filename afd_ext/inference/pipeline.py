@@ -18,8 +18,10 @@ Decoding
 AFD or not
     JPEGs whose estimated quality is above ``skip_afd_above`` and lossless files (PNG, BMP, GIF,
     TIFF without JPEG compression, lossless WebP: nothing was compressed) run the classifier
-    alone; each result row says the file's ``format``, ``jpeg_quality``, ``lossless`` and whether
-    the AFD ran (``afd``).
+    alone; each result row says the file's ``format``, ``jpeg_quality``, ``lossless``, whether
+    the AFD ran (``afd``) and on which 8x8 grid it read the FDM (``fdm_grid``: 'input', 'detected'
+    with the ``block_period`` in pixels (a model with ``grid='detect'``: the JPEG grid found in the
+    input, ``afd_ext.block_grid``), 'file', or None where the AFD did not run).
 
 Side information (``fdm_source='file'``)
     The FDM (and the whole-image gate) are estimated on each decoded file at its own size, where its
@@ -53,6 +55,7 @@ import torch
 from ..data import (CROP, IMAGE_EXTENSIONS, RESIZE, SKIP_AFD_ABOVE_QUALITY, ImageError, ImageInfo, afd_runs_on,
                     check_jpeg_data, class_name, decode_image, inspect_image, list_images, read_image_bytes,
                     resize_center_crop, to_tensor)
+from ..block_grid import detect_block_grid
 from ..modules import FDM_SOURCES
 from ..utils import resolve_device
 from .decode import NVJPEG_GROUP_PIXELS, _nvjpeg_decode, _nvjpeg_ok, resize_center_crop_tensor
@@ -204,6 +207,20 @@ class Pipeline:
                 item.fdm = self.file_fdm(decoded if isinstance(decoded, torch.Tensor) else to_tensor(decoded))
             except (ValueError, MemoryError) as exc:
                 raise ImageError(item.name, f"cannot estimate the FDM on the file: {exc}") from None
+
+    def _fdm_grids(self, crops: torch.Tensor, ran: bool) -> list[tuple[Optional[str], Optional[float]]]:
+        """Per crop, (the grid the AFD read its FDM on, the detected block period or None): what
+        each result row reports (the model's own detection, repeated here: a few small ops)."""
+        afd = getattr(self.model, "afd", None)
+        if not ran or afd is None:
+            return [(None, None)] * len(crops)
+        if self.fdm_source == "file":
+            return [("file", None)] * len(crops)
+        if afd.grid != "detect":
+            return [("input", None)] * len(crops)
+        g = detect_block_grid(crops)
+        return [("detected", round(p, 2)) if s else ("input", None)
+                for s, p in zip(g.shifted.tolist(), g.period.tolist())]
 
     def _runs_afd(self, info: Optional[ImageInfo]) -> bool:
         """The AFD corrects compression artefacts: it runs unless the file says there are none to
@@ -397,15 +414,19 @@ class Pipeline:
                             part = crops if len(sel) == len(good) else crops[torch.tensor(sel, device=crops.device)]
                             fdm = (torch.cat([chunk[good[j]].fdm for j in sel])
                                    if flag and self.fdm_source == "file" and self.use_afd else None)
-                            for j, t in zip(sel, self._topk(self.logits(part, use_afd=flag, fdm=fdm), topk)):
-                                by_index[good[j]] = (t, flag)
+                            grids = self._fdm_grids(part, flag)
+                            for j, t, g in zip(sel, self._topk(self.logits(part, use_afd=flag, fdm=fdm), topk), grids):
+                                by_index[good[j]] = (t, flag, g)
                 for i, (item, val) in enumerate(zip(chunk, decoded)):
                     item.fdm = None  # a run over many files keeps no FDM it has used
                     if i in by_index:
-                        t, ran = by_index[i]
+                        t, ran, (grid, period) = by_index[i]
                         info = item.info
-                        results.append({"path": item.name, "topk": t, "format": info.format,
-                                        "jpeg_quality": info.jpeg_quality, "lossless": info.lossless, "afd": ran})
+                        row = {"path": item.name, "topk": t, "format": info.format, "jpeg_quality": info.jpeg_quality,
+                               "lossless": info.lossless, "afd": ran, "fdm_grid": grid}
+                        if period is not None:
+                            row["block_period"] = period
+                        results.append(row)
                     else:
                         err = val if isinstance(val, ImageError) else ImageError(item.name, "could not decode")
                         results.append({"path": item.name, "error": err.reason})

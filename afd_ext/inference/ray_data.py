@@ -21,8 +21,8 @@ import numpy as np
 from ..data import SKIP_AFD_ABOVE_QUALITY
 
 # The output columns, one row per input row, in this order.
-COLUMNS = ("path", "top1", "top1_name", "top1_prob", "format", "quality", "afd_applied", "error", "topk",
-           "topk_probs")
+COLUMNS = ("path", "top1", "top1_name", "top1_prob", "format", "quality", "afd_applied", "block_period", "error",
+           "topk", "topk_probs")
 
 
 class Predictor:
@@ -33,6 +33,8 @@ class Predictor:
     ``format`` (Pillow's name: 'JPEG', 'PNG', ...; '' on error); ``quality`` (the JPEG quality
     estimated from the quantization tables its components use, -1 when not a JPEG or on error);
     ``afd_applied`` (False for JPEGs above ``skip_afd_above``, lossless files and on error);
+    ``block_period`` (the JPEG block period in pixels the AFD read the FDM on when it found the
+    input's blocks off its 8x8 grid, ``Pipeline``'s row; 0.0 otherwise);
     ``error`` ('' when none); ``topk`` / ``topk_probs`` (N, topk) (-1 / 0.0 on error).
     ``fdm_source``: as ``Pipeline``'s ('file': the FDM from each file at its own size).
     """
@@ -73,6 +75,7 @@ def rows_to_columns(results: list[dict], topk: int) -> dict[str, np.ndarray]:
         "format": np.array([""] * n, dtype=object),
         "quality": np.full(n, -1, dtype=np.int64),
         "afd_applied": np.zeros(n, dtype=bool),
+        "block_period": np.zeros(n, dtype=np.float32),
         "error": np.array([r.get("error", "") for r in results], dtype=object),
         "topk": np.full((n, topk), -1, dtype=np.int64),
         "topk_probs": np.zeros((n, topk), dtype=np.float32),
@@ -87,6 +90,7 @@ def rows_to_columns(results: list[dict], topk: int) -> dict[str, np.ndarray]:
         out["format"][i] = r.get("format") or ""
         out["quality"][i] = -1 if r.get("jpeg_quality") is None else r["jpeg_quality"]
         out["afd_applied"][i] = bool(r.get("afd"))
+        out["block_period"][i] = r.get("block_period") or 0.0
         out["topk"][i, :len(top)] = [c["index"] for c in top]
         out["topk_probs"][i, :len(top)] = [c["prob"] for c in top]
     return out
