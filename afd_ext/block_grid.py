@@ -67,7 +67,7 @@ def _periods(device) -> torch.Tensor:
     return lo + GRID_PERIOD_STEP * torch.arange(n, dtype=torch.float64, device=device)
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=8)  # a few input sizes; each entry is N x 450 float64 x 2
 def _basis(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """(cos, sin) (N, P) of the phase of boundary n (at x = n + 1) at each period: a constant of the
     profile's length, built once per length and device (it is most of the detector's work)."""
