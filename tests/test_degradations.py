@@ -262,12 +262,12 @@ class _OneHotModel(torch.nn.Module):
     def stem_features(self, x):
         return x.float(), x
 
-    def head(self, feat, pixels, use_afd=True, fdm=None):
+    def head(self, feat, pixels, use_afd=True, fdm=None, return_gate=False):  # AFDClassifier.head's signature
         logits = torch.zeros(feat.shape[0], 1000)
         logits[:, 1 if use_afd else 0] = 1.0
         if use_afd:
             self.afd_batches.append(feat.shape[0])
-        return logits
+        return (logits, None) if return_gate else logits
 
 
 def test_evaluate_as_predict_skips_the_afd_where_predict_would(tmp_path):
