@@ -197,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--freeze-gate", action=argparse.BooleanOptionalAction, default=TD.freeze_gate,
                    help="keep the --init checkpoint's gate head fixed (after afd fit-gate: the gate it "
                         "deploys with), so the correction learns under it; needs --gate-weight 0")
+    t.add_argument("--grid", choices=GRIDS, default=TD.grid,
+                   help="which 8x8 grid the module reads the FDM on while it trains, and is saved with: input, or "
+                        "detect (each sample resized after compression read on its own JPEG blocks, as deployed); "
+                        "default: the --init checkpoint's setting, else input")
     t.add_argument("--kl-temperature", type=_float_in(0.01, 100.0, "temperature"), default=TD.kl_temperature)
     t.add_argument("--holdout", type=_float_in(0.0, 0.99, "holdout"), default=TD.holdout,
                    help="fraction of labelled images held out for validation (stable split by file name)")

@@ -21,9 +21,10 @@ FDM_SOURCES = ("input", "file")
 # classifier's own features) on clean and mildly compressed images. JPEG quantization empties the high
 # frequencies relative to the low ones, which these 192 log energies show whatever the content.
 GATES = ("none", "global")
-# Which 8x8 grid the FDE-Net and the gate read in eval mode: the input's own ('input', v1..v12), or the
-# JPEG block grid estimated from the pixels ('detect': an input resized after compression is resampled
-# onto its blocks first; afd_ext.block_grid, docs/design.md §1). Inference only: training reads the input.
+# Which 8x8 grid the FDE-Net and the gate read: the input's own ('input', v1..v12), or the JPEG block
+# grid estimated from the pixels ('detect': an input resized after compression is resampled onto its
+# blocks first; afd_ext.block_grid, docs/design.md §1). In training too (afd train --grid detect): the
+# correction then learns from the FDM it deploys with.
 GRIDS = ("input", "detect")
 # How a module computes its ops: the fused torch.ops.afd kernels or the pure-PyTorch reference.
 IMPLS = ("fused", "reference")
@@ -287,8 +288,8 @@ class AFDModule(nn.Module):
         act: the stem's own output activation ('relu', 'relu6' or 'identity').
         fdm: 'spatial' (one C-vector per 8x8 block, the default), 'global' (pooled per
             image, as the authors' release) or 'none' (FE-Net only, ablation).
-        grid: 'input' (the FDE-Net reads the input's 8x8 grid) or 'detect' (in eval mode, an input
-            whose JPEG blocks were moved off that grid by a resize is read on its own blocks:
+        grid: 'input' (the FDE-Net reads the input's 8x8 grid) or 'detect' (an input whose JPEG
+            blocks were moved off that grid by a resize is read on its own blocks:
             ``afd_ext.block_grid``); 'detect' needs fdm='spatial'.
         h1, h2: FDE-Net hidden sizes.
 
@@ -338,7 +339,7 @@ class AFDModule(nn.Module):
 
     @property
     def grid(self) -> str:
-        """Which 8x8 grid the FDE-Net and the gate read in eval mode (:data:`GRIDS`); settable."""
+        """Which 8x8 grid the FDE-Net and the gate read (:data:`GRIDS`); settable."""
         return self._grid
 
     @grid.setter
@@ -546,19 +547,21 @@ class AFDModule(nn.Module):
             img = img if img.dtype == feat.dtype else img.to(feat.dtype)
         z = self.gate_logit(img)
         fdm = self.compute_fdm(img, feat.shape[-2:], feat.dtype, z)  # the gate scales the whole correction
-        if self._grid == "detect" and not self.training:
+        if self._grid == "detect":
             fdm, z = self._on_block_grid(img, feat.shape[-2:], fdm, z)
         out = self._dedrift(feat, fdm)
         return (out, z) if return_gate else out
 
-    @torch.no_grad()
     def _on_block_grid(self, img: torch.Tensor, feat_size, fdm: torch.Tensor,
                        z: Optional[torch.Tensor]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """fdm and z with the images whose JPEG grid is shifted (``block_grid.detect_block_grid``)
         estimated on their own blocks: each image resampled onto them (``block_grid.rectify``), the
         gate and the FDE-Net read there, each block's vector put where the block lies in the input.
-        Images of one virtual size go through together (one resample, gate and FDE-Net call)."""
-        grid = block_grid.detect_block_grid(img)
+        Images of one virtual size go through together (one resample, gate and FDE-Net call). The
+        detection is a decision (no gradient); the FDM and gate read on the resampled image carry
+        the FDE-Net's and gate head's gradients, so a module trained with grid='detect' learns there."""
+        with torch.no_grad():
+            grid = block_grid.detect_block_grid(img)
         shifted = grid.shifted.nonzero()[:, 0].tolist()
         if not shifted:
             return fdm, z

@@ -166,15 +166,36 @@ def test_detect_reads_the_fdm_on_the_rectified_image():
     assert torch.allclose(out, m(feat, img[None], fdm=fdm), atol=1e-6)
 
 
-def test_training_mode_reads_the_input_grid():
+def test_training_mode_reads_the_detected_grid_with_gradients():
+    """grid='detect' holds in training mode too (afd train --grid detect): the same output as in eval
+    mode, and the FDE-Net and the gate head get their gradients from the FDM and gate read on the
+    rectified image (the detection itself is a decision, with none)."""
     m = _module()
-    imgs = _input("resized", 10)[None]
-    feat = _feat(1)
+    imgs = torch.stack([_input("resized", 10), _input("crop", 10)])
+    feat = _feat(2)
     m.grid = "detect"
+    evaluated = m(feat, imgs)
     m.train()
-    trained = m(feat, imgs)
+    trained, z = m(feat, imgs, return_gate=True)
+    assert torch.allclose(trained, evaluated, atol=1e-5)
     m.grid = "input"
-    assert torch.equal(trained, m(feat, imgs))
+    assert not torch.allclose(trained[0], m(feat, imgs)[0])  # the resized input: another FDM in training too
+    m.grid = "detect"
+    # only the resized image (0): its rectified FDM and gate must carry the gradient, not the one
+    # computed on the input grid and then overwritten
+    (trained[0].square().sum() + z[0]).backward()
+    fde_grads = [p.grad for p in m.fde.parameters()]
+    assert all(g is not None for g in fde_grads) and any(bool(g.abs().sum() > 0) for g in fde_grads)
+    assert m.gate_head.weight.grad is not None and bool(m.gate_head.weight.grad.abs().sum() > 0)
+    g = block_grid.detect_block_grid(imgs[:1])
+    rect = block_grid.rectify(imgs[0], float(g.period[0]), float(g.offset_x[0]), float(g.offset_y[0]))
+    m.zero_grad()
+    m.gate_logit(rect.image)[0].backward()  # z[0]'s gradient alone, read on the rectified image
+    expected = m.gate_head.weight.grad.clone()
+    m.zero_grad()
+    _, z = m(feat, imgs, return_gate=True)
+    z[0].backward()
+    assert torch.allclose(m.gate_head.weight.grad, expected, atol=1e-6)
 
 
 def test_deployed_fused_module_agrees_with_the_reference():

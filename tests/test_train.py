@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from afd_ext.cli import main
+from afd_ext.train import TrainConfig
 from helpers import make_photo
 
 COMMON = ["--steps", "4", "--batch-size", "2", "--crop", "32", "--workers", "0", "--threads", "1",
@@ -405,6 +406,30 @@ def test_freeze_gate_keeps_the_init_gate_head_and_trains_the_rest(photos, tmp_pa
             args += ["--init", str(first / "afd.safetensors")] + extra
         assert main(args) != 0
         assert not (tmp_path / "bad" / "afd.safetensors").exists()
+
+
+def test_grid_detect_trains_and_saves_the_detected_grid(photos, tmp_path):
+    """--grid detect: the module reads the FDM on each sample's detected JPEG grid while it trains,
+    and the checkpoint deploys the same way; a run from it keeps the setting unless --grid says
+    otherwise; the recipe records the setting it resolved."""
+    from afd_ext.models.checkpoint import read_checkpoint
+    first = tmp_path / "first"
+    assert main(["train", "--data", str(photos), "--out", str(first), "--gate", "global", "--grid", "detect",
+                 "--rescale-fraction", "1.0"] + COMMON) == 0
+    _, cfg = read_checkpoint(first / "afd.safetensors")
+    assert cfg["module"]["grid"] == "detect" and cfg["recipe"]["grid"] == "detect"
+    for extra, grid in (([], "detect"), (["--grid", "input"], "input")):
+        out = tmp_path / f"from-{grid}"
+        assert main(["train", "--data", str(photos), "--out", str(out), "--init", str(first / "afd.safetensors")]
+                    + extra + COMMON) == 0
+        _, cfg = read_checkpoint(out / "afd.safetensors")
+        assert cfg["module"].get("grid", "input") == grid and cfg["recipe"]["grid"] == grid
+    _, cfg = read_checkpoint(tmp_path / "from-input" / "afd.safetensors")
+    assert "grid" not in cfg["module"]  # 'input' is the default: configs keep the key out, as before v16
+    with pytest.raises(ValueError, match="grid 'detect' needs fdm 'spatial'"):
+        TrainConfig(data=[str(photos)], fdm="global", grid="detect").validate()
+    with pytest.raises(ValueError, match="grid must be one of"):
+        TrainConfig(data=[str(photos)], grid="shifted").validate()
 
 
 def test_init_records_the_lineage_and_what_all_of_it_held_out(photos, tmp_path):

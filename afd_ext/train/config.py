@@ -11,7 +11,7 @@ import torch
 
 from .. import data
 from ..models.checkpoint import MAX_AFD_PARAMS, CheckpointError, check_module_config
-from ..modules import BLOCKS, FDM_MODES, GATES, WIDTH_PRESETS
+from ..modules import BLOCKS, FDM_MODES, GATES, GRIDS, WIDTH_PRESETS
 
 #: ``TrainConfig.autocast`` choices: the dtype the frozen classifier runs in ("auto": bfloat16 on
 #: CUDA, float32 elsewhere). The AFD module and the losses stay in float32 whatever the choice.
@@ -82,6 +82,10 @@ class TrainConfig:
     # Keep the --init checkpoint's gate head as it is (after afd fit-gate: the gate it deploys with),
     # so the correction learns under the gate values it will run at, not a jointly trained one.
     freeze_gate: bool = False
+    # The 8x8 grid the module reads the FDM on while it trains, and is saved with (modules.GRIDS):
+    # 'detect' resamples each sample resized after compression onto its own JPEG blocks first, as the
+    # deployed module does. None: the --init checkpoint's setting, else 'input'.
+    grid: Optional[str] = None
     kl_temperature: float = 1.0
     holdout: float = 0.2            # fraction of labelled images held out for validation
     val_every: int = 400
@@ -152,6 +156,10 @@ class TrainConfig:
             raise ValueError(f"mild range must be LO HI with LO <= HI, got {self.mild_range!r}")
         if self.gate not in GATES:
             raise ValueError(f"gate must be one of {GATES}, got {self.gate!r}")
+        if self.grid is not None and self.grid not in GRIDS:
+            raise ValueError(f"grid must be one of {GRIDS}, got {self.grid!r}")
+        if self.grid == "detect" and self.init is None and self.fdm != "spatial":
+            raise ValueError(f"grid 'detect' needs fdm 'spatial' (a grid of FDM vectors to place), got {self.fdm!r}")
         if self.freeze_gate and self.init is None:
             raise ValueError("freeze gate keeps the gate head of --init: give the checkpoint to start from")
         if self.freeze_gate and self.gate_weight:

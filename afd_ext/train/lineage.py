@@ -74,6 +74,13 @@ def init_architecture(init, backbone: str) -> dict:
     return {key: module.get(key, defaults[key].default) for key in ARCHITECTURE_FIELDS}
 
 
+def init_grid(init, backbone: str) -> str:
+    """The grid setting (``modules.GRIDS``) of the module in ``init``: a run from it trains and saves
+    that setting unless ``--grid`` says otherwise."""
+    _, config = read_checkpoint(resolve_checkpoint(init, backbone))
+    return config["module"].get("grid", inspect.signature(AFDModule).parameters["grid"].default)
+
+
 def record_lineage(checkpoint, init, out) -> dict:
     """For a checkpoint trained before runs recorded their lineage: save it as ``out`` with the
     record a run from ``init`` writes today (``lineage``, ``data.lineage_holdout_files``). ``init``

@@ -36,7 +36,7 @@ from ..models.checkpoint import CheckpointError, read_checkpoint, save_checkpoin
 from ..utils import resolve_device, write_json
 from .config import ARCHITECTURE_FIELDS, TrainConfig, classifier_precision
 from .dataset import CompressedPairs, _Offset, split_files
-from .lineage import init_architecture, lineage_record
+from .lineage import init_architecture, init_grid, lineage_record
 from .losses import _lr_at, afd_loss
 from .phases import _phase
 from .run_folder import (RUN_FILES, _check_resume, _csv_text, _recipe, _restart_log, csv_row, lock_output,
@@ -103,6 +103,8 @@ def train(cfg: TrainConfig, device: Optional[str] = None) -> dict:
     cfg = dataclasses.replace(cfg)  # --time-budget sets cfg.steps; leave the caller's config alone
     if cfg.init is not None:  # a fine-tune's module is its checkpoint's: the recipe records that, not the flags
         cfg = dataclasses.replace(cfg, **init_architecture(cfg.init, cfg.backbone))
+    if cfg.grid is None:  # recorded resolved, like the architecture
+        cfg = dataclasses.replace(cfg, grid=init_grid(cfg.init, cfg.backbone) if cfg.init is not None else "input")
     rank, world = _dist_info()
     device = resolve_device(device)
     if device.type == "cuda" and world > 1:
@@ -231,6 +233,8 @@ def build_training(cfg: TrainConfig, device: torch.device, train_files, *, start
     step_model.classifier.to(memory_format=memory_format)
     model.afd.train()
     afd = model.afd
+    if cfg.grid is not None:  # (train() resolves None; a direct caller's None keeps the module's)
+        afd.grid = cfg.grid
     if cfg.freeze_gate:
         if afd.gate_head is None:
             raise ValueError(f"--freeze-gate: {cfg.init} has no whole-image gate (module gate 'none')")
