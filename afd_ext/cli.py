@@ -234,6 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leave out the labelled images whose name hash is below this (default: the "
                         "checkpoint's own training hold-out)")
     g.add_argument("--seed", type=seed_type, default=0)
+    g.add_argument("--grid", choices=GRIDS, default="input",
+                   help="where the gate's statistics are read: input (the input's own 8x8 grid, the fit of every "
+                        "release up to v16) or detect (each input's detected JPEG grid, where a module set to "
+                        "grid detect reads its gate)")
     g.add_argument("--threads", type=_int_in(1, 1024, "threads"), default=None)
     g.add_argument("--no-progress", action="store_true")
 
@@ -378,7 +382,8 @@ def cmd_fit_gate(a) -> int:
     if a.threads:
         import torch
         torch.set_num_threads(a.threads)
-    record = refit_gate(a.checkpoint, a.data, a.out, holdout=a.holdout, seed=a.seed, progress=not a.no_progress)
+    record = refit_gate(a.checkpoint, a.data, a.out, holdout=a.holdout, seed=a.seed, progress=not a.no_progress,
+                        grid=a.grid)
     print(json.dumps(record, indent=2))
     return 0
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import afd_ext
-from afd_ext import data, reference
+from afd_ext import block_grid, data, reference
 from afd_ext.cli import main
 from afd_ext.models.checkpoint import load_checkpoint, save_checkpoint
 from afd_ext.train import gate_fit as G
@@ -83,6 +83,36 @@ def test_gate_samples_are_the_protocols_inputs_with_their_targets(photos):
         G.gate_samples([photos / "missing.jpg"], progress=False)
 
 
+def test_gate_samples_on_the_detected_grid_read_what_a_detect_module_reads(photos):
+    """grid='detect': an input whose JPEG grid a resize moved gives the statistics of its rectified
+    image, the image AFDModule(grid='detect') feeds its gate; any other input, the same as 'input'."""
+    photo = make_photo(300, 400, seed=1)
+    resized = data.degrade(photo, [10], "resized")
+    img = data.to_tensor(resized)[None]
+    found = block_grid.detect_block_grid(img)
+    assert bool(found.shifted[0])
+    rect = block_grid.rectify(img, found.period, found.offset_x, found.offset_y).image
+    torch.testing.assert_close(G._stats(resized, "detect"), reference.gate_statistics(rect, torch.float64)[0])
+    module = _gated_module()
+    module.grid = "detect"
+    _, z = module(torch.zeros(1, 32, 112, 112), img.float(), return_gate=True)
+    torch.testing.assert_close(z.double(), G._stats(resized, "detect") @ module.gate_head.weight[0].double()
+                               + module.gate_head.bias.double(), rtol=1e-4, atol=1e-4)
+    crop = data.degrade(photo, [10], "crop")  # its own grid: read as it is
+    assert torch.equal(G._stats(crop, "detect"), G._stats(crop, "input"))
+    files = sorted(p for p in photos.iterdir() if p.name.startswith("photo_"))[:1]
+    plain = G.gate_samples(files, seed=3, progress=False)
+    detect = G.gate_samples(files, seed=3, progress=False, grid="detect")
+    assert detect.kinds == plain.kinds and torch.equal(detect.targets, plain.targets)
+    assert not torch.equal(detect.stats, plain.stats)    # the resized inputs were read on their blocks
+    with pytest.raises(ValueError, match="grid must be one of"):
+        G.gate_samples(files, progress=False, grid="shifted")
+
+
+def _gated_module():
+    return perturb(afd_ext.AFDModule(32, width=2, act="relu6", gate="global"), 0.05).eval()
+
+
 def _gated_checkpoint(path, holdout=0.99):
     afd = perturb(afd_ext.AFDModule(32, width=2, act="relu6", gate="global"), 0.05)
     return str(save_checkpoint(path, afd, {"backbone": "efficientnet_lite0", "recipe": {"holdout": holdout}}))
@@ -94,6 +124,7 @@ def test_fit_gate_cli_changes_only_the_gate_head(photos, tmp_path, capsys):
     assert main(["fit-gate", src, "--data", str(photos), "--out", str(out), "--no-progress"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["held_out_files"] == 1 and record["photos"] == 6 and record["holdout"] == 0.99
+    assert record["grid"] == "input"
     before, _ = load_checkpoint(src)
     after, config = load_checkpoint(out)
     assert config["gate_fit"]["l2"] in G.L2_GRID and config["backbone"] == "efficientnet_lite0"
@@ -108,6 +139,12 @@ def test_fit_gate_cli_changes_only_the_gate_head(photos, tmp_path, capsys):
                                .double() + after.gate_head.bias.double(), rtol=1e-4, atol=1e-4)
     model = afd_ext.create_model("efficientnet_lite0", checkpoint=str(out))  # loads like any checkpoint
     assert model.afd.gate_mode == "global"
+    # --grid detect: the statistics read where a detect module reads its gate; recorded
+    detect = tmp_path / "fitted-detect.safetensors"
+    assert main(["fit-gate", src, "--data", str(photos), "--out", str(detect), "--no-progress",
+                 "--grid", "detect"]) == 0
+    assert json.loads(capsys.readouterr().out)["grid"] == "detect"
+    assert load_checkpoint(detect)[1]["gate_fit"]["grid"] == "detect"
 
 
 def test_fit_gate_refuses_what_it_cannot_fit(photos, tmp_path, capsys):

@@ -25,7 +25,8 @@ from typing import Optional, Sequence
 import torch
 from tqdm import tqdm
 
-from .. import data, reference
+from .. import block_grid, data, reference
+from ..modules import GRIDS
 from .dataset import GATE_CLOSED_FROM, GATE_OPEN_UP_TO
 
 # The inputs a photo gives (each of afd eval's protocol x codec), and the qualities drawn for them.
@@ -51,20 +52,31 @@ class GateSamples:
     qualities: Optional[torch.Tensor] = None
 
 
-def _stats(img) -> torch.Tensor:
-    return reference.gate_statistics(data.to_tensor(img)[None], torch.float64)[0]
+def _stats(img, grid: str = "input") -> torch.Tensor:
+    """The gate's statistics of one classifier input where a module of this ``grid`` reads them:
+    'detect' reads an input whose JPEG grid a resize moved on that grid (``block_grid.rectify``,
+    whose virtual sizes are whole blocks), as ``AFDModule`` does."""
+    x = data.to_tensor(img)[None]
+    if grid == "detect":
+        found = block_grid.detect_block_grid(x)
+        if bool(found.shifted[0]):
+            x = block_grid.rectify(x, found.period, found.offset_x, found.offset_y).image
+    return reference.gate_statistics(x, torch.float64)[0]
 
 
-def gate_samples(files: Sequence[Path], seed: int = 0, progress: bool = True) -> GateSamples:
+def gate_samples(files: Sequence[Path], seed: int = 0, progress: bool = True, grid: str = "input") -> GateSamples:
     """Per photo: the clean input (target closed); one mildly compressed JPEG per protocol at a
     quality drawn from MILD_QUALITIES (closed); one compressed input per (protocol, codec) at a
-    quality drawn from OPEN_QUALITIES (open), and one compressed twice (open). Unreadable files are
-    skipped. Deterministic in (files, seed)."""
+    quality drawn from OPEN_QUALITIES (open), and one compressed twice (open); each input's
+    statistics read where a module of ``grid`` reads them. Unreadable files are skipped.
+    Deterministic in (files, seed, grid)."""
+    if grid not in GRIDS:
+        raise ValueError(f"grid must be one of {GRIDS}, got {grid!r}")
     rng = random.Random(seed)
     stats, targets, photo, kinds, qualities = [], [], [], [], []
 
     def add(qs, protocol, codec, target, kind, i):
-        stats.append(_stats(data.degrade(img, qs, protocol, codec) if qs else data.resize_center_crop(img)))
+        stats.append(_stats(data.degrade(img, qs, protocol, codec) if qs else data.resize_center_crop(img), grid))
         targets.append(float(target))
         photo.append(i)
         kinds.append(kind)
@@ -183,11 +195,13 @@ def fit_gate_head(samples: GateSamples, l2_grid: Sequence[float] = L2_GRID,
 
 
 def refit_gate(checkpoint, paths: Sequence, out, *, holdout: Optional[float] = None, seed: int = 0,
-               progress: bool = True) -> dict:
+               progress: bool = True, grid: Optional[str] = None) -> dict:
     """``afd fit-gate``: the AFD of ``checkpoint`` with its gate head fitted on the training photos
     in ``paths`` (the labelled images whose name hash is below ``holdout`` are left out; default:
     the checkpoint's own training hold-out, so a decision set it never saw stays unseen), saved as
-    ``out`` (.safetensors + .json; the config records the fit). Returns the fit's record."""
+    ``out`` (.safetensors + .json; the config records the fit). ``grid``: where the statistics are
+    read (``modules.GRIDS``; 'detect': on each input's detected JPEG grid, where a module set to it
+    reads its gate); None: 'input', the fit of every release up to v16. Returns the fit's record."""
     from ..models.checkpoint import load_checkpoint, save_checkpoint
     from .dataset import split_files
     from .lineage import lineage_record
@@ -202,14 +216,15 @@ def refit_gate(checkpoint, paths: Sequence, out, *, holdout: Optional[float] = N
     if not 0.0 <= float(holdout) < 1.0:
         raise ValueError(f"holdout must be in [0, 1), got {holdout}")
     train_files, held = split_files(paths, float(holdout))
-    samples = gate_samples(train_files, seed=seed, progress=progress)
+    grid = "input" if grid is None else grid
+    samples = gate_samples(train_files, seed=seed, progress=progress, grid=grid)
     fit = fit_gate_head(samples, seed=seed)
     with torch.no_grad():
         afd.gate_head.weight.copy_(fit["weight"])
         afd.gate_head.bias.copy_(fit["bias"])
     record = {"source": portable_path(checkpoint), "data": [portable_path(p) for p in paths],
               "holdout": float(holdout), "held_out_files": len(held), "photos": int(len(set(samples.photo.tolist()))),
-              "samples": int(samples.targets.numel()), "seed": seed, **fit["report"],
+              "samples": int(samples.targets.numel()), "seed": seed, "grid": grid, **fit["report"],
               "open_qualities": list(OPEN_QUALITIES), "mild_qualities": list(MILD_QUALITIES)}
     lineage = lineage_record(checkpoint, config.get("backbone", ""), {f.name for f in held})
     config["gate_fit"] = record
