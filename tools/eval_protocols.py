@@ -162,7 +162,9 @@ def merge(paths, out_path: str) -> None:
     import json
     parts = [json.loads(Path(p).read_text()) for p in paths]
     first = parts[0]
-    merged = {**first, "runs": {}, "merged_from": [{"commit": p["commit"], "date": p["date"]} for p in parts]}
+    # a part that is itself a merge brings the runs it was merged from, so the record keeps every commit
+    sources = [s for p in parts for s in (p.get("merged_from") or [{"commit": p["commit"], "date": p["date"]}])]
+    merged = {**first, "runs": {}, "merged_from": [s for i, s in enumerate(sources) if s not in sources[:i]]}
     directs = []
     for part in parts:
         if (part["images"], part["n_images"], bool(part.get("as_predict"))) != (
