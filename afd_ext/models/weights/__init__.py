@@ -15,7 +15,7 @@ _HERE = Path(__file__).parent
 RELEASES = {"efficientnet_lite0": ("v1", "v2", "v3", "v5-gatefit", "v6-rescale-gatefit",
                                     "v7-heavy-gatefit", "v8-224-gatefit",
                                     "v10-lr-webp-gatefit", "v11-kl-gatefit",
-                                    "v12-kl3-gatefit", "v16-grid")}
+                                    "v12-kl3-gatefit", "v16-grid", "v16-grid-detectfit")}
 
 
 def list_releases(backbone: str = "efficientnet_lite0") -> tuple[str, ...]:
