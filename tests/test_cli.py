@@ -114,12 +114,14 @@ def test_demo_builtin_photos_with_shipped_checkpoint(tmp_path, capsys):
     mean KL to the clean prediction falls (v2: 0.800 -> 0.614; v3: 0.800 -> 0.758; v5-gatefit:
     0.800 -> 0.689; v6-rescale-gatefit: 0.800 -> 0.706; v7-heavy-gatefit: 0.800 -> 0.688; v8-224-gatefit:
     0.800 -> 0.676; v10-lr-webp-gatefit: 0.800 -> 0.666; v11-kl-gatefit: 0.800 -> 0.661; v12-kl3-gatefit and the
-    shipped v16-grid (its weights, the grid read from the pixels): 0.800 -> 0.640; a
+    v16-grid (its weights, the grid read from the pixels): 0.800 -> 0.640; the shipped
+    v16-grid-detectfit (its gate refitted on that grid): 0.800 -> 0.644; a
     no-op AFD gives equal means, a harmful one higher). Under the
     `full` protocol its effect on these 10 photos is within their noise (v5-gatefit: KL 0.335 ->
     0.340, clean-class probability 0.271 -> 0.280, agreement 45.0 -> 47.5%; v3: KL 0.335 -> 0.330;
     v8-224-gatefit: KL 0.335 -> 0.334; v10-lr-webp-gatefit: KL 0.335 -> 0.331; v11-kl-gatefit: 0.335 -> 0.335;
-    v12-kl3-gatefit: 0.335 -> 0.332; v16-grid: 0.335 -> 0.328, agreement 45.0 -> 52.5%):
+    v12-kl3-gatefit: 0.335 -> 0.332; v16-grid: 0.335 -> 0.328, agreement 45.0 -> 52.5%;
+    v16-grid-detectfit: 0.335 -> 0.321, agreement 45.0 -> 55.0%):
     the mean KL may move by no more than a tenth there."""
     png = tmp_path / "demo.png"
     assert main(["demo", "--out", str(png), "--json", str(tmp_path / "d.json")]) == 0

@@ -14,7 +14,7 @@ from helpers import DEV_IMAGES, needs_data
 # Floor on the decision set (233 images, one image = 0.43 points): half of what the shipped checkpoint
 # (v5-gatefit, +4.2 points on the paper's protocol; since then v6-rescale-gatefit +4.5, v7-heavy-gatefit
 # +4.9, v8-224-gatefit +6.1, v10-lr-webp-gatefit +6.0, v11-kl-gatefit +7.1, v12-kl3-gatefit +8.2,
-# v16-grid +8.1)
+# v16-grid +8.1, v16-grid-detectfit +7.9)
 # measured there
 # (bench/results/accuracy_decision_set.md),
 # five images above a rerun's noise of one: a checkpoint with a third of the shipped gain (+1.4) fails.
