@@ -201,7 +201,7 @@ def refit_gate(checkpoint, paths: Sequence, out, *, holdout: Optional[float] = N
     the checkpoint's own training hold-out, so a decision set it never saw stays unseen), saved as
     ``out`` (.safetensors + .json; the config records the fit). ``grid``: where the statistics are
     read (``modules.GRIDS``; 'detect': on each input's detected JPEG grid, where a module set to it
-    reads its gate); None: 'input', the fit of every release up to v16. Returns the fit's record."""
+    reads its gate); None: 'input', the fit of every release before v16-grid-detectfit. Returns the fit's record."""
     from ..models.checkpoint import load_checkpoint, save_checkpoint
     from .dataset import split_files
     from .lineage import lineage_record
