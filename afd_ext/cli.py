@@ -236,8 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=seed_type, default=0)
     g.add_argument("--grid", choices=GRIDS, default="input",
                    help="where the gate's statistics are read: input (the input's own 8x8 grid, the fit of every "
-                        "release before v16-grid-detectfit) or detect (each input's detected JPEG grid, where a module set to "
-                        "grid detect reads its gate)")
+                        "release before v16-grid-detectfit) or detect (each input's detected JPEG grid, where a "
+                        "module set to grid detect reads its gate)")
     g.add_argument("--threads", type=_int_in(1, 1024, "threads"), default=None)
     g.add_argument("--no-progress", action="store_true")
 
