@@ -129,6 +129,13 @@ def _feat(b: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(b, 32, 112, 112, generator=torch.Generator().manual_seed(seed))
 
 
+def _detect_pair():
+    """A module set to grid='detect', a resized input (its grid shifted) and a crop (its own grid), features."""
+    m = _module()
+    m.grid = "detect"
+    return m, torch.stack([_input("resized", 10), _input("crop", 10)]), _feat(2)
+
+
 @pytest.mark.parametrize("gate", ["global", "none"])
 def test_detect_changes_only_the_images_with_a_shifted_grid(gate):
     m = _module(gate)
@@ -170,10 +177,7 @@ def test_training_mode_reads_the_detected_grid_with_gradients():
     """grid='detect' holds in training mode too (afd train --grid detect): the same output as in eval
     mode, and the FDE-Net and the gate head get their gradients from the FDM and gate read on the
     rectified image (the detection itself is a decision, with none)."""
-    m = _module()
-    imgs = torch.stack([_input("resized", 10), _input("crop", 10)])
-    feat = _feat(2)
-    m.grid = "detect"
+    m, imgs, feat = _detect_pair()
     evaluated = m(feat, imgs)
     m.train()
     trained, z = m(feat, imgs, return_gate=True)
@@ -199,10 +203,7 @@ def test_training_mode_reads_the_detected_grid_with_gradients():
 
 
 def test_deployed_fused_module_agrees_with_the_reference():
-    m = _module()
-    m.grid = "detect"
-    imgs = torch.stack([_input("resized", 10), _input("crop", 10)])
-    feat = _feat(2)
+    m, imgs, feat = _detect_pair()
     with torch.no_grad():
         ref = m(feat, imgs)
         m.deploy()
@@ -246,10 +247,7 @@ def test_checkpoint_keeps_the_grid_and_refuses_a_bad_one(tmp_path):
 
 @needs_cuda
 def test_cuda_module_reads_the_same_grid_as_the_cpu():
-    m = _module()
-    m.grid = "detect"
-    imgs = torch.stack([_input("resized", 10), _input("crop", 10)])
-    feat = _feat(2)
+    m, imgs, feat = _detect_pair()
     with torch.no_grad():
         cpu = m(feat, imgs)
         g_cpu = block_grid.detect_block_grid(imgs)
