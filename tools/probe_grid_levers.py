@@ -13,6 +13,9 @@ summed over the qualities):
   on the rectified image, then resampled (bilinear) onto the input's feature grid.
 * ``rectcorr_up8``: ``rectcorr`` for periods above 8 only, the input's grid for the rest.
 * ``gsS`` (e.g. ``gs2``): ``up8only`` with the gate logits of the rectified inputs multiplied by S.
+* ``thrT`` (e.g. ``thr6``): as shipped, but a grid with a period above 8.4 (enlarged after
+  compression) is also taken as shifted where its strength is at least T (instead of
+  ``block_grid.GRID_MIN_STRENGTH``), its ratio to the period-8 peak unchanged.
 
 ``rates``: the share of inputs the detector takes as shifted, per protocol and quality, and at
 lower strength thresholds for periods above 8.4 (clean photos included: a false positive there is
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -41,7 +45,7 @@ from afd_ext.data.labels import in_decision_set  # noqa: E402
 from afd_ext.evaluation import evaluate  # noqa: E402
 from afd_ext.models import create_model  # noqa: E402
 
-VARIANTS = ("base", "up8only", "rectcorr", "rectcorr_up8", "gsS")
+VARIANTS = ("base", "up8only", "rectcorr", "rectcorr_up8", "gsS", "thrT")
 
 
 def training_side(root: str) -> list[str]:
@@ -117,13 +121,30 @@ def variant_head(model, variant: str):
     return head
 
 
+def _more_enlarged_grids(detect, min_strength: float):
+    """detect_block_grid, also taking an enlarged grid (period > 8.4) of at least min_strength (the
+    module looks the function up in block_grid at each call, so the probe replaces it there)."""
+    def detect_more(img):
+        g = detect(img)
+        enlarged = g.period > 8 + block_grid.GRID_NEAR_8
+        g.shifted = g.shifted | (enlarged & (g.strength >= min_strength)
+                                 & (g.ratio_to_8 >= block_grid.GRID_MIN_RATIO_TO_8))
+        return g
+    return detect_more
+
+
 def run_eval(a) -> dict:
-    if a.variant not in VARIANTS[:-1] and not (a.variant.startswith("gs") and a.variant[2:].replace(".", "").isdigit()):
+    numbered = re.fullmatch(r"(gs|thr)([0-9]+(?:\.[0-9]+)?)", a.variant)
+    if a.variant not in VARIANTS[:-2] and not numbered:
         raise SystemExit(f"unknown variant {a.variant!r}; choose one of {VARIANTS}")
+    number = numbered.group(2) if numbered else None
     model = create_model("efficientnet_lite0")
     if model.afd.grid != "detect":
         raise SystemExit("the shipped default is expected to read grid='detect'")
-    model.head = variant_head(model, a.variant)
+    if a.variant.startswith("thr"):
+        block_grid.detect_block_grid = _more_enlarged_grids(block_grid.detect_block_grid, float(number))
+    else:
+        model.head = variant_head(model, a.variant)
     t = time.time()
     with torch.no_grad():
         res = evaluate(model, training_side(a.images), a.qualities, protocol=a.protocol, progress=False)
