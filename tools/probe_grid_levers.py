@@ -17,7 +17,7 @@ summed over the qualities):
   compression) is also taken as shifted where its strength is at least T (instead of
   ``block_grid.GRID_MIN_STRENGTH``), its ratio to the period-8 peak unchanged.
 
-``rates``: the share of inputs the detector takes as shifted, per protocol and quality, and at
+``rates``: the share of inputs the detector takes as shifted, per protocol (and WebP crops) and quality, and at
 lower strength thresholds for periods above 8.4 (clean photos included: a false positive there is
 a cost on every image).
 
@@ -147,11 +147,12 @@ def run_eval(a) -> dict:
         model.head = variant_head(model, a.variant)
     t = time.time()
     with torch.no_grad():
-        res = evaluate(model, training_side(a.images), a.qualities, protocol=a.protocol, progress=False)
+        res = evaluate(model, training_side(a.images), a.qualities, protocol=a.protocol, codec=a.codec,
+                       progress=False)
     n = res["n_images"]
     gains = {r["quality"]: round(r["top1_afd"] - r["top1_direct"], 2) for r in res["qualities"]}
     answers = sum(round((r["top1_afd"] - r["top1_direct"]) * n / 100) for r in res["qualities"])
-    return {"variant": a.variant, "protocol": a.protocol, "n": n,
+    return {"variant": a.variant, "protocol": a.protocol, "codec": a.codec, "n": n,
             "clean": round(res["clean"]["top1_afd"] - res["clean"]["top1_direct"], 2),
             "gain": gains, "answers": answers, "seconds": round(time.time() - t)}
 
@@ -171,9 +172,10 @@ def run_rates(a) -> list:
         print(json.dumps(r), flush=True)
         out.append(r)
     row("clean", None, torch.stack([data.to_tensor(data.resize_center_crop(p)) for p in photos]))
-    for protocol in data.PROTOCOLS:
+    for protocol, codec in [(p, "jpeg") for p in data.PROTOCOLS] + [("crop", "webp")]:
+        name = protocol if codec == "jpeg" else f"{protocol} {codec}"
         for q in a.qualities:
-            row(protocol, q, torch.stack([data.to_tensor(data.degrade(p, [q], protocol)) for p in photos]))
+            row(name, q, torch.stack([data.to_tensor(data.degrade(p, [q], protocol, codec)) for p in photos]))
     return out
 
 
@@ -183,6 +185,7 @@ def main(argv=None) -> int:
     e = sub.add_parser("eval")
     e.add_argument("variant", help=f"one of {VARIANTS} (gsS: S a number, e.g. gs2)")
     e.add_argument("--protocol", choices=data.PROTOCOLS, default="resized")
+    e.add_argument("--codec", choices=data.CODECS, default="jpeg")
     r = sub.add_parser("rates")
     for p in (e, r):
         p.add_argument("--images", default=os.path.join(os.environ.get("AFD_DATA", "../shared/data"),
