@@ -23,7 +23,7 @@ a cost on every image).
 
     AFD_DATA=../shared/data python tools/probe_grid_levers.py eval rectcorr --protocol resized --threads 1
     AFD_DATA=../shared/data python tools/probe_grid_levers.py rates
-(docs/accuracy.md, "v18 probes")
+(docs/accuracy.md, "v18")
 """
 from __future__ import annotations
 
@@ -86,9 +86,9 @@ def _with_gate_scale(afd, scale: float, fn):
             head.bias.copy_(b0)
 
 
-def variant_head(model, variant: str):
+def variant_head(model, variant: str, gate_scale: float = 1.0):
+    """model.head as ``variant`` computes it (``gate_scale``: gsS's S)."""
     afd, shipped_head = model.afd, model.head
-    gate_scale = float(variant[2:]) if variant.startswith("gs") else 1.0
 
     def module_on(grid: str, feat, pixels):
         afd.grid = grid
@@ -101,9 +101,11 @@ def variant_head(model, variant: str):
         if not use_afd or fdm is not None or variant == "base":
             return shipped_head(feat, pixels, use_afd=use_afd, fdm=fdm, return_gate=return_gate)
         g = block_grid.detect_block_grid(pixels)
-        up8 = variant == "up8only" or variant.endswith("_up8") or variant.startswith("gs")
+        # the detect module on enlarged grids only, the input grid for the rest (gsS: a scaled gate)
+        detect_on_enlarged = variant in ("up8only", "gsS")
+        up8 = detect_on_enlarged or variant == "rectcorr_up8"
         keep = g.shifted & (g.period > 8) if up8 else g.shifted
-        if variant == "up8only" or variant.startswith("gs"):
+        if detect_on_enlarged:
             out_in, z_in = module_on("input", feat, pixels)
             out_d, z_d = _with_gate_scale(afd, gate_scale, lambda: module_on("detect", feat, pixels))
             out = torch.where(keep[:, None, None, None], out_d, out_in)
@@ -137,12 +139,13 @@ def run_eval(a) -> dict:
     numbered = re.fullmatch(r"(gs|thr)([0-9]+(?:\.[0-9]+)?)", a.variant)
     if a.variant not in VARIANTS[:-2] and not numbered:
         raise SystemExit(f"unknown variant {a.variant!r}; choose one of {VARIANTS}")
-    number = numbered.group(2) if numbered else None
     model = create_model("efficientnet_lite0")
     if model.afd.grid != "detect":
         raise SystemExit("the shipped default is expected to read grid='detect'")
-    if a.variant.startswith("thr"):
-        block_grid.detect_block_grid = _more_enlarged_grids(block_grid.detect_block_grid, float(number))
+    if numbered and numbered.group(1) == "thr":
+        block_grid.detect_block_grid = _more_enlarged_grids(block_grid.detect_block_grid, float(numbered.group(2)))
+    elif numbered:
+        model.head = variant_head(model, "gsS", float(numbered.group(2)))
     else:
         model.head = variant_head(model, a.variant)
     t = time.time()
